@@ -1,0 +1,312 @@
+"""Compile a genome into a Plan and run it: the one hot kernel of neuronas.
+
+A level's output is ``ReLU(LayerNorm(sum_pairs x_src @ W_pair))`` over its present neurons; the
+output level gives logits ``sum_pairs x_src @ W_pair + bias``. Weights are always one edge vector
+aligned with the genome's edges (plus LayerNorm affine per hidden neuron and the output bias), so
+a standalone ``SparseNet``, the supernet's bank and the hypernet all feed the same ``sparse_forward``.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from evolution.genome import Genome
+
+# Density thresholds below which a pair runs the CSR kernel, measured by benchmarks/kernel.py
+# (2048x2048, batch 256, 2 CPU threads; figures in benchmarks/results/kernel.json).
+CSR_MAX_DENSITY = {"infer": 0.15, "train": 0.3}
+# Below this many matrix entries the sparse-format overhead outweighs any saving.
+CSR_MIN_ENTRIES = 16384
+NORM_EPS = 1e-5
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+
+
+_PAIR_TENSORS = ("flat", "edges", "crow", "col", "csr_edges", "crow_t", "col_t", "to_t")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """The edges between one source level and one target level of a Plan.
+
+    ``flat``: ``(e,)`` row-major positions ``src * n_dst + dst`` in the ``(n_src, n_dst)`` block;
+    ``edges``: ``(e,)`` indices into the genome's edge vector; ``block``: start of the edge vector's
+    slice when the pair is full and stored row-major (the block is then a free view);
+    ``crow``/``col``/``csr_edges``: CSR layout of ``W^T`` (rows = targets); ``crow_t``/``col_t``/
+    ``to_t``: CSR layout of ``W`` (rows = sources, for the input gradient) as a permutation of it.
+    """
+
+    src_level: int
+    n_src: int
+    n_dst: int
+    flat: Tensor
+    edges: Tensor
+    block: int | None
+    crow: Tensor
+    col: Tensor
+    csr_edges: Tensor
+    crow_t: Tensor
+    col_t: Tensor
+    to_t: Tensor
+
+    @property
+    def density(self) -> float:
+        return len(self.edges) / (self.n_src * self.n_dst)
+
+    def to(self, device: torch.device | str) -> "Pair":
+        return replace(self, **{k: getattr(self, k).to(device) for k in _PAIR_TENSORS})
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Compiled genome: levels in topological order and, per target level, its incoming pairs.
+
+    ``input_index``: the inputs that carry edges (``None`` = all); ``levels``: neuron ids per plan
+    level (0 = used inputs, last = outputs); ``norm_slices``: per hidden plan level, its slice of the
+    genome's (sorted) hidden neurons, i.e. of the LayerNorm affine vectors.
+    """
+
+    n_inputs: int
+    n_edges: int
+    input_index: Tensor | None
+    levels: list[np.ndarray]
+    grid_levels: list[int]
+    pairs_into: list[list[Pair]]
+    norm_slices: list[tuple[int, int]]
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.levels[-1])
+
+    def to(self, device: torch.device | str) -> "Plan":
+        index = None if self.input_index is None else self.input_index.to(device)
+        pairs = [[p.to(device) for p in ps] for ps in self.pairs_into]
+        return replace(self, input_index=index, pairs_into=pairs)
+
+
+class Weights(NamedTuple):
+    """Everything ``sparse_forward`` multiplies by: ``edge`` (E,), ``norm_weight``/``norm_bias`` (H,)
+    per hidden neuron in the genome's sorted order, ``bias`` (n_outputs,)."""
+
+    edge: Tensor
+    norm_weight: Tensor
+    norm_bias: Tensor
+    bias: Tensor
+
+
+def _long(a: np.ndarray) -> Tensor:
+    return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.long)
+
+
+def compile(genome: Genome) -> Plan:  # noqa: A001 - the natural name; shadows a rarely used builtin
+    """Group a genome's neurons by level and its edges by level pair."""
+    sp, e = genome.space, genome.edges
+    genome.validate()
+    used = np.unique(e[:, 0][sp.level[e[:, 0]] == 0])
+    inputs = sp.inputs if len(used) == sp.n_inputs else used
+    hidden_levels = genome.levels_present()
+    levels = [inputs] + [genome.hidden[sp.level[genome.hidden] == l] for l in hidden_levels] + [sp.outputs]
+    grid_levels = [0] + hidden_levels + [sp.output_level]
+    plan_level = np.full(sp.output_level + 1, -1)
+    plan_level[grid_levels] = np.arange(len(grid_levels))
+    local = np.full(sp.n_neurons, -1, dtype=np.int64)
+    for ids in levels:
+        local[ids] = np.arange(len(ids))
+    src_l, dst_l = plan_level[sp.level[e[:, 0]]], plan_level[sp.level[e[:, 1]]]
+    pairs_into: list[list[Pair]] = [[] for _ in range(len(levels) - 1)]
+    order = np.lexsort((src_l, dst_l))
+    bounds = np.flatnonzero(np.diff(dst_l[order] * len(levels) + src_l[order])) + 1
+    for idx in np.split(order, bounds) if len(order) else []:
+        idx = np.sort(idx)  # genome order within the pair keeps a row-major block contiguous
+        a, b = int(src_l[idx[0]]), int(dst_l[idx[0]])
+        n_src, n_dst = len(levels[a]), len(levels[b])
+        s, d = local[e[idx, 0]], local[e[idx, 1]]
+        flat = s * n_dst + d
+        full = len(idx) == n_src * n_dst
+        block = int(idx[0]) if full and (np.diff(idx) == 1).all() and (flat == np.arange(len(idx))).all() else None
+        by_dst = np.lexsort((s, d))
+        by_src = np.lexsort((d[by_dst], s[by_dst]))  # positions in the by-target order
+        crow = np.concatenate([[0], np.cumsum(np.bincount(d, minlength=n_dst))])
+        crow_t = np.concatenate([[0], np.cumsum(np.bincount(s, minlength=n_src))])
+        pairs_into[b - 1].append(Pair(a, n_src, n_dst, _long(flat), _long(idx), block, _long(crow),
+                                      _long(s[by_dst]), _long(idx[by_dst]), _long(crow_t),
+                                      _long(d[by_dst][by_src]), _long(by_src)))
+    starts = np.searchsorted(genome.hidden, [ids[0] for ids in levels[1:-1]])
+    norm_slices = [(int(s), int(s) + len(ids)) for s, ids in zip(starts, levels[1:-1])]
+    return Plan(sp.n_inputs, genome.n_edges, None if inputs is sp.inputs else _long(inputs), levels,
+                grid_levels, pairs_into, norm_slices)
+
+
+def _masked_dense(p: Pair, edge: Tensor) -> Tensor:
+    """The pair's ``(n_src, n_dst)`` weight block, differentiable in ``edge``."""
+    if p.block is not None:
+        return edge[p.block:p.block + p.n_src * p.n_dst].view(p.n_src, p.n_dst)
+    return edge.new_zeros(p.n_src * p.n_dst).index_put((p.flat,), edge[p.edges]).view(p.n_src, p.n_dst)
+
+
+class _CSRProduct(torch.autograd.Function):
+    """``x @ W`` for a sparse pair as ``(W^T_csr @ x^T)^T`` (the orientation that is fast on CPU),
+    with the input gradient from the CSR of ``W`` and the weight gradient by sampled dense-dense
+    matmul, so a training step costs O(B * E) instead of O(B * n_src * n_dst)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, values: Tensor, p: Pair) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, values)
+        ctx.pair = p
+        wt = torch.sparse_csr_tensor(p.crow, p.col, values, (p.n_dst, p.n_src), check_invariants=False)
+        return (wt @ x.T).T
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        x, values = ctx.saved_tensors
+        p: Pair = ctx.pair
+        grad_x = grad_v = None
+        if ctx.needs_input_grad[0]:
+            w = torch.sparse_csr_tensor(p.crow_t, p.col_t, values[p.to_t], (p.n_src, p.n_dst), check_invariants=False)
+            grad_x = (w @ grad.T).T
+        if ctx.needs_input_grad[1]:
+            mask = torch.sparse_csr_tensor(p.crow, p.col, torch.zeros_like(values), (p.n_dst, p.n_src),
+                                           check_invariants=False)
+            grad_v = torch.sparse.sampled_addmm(mask, grad.T.contiguous(), x.contiguous(), beta=0.0).values()
+        return grad_x, grad_v, None
+
+
+def pair_mode(p: Pair, grad: bool, dtype: torch.dtype) -> str:
+    """The kernel the automatic choice picks for a pair: ``"csr"`` or ``"dense"`` (masked-dense)."""
+    if dtype not in (torch.float32, torch.float64) or p.n_src * p.n_dst < CSR_MIN_ENTRIES:
+        return "dense"
+    return "csr" if p.density <= CSR_MAX_DENSITY["train" if grad else "infer"] else "dense"
+
+
+def sparse_forward(plan: Plan, weights: Weights, x: Tensor, mode: str = "auto") -> Tensor:
+    """Logits ``(B, n_outputs)`` of the compiled genome for inputs ``x`` ``(B, n_inputs)`` (any
+    trailing shape is flattened). ``mode``: ``"auto"``, ``"dense"`` (masked-dense) or ``"csr"``
+    (inference only)."""
+    x = x.reshape(len(x), -1)
+    if x.shape[1] != plan.n_inputs:
+        raise ValueError(f"input has {x.shape[1]} features; the genome expects {plan.n_inputs}")
+    if plan.input_index is not None:
+        x = x.index_select(1, plan.input_index)
+    edge = weights.edge.to(x.dtype)
+    grad = torch.is_grad_enabled() and (edge.requires_grad or x.requires_grad)
+    if mode not in ("auto", "dense", "csr"):
+        raise ValueError(f"kernel mode {mode!r}: expected 'auto', 'dense' or 'csr'")
+    acts = [x]
+    last = len(plan.pairs_into)
+    for k, pairs in enumerate(plan.pairs_into, start=1):
+        acc = None
+        for p in pairs:
+            m = pair_mode(p, grad, x.dtype) if mode == "auto" else mode
+            src = acts[p.src_level]
+            y = _CSRProduct.apply(src, edge[p.csr_edges], p) if m == "csr" else src @ _masked_dense(p, edge)
+            acc = y if acc is None else acc + y
+        if acc is None:
+            acc = x.new_zeros(len(x), len(plan.levels[k]))
+        if k < last:
+            lo, hi = plan.norm_slices[k - 1]
+            nw, nb = weights.norm_weight[lo:hi].to(x.dtype), weights.norm_bias[lo:hi].to(x.dtype)
+            acc = F.relu(F.layer_norm(acc, (hi - lo,), nw, nb, NORM_EPS))
+        else:
+            acc = acc + weights.bias.to(x.dtype)
+        acts.append(acc)
+    return acts[-1]
+
+
+class LoadReport(NamedTuple):
+    """What ``SparseNet.load_keyed`` matched: keys it had to initialise, keys it did not use."""
+
+    missing_edges: int
+    extra_edges: int
+    missing_neurons: int
+    extra_neurons: int
+
+
+class SparseNet(nn.Module):
+    """A standalone network of a genome: owns one weight per tie group (gathered to edges),
+    LayerNorm affine per hidden neuron and the output bias.
+
+    Init follows ``nn.Linear``: edge weights and output bias ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
+    with the fan-in of the edge's target; LayerNorm weight 1, bias 0.
+    """
+
+    def __init__(self, genome: Genome, generator: torch.Generator | None = None, mode: str = "auto") -> None:
+        super().__init__()
+        self.genome = genome
+        self.mode = mode
+        self.plan = compile(genome)
+        sp, e = genome.space, genome.edges
+        fan_in = np.maximum(np.bincount(e[:, 1], minlength=sp.n_neurons), 1)
+        groups = genome.groups
+        first = np.zeros(genome.n_weights, dtype=np.int64)
+        first[groups[::-1]] = np.arange(len(groups))[::-1]  # first edge of each group sets its fan-in
+        bound = torch.as_tensor(1.0 / np.sqrt(fan_in[e[first, 1]] if len(e) else np.ones(0)), dtype=torch.float32)
+        self.weight = nn.Parameter((torch.rand(genome.n_weights, generator=generator) * 2 - 1) * bound)
+        self.norm_weight = nn.Parameter(torch.ones(len(genome.hidden)))
+        self.norm_bias = nn.Parameter(torch.zeros(len(genome.hidden)))
+        out_bound = 1.0 / np.sqrt(fan_in[sp.outputs])
+        self.bias = nn.Parameter((torch.rand(sp.n_outputs, generator=generator) * 2 - 1) * torch.as_tensor(out_bound, dtype=torch.float32))
+        self.register_buffer("groups", None if genome.ties is None else _long(groups), persistent=False)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[override]
+        # The plan's index tensors follow the parameters' device (never their dtype).
+        super()._apply(fn, recurse)
+        self.plan = self.plan.to(self.bias.device)
+        return self
+
+    def edge_weights(self) -> Tensor:
+        """``(E,)`` per-edge weights, tied groups gathered."""
+        return self.weight if self.groups is None else self.weight[self.groups]
+
+    def weights(self) -> Weights:
+        return Weights(self.edge_weights(), self.norm_weight, self.norm_bias, self.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return sparse_forward(self.plan, self.weights(), x, self.mode)
+
+    # --- weights keyed by edge and neuron id, so they survive genome edits ------------------
+    def keyed_state(self) -> dict[str, Tensor]:
+        """Weights keyed by ids: ``edges`` (E, 2) with ``edge`` (E,), ``hidden`` (H,) with
+        ``norm_weight``/``norm_bias`` (H,), ``outputs`` with ``bias``."""
+        return {
+            "edges": _long(self.genome.edges), "edge": self.edge_weights().detach().cpu().clone(),
+            "hidden": _long(self.genome.hidden), "norm_weight": self.norm_weight.detach().cpu().clone(),
+            "norm_bias": self.norm_bias.detach().cpu().clone(),
+            "outputs": _long(self.genome.space.outputs), "bias": self.bias.detach().cpu().clone(),
+        }
+
+    @torch.no_grad()
+    def load_keyed(self, state: dict[str, Tensor]) -> LoadReport:
+        """Copy weights whose edge / neuron ids this genome has; keep the init for the rest.
+
+        A tie group takes the mean of the values given for its edges."""
+        sp = self.genome.space
+        mine = sp.edge_id(self.genome.edges[:, 0], self.genome.edges[:, 1])
+        theirs = sp.edge_id(state["edges"][:, 0].numpy(), state["edges"][:, 1].numpy())
+        hit, pos = _match(mine, theirs)
+        groups = self.genome.groups[hit]
+        values = state["edge"].to(self.weight)[_long(pos[hit])]
+        g = _long(groups)
+        total = torch.zeros_like(self.weight).index_add_(0, g, values)
+        count = torch.zeros_like(self.weight).index_add_(0, g, torch.ones_like(values))
+        self.weight.copy_(torch.where(count > 0, total / count.clamp(min=1), self.weight))
+        nhit, npos = _match(self.genome.hidden, state["hidden"].numpy())
+        for name in ("norm_weight", "norm_bias"):
+            getattr(self, name)[_long(np.flatnonzero(nhit))] = state[name].to(self.weight)[_long(npos[nhit])]
+        ohit, opos = _match(sp.outputs, state["outputs"].numpy())
+        self.bias[_long(np.flatnonzero(ohit))] = state["bias"].to(self.weight)[_long(opos[ohit])]
+        return LoadReport(int((~hit).sum()), len(theirs) - int(hit.sum()),
+                          int((~nhit).sum()), len(state["hidden"]) - int(nhit.sum()))
+
+
+def _match(mine: np.ndarray, theirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``mine``: whether ``theirs`` holds it, and where."""
+    theirs = np.asarray(theirs)
+    order = np.argsort(theirs, kind="stable")
+    pos = np.searchsorted(theirs[order], mine).clip(0, max(len(theirs) - 1, 0))
+    hit = (theirs[order][pos] == mine) if len(theirs) else np.zeros(len(mine), dtype=bool)
+    return hit, order[pos] if len(theirs) else pos

@@ -1,0 +1,137 @@
+"""Train one standalone ``SparseNet`` with Lightning: ``GenomeModule`` and its LightningCLI."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LightningCLI
+from torch import Tensor
+
+from evolution import seeds
+from evolution.genome import Genome, SearchSpace
+from evolution.network import SparseNet
+
+
+def resolve_genome(genome: str, input_shape: tuple[int, ...] | None, num_classes: int | None,
+                   levels: int | None = None, width: int | None = None) -> Genome:
+    """A genome from a JSON file, JSON text or a spec (``mlp:64``, ``conv:8x3,mlp:64``) built for
+    the data's shape; ``ValueError`` when the genome does not fit the data."""
+    if genome.lstrip().startswith("{"):
+        g = Genome.from_json(genome)
+    elif genome.endswith(".json") or Path(genome).is_file():
+        g = Genome.load(genome)
+    else:
+        if input_shape is None or num_classes is None:
+            raise ValueError(f"genome spec {genome!r} needs the data's input_shape and num_classes")
+        if levels is None and width is None:
+            space = seeds.space_for_spec(genome, tuple(input_shape), num_classes)
+        else:
+            auto = seeds.space_for_spec(genome, tuple(input_shape), num_classes)
+            space = SearchSpace(tuple(input_shape), num_classes, levels or auto.levels, width or auto.width)
+        return seeds.build(genome, space)
+    n_in = None if input_shape is None else math.prod(input_shape)
+    if (n_in is not None and g.space.n_inputs != n_in) or (num_classes is not None and g.space.n_outputs != num_classes):
+        raise ValueError(
+            f"genome {genome if len(genome) < 200 else 'JSON'} has {g.space.n_inputs} inputs and {g.space.n_outputs} "
+            f"outputs; the data has {n_in} inputs and {num_classes} classes"
+        )
+    return g
+
+
+class GenomeModule(pl.LightningModule):
+    """Trains the ``SparseNet`` of one genome on a classification DataModule.
+
+    Args:
+        genome: a genome JSON path (or JSON text) or a spec such as ``mlp:64`` or ``conv:8x3,mlp:64``.
+        input_shape: the data's input shape (linked from the DataModule by the CLI).
+        num_classes: the data's class count (linked from the DataModule by the CLI).
+        levels: grid levels for a spec (default: as many as the spec has layers).
+        width: grid width for a spec (default: the spec's widest layer).
+        lr: learning rate.
+        weight_decay: decoupled weight decay (AdamW) or L2 (SGD).
+        optimizer: ``adam``, ``adamw`` or ``sgd`` (momentum 0.9).
+        scheduler: ``none`` or ``cosine`` (over the trainer's max_epochs).
+        seed: seeds the weight initialisation.
+        kernel: ``auto``, ``dense`` or ``csr`` (see ``evolution.network.sparse_forward``).
+    """
+
+    def __init__(self, genome: str = "mlp:64", input_shape: tuple[int, ...] | None = None,
+                 num_classes: int | None = None, levels: int | None = None, width: int | None = None,
+                 lr: float = 3e-3, weight_decay: float = 0.0, optimizer: str = "adam", scheduler: str = "none",
+                 seed: int = 0, kernel: str = "auto") -> None:
+        super().__init__()
+        if optimizer not in ("adam", "adamw", "sgd"):
+            raise ValueError(f"optimizer {optimizer!r}: expected 'adam', 'adamw' or 'sgd'")
+        if scheduler not in ("none", "cosine"):
+            raise ValueError(f"scheduler {scheduler!r}: expected 'none' or 'cosine'")
+        self.save_hyperparameters()
+        self.genome = resolve_genome(genome, input_shape, num_classes, levels, width)
+        self.net = SparseNet(self.genome, torch.Generator().manual_seed(seed), mode=kernel)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        x, y = batch
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y)
+        if stage == "train" and not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training diverged at step {self.global_step}: loss is {loss.item()}; lower the learning rate"
+            )
+        self.log(f"{stage}_loss", loss, prog_bar=stage != "test", batch_size=len(y),
+                 on_step=False, on_epoch=True)
+        if stage != "train":
+            acc = (logits.argmax(1) == y).float().mean()
+            self.log(f"{stage}_acc", acc, prog_bar=True, batch_size=len(y), on_epoch=True)
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
+        else:
+            cls = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
+            opt = cls(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.scheduler == "cosine" and self.trainer is not None and self.trainer.max_epochs:
+            return [opt], [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.trainer.max_epochs)]
+        return opt
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The genome travels with its weights, so a checkpoint loads even if the JSON file moved.
+        checkpoint["genome"] = self.genome.to_json()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> "GenomeModule":
+        """Load a checkpoint written by ``fit`` (its genome is stored inside)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {path} does not exist")
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        return cls.load_from_checkpoint(path, map_location=map_location, genome=ckpt["genome"])
+
+
+class GenomeCLI(LightningCLI):
+    """LightningCLI whose model learns the data's shape from the DataModule."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+
+
+def main(args: list[str] | None = None) -> None:
+    """``python -m evolution train {fit,validate,test} --config ...``"""
+    GenomeCLI(GenomeModule, pl.LightningDataModule, subclass_mode_data=True, args=args,
+              parser_kwargs={"exit_on_error": False}, save_config_kwargs={"overwrite": True})
