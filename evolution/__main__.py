@@ -7,6 +7,7 @@ USAGE = """usage: python -m evolution COMMAND [ARGS]
 
 commands:
   train    train one genome's standalone network (LightningCLI: fit / validate / test)
+  search   estimate-driven neuron-level search (--config configs/search/*.yaml, --resume RUN_DIR)
 """
 
 
@@ -16,7 +17,13 @@ def _train(args: list[str]) -> None:
     main(args)
 
 
-COMMANDS = {"train": _train}
+def _search(args: list[str]) -> None:
+    from evolution.search import main
+
+    main(args)
+
+
+COMMANDS = {"train": _train, "search": _search}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +36,15 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"error: unknown command {command!r}; expected one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    import logging
+    import warnings
+
     from jsonargparse import ArgumentError
+
+    # Our CLIs pass their own argument lists to LightningCLI on purpose; the seed is in the config.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    for name in ("lightning.fabric.utilities.seed", "lightning.pytorch.utilities.seed"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     try:
         COMMANDS[command](rest)
@@ -42,13 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _one_line(err: BaseException) -> str:
-    # jsonargparse nests the cause of a failed instantiation or a type error in the message; the
-    # innermost line names the problem.
+def _one_line(err: BaseException, limit: int = 400) -> str:
+    # jsonargparse spreads a type error over several lines ("Parser key ...:", then the reason):
+    # fold them into one, and name the innermost cause of a failed instantiation.
     while err.__cause__ is not None and isinstance(err.__cause__, (ValueError, FileNotFoundError)):
         err = err.__cause__
-    lines = [l.strip() for l in str(err).splitlines() if l.strip()]
-    return lines[0] if lines else type(err).__name__
+    text = " ".join(l.strip() for l in str(err).splitlines() if l.strip()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from torch import Tensor
 
@@ -124,11 +125,20 @@ class GenomeModule(pl.LightningModule):
 
 
 class GenomeCLI(LightningCLI):
-    """LightningCLI whose model learns the data's shape from the DataModule."""
+    """LightningCLI whose model learns the data's shape from the DataModule; ``fit`` keeps the
+    best checkpoint by ``val_acc`` (and the last) and then reports ``test_acc`` of the best."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.monitor": "val_acc", "checkpoint.mode": "max", "checkpoint.save_last": True,
+                             "checkpoint.filename": "best-{epoch}-{val_acc:.4f}"})
+        parser.add_argument("--test_after_fit", type=bool, default=True, help="run test with the best checkpoint after fit")
+
+    def after_fit(self) -> None:
+        if self.config.fit.test_after_fit and not self.trainer.interrupted:
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best", weights_only=False)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -1,0 +1,305 @@
+"""LightningDataModules for classification, held in memory as tensors.
+
+Every module exposes ``input_shape`` ((C, H, W) for images, (F,) for features) and ``num_classes``
+right after ``__init__`` (a CLI links them into the model), seeded train/val/test splits, inputs
+flattened channel-major to ``(N, prod(input_shape))`` float32, and loaders that yield whole batches
+by indexing the cached tensors (no per-sample Python loop). ``tensors(split)`` hands estimators the
+cached split without a DataLoader.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import math
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+SPLITS = ("train", "val", "test")
+
+
+class _Batches(Dataset):
+    """A dataset indexed by a whole list of indices at once."""
+
+    def __init__(self, x: Tensor, y: Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, idx: list[int]) -> tuple[Tensor, Tensor]:
+        idx = torch.as_tensor(idx)
+        return self.x[idx], self.y[idx]
+
+
+def split_indices(n: int, seed: int, val_fraction: float, test_fraction: float) -> dict[str, np.ndarray]:
+    """A seeded permutation of ``range(n)`` cut into train / val / test."""
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(f"val_fraction {val_fraction} and test_fraction {test_fraction}: expected fractions "
+                         "in [0, 1) that leave a train split")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))
+    return {"test": perm[:n_test], "val": perm[n_test:n_test + n_val], "train": perm[n_test + n_val:]}
+
+
+class TensorDataModule(pl.LightningDataModule):
+    """Base: subclasses set ``input_shape`` and ``num_classes`` in ``__init__`` and implement
+    ``load() -> {split: (x, y)}``; this class caches, batches and hands out the splits.
+
+    An empty validation split (``val_fraction=0``) validates on the test split.
+    """
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+    def __init__(self, seed: int = 0, batch_size: int = 128, train_size: int | None = None) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size {batch_size}: must be positive")
+        self.seed, self.batch_size, self.train_size = seed, batch_size, train_size
+        self._splits: dict[str, tuple[Tensor, Tensor]] | None = None
+
+    def load(self) -> dict[str, tuple[Tensor, Tensor]]:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._splits is None:
+            splits = self.load()
+            if self.train_size is not None:
+                x, y = splits["train"]
+                splits["train"] = (x[: self.train_size], y[: self.train_size])
+            n_in = math.prod(self.input_shape)
+            self._splits = {k: (x.float().reshape(len(x), n_in).contiguous(), y.long()) for k, (x, y) in splits.items()}
+
+    def tensors(self, split: str) -> tuple[Tensor, Tensor]:
+        """The cached ``(x (N, prod(input_shape)), y (N,))`` of ``train``, ``val`` or ``test``."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
+        self.setup()
+        if split == "val" and not len(self._splits["val"][1]):
+            split = "test"
+        return self._splits[split]
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        ds = _Batches(*self.tensors(split))
+        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(self.seed)) if shuffle else SequentialSampler(ds)
+        return DataLoader(ds, sampler=BatchSampler(sampler, self.batch_size, drop_last=False), batch_size=None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+    def _split(self, x: Tensor, y: Tensor, val_fraction: float, test_fraction: float) -> dict[str, tuple[Tensor, Tensor]]:
+        idx = split_indices(len(y), self.seed, val_fraction, test_fraction)
+        return {k: (x[torch.as_tensor(v)], y[torch.as_tensor(v)]) for k, v in idx.items()}
+
+
+class DigitsDataModule(TensorDataModule):
+    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes), pixels / 16, split by seed."""
+
+    input_shape = (1, 8, 8)
+    num_classes = 10
+
+    def __init__(self, seed: int = 0, batch_size: int = 128, val_fraction: float = 0.15,
+                 test_fraction: float = 0.15, train_size: int | None = None) -> None:
+        super().__init__(seed, batch_size, train_size)
+        split_indices(10, seed, val_fraction, test_fraction)  # fail early on bad fractions
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+
+    def load(self) -> dict[str, tuple[Tensor, Tensor]]:
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        return self._split(torch.as_tensor(d.data / 16.0, dtype=torch.float32), torch.as_tensor(d.target),
+                           self.val_fraction, self.test_fraction)
+
+
+class _Torchvision(TensorDataModule):
+    """A torchvision dataset with an official test split; validation is split off train by seed."""
+
+    dataset = ""
+
+    def __init__(self, root: str = "data", download: bool = False, seed: int = 0, batch_size: int = 128,
+                 val_fraction: float = 1 / 12, train_size: int | None = None) -> None:
+        super().__init__(seed, batch_size, train_size)
+        split_indices(10, seed, val_fraction, 0.0)
+        self.root, self.download, self.val_fraction = root, download, val_fraction
+        if not download:
+            self._open(train=True)  # fail in __init__, before a Trainer writes anything
+
+    def _open(self, train: bool):
+        import torchvision
+
+        cls = getattr(torchvision.datasets, self.dataset)
+        try:
+            return cls(self.root, train=train, download=self.download)
+        except RuntimeError as err:
+            raise FileNotFoundError(f"{self.dataset} not found under {Path(self.root).resolve()} "
+                                    f"({str(err).splitlines()[0]}); pass download=True to fetch it") from None
+
+    def prepare_data(self) -> None:
+        if self.download:
+            self._open(True), self._open(False)
+
+    def _arrays(self, ds) -> tuple[Tensor, Tensor]:
+        return torch.as_tensor(ds.data).float() / 255.0, torch.as_tensor(ds.targets)
+
+    def load(self) -> dict[str, tuple[Tensor, Tensor]]:
+        x, y = self._arrays(self._open(True))
+        splits = self._split(x, y, self.val_fraction, 0.0)
+        splits["test"] = self._arrays(self._open(False))
+        return splits
+
+
+class MNISTDataModule(_Torchvision):
+    """torchvision MNIST (60,000 train of which 1/12 validation, 10,000 test), pixels / 255."""
+
+    dataset = "MNIST"
+    input_shape = (1, 28, 28)
+    num_classes = 10
+
+
+class FashionMNISTDataModule(_Torchvision):
+    """torchvision Fashion-MNIST, as MNIST."""
+
+    dataset = "FashionMNIST"
+    input_shape = (1, 28, 28)
+    num_classes = 10
+
+
+class CIFAR10DataModule(_Torchvision):
+    """torchvision CIFAR-10 (50,000 train, 10,000 test), (3, 32, 32) channel-major, pixels / 255."""
+
+    dataset = "CIFAR10"
+    input_shape = (3, 32, 32)
+    num_classes = 10
+
+    def _arrays(self, ds) -> tuple[Tensor, Tensor]:
+        return torch.as_tensor(ds.data).permute(0, 3, 1, 2).float() / 255.0, torch.as_tensor(ds.targets)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (gzip or plain) as a numpy array; ``ValueError`` naming the file when malformed."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as err:
+        raise ValueError(f"{path}: cannot read IDX file ({err})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    if len(raw) != offset + math.prod(dims):
+        raise ValueError(f"{path}: truncated or malformed IDX file ({len(raw) - offset} bytes of data, "
+                         f"expected {math.prod(dims)} for shape {tuple(dims)})")
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def _idx_pairs(root: Path) -> dict[str, tuple[Path, Path]]:
+    """``{prefix: (images, labels)}`` for each images/labels pair in a folder."""
+    pairs = {}
+    for images in sorted(root.glob("*-images-idx3-ubyte*")):
+        prefix = images.name.split("-images-")[0]
+        labels = sorted(root.glob(f"{prefix}-labels-idx1-ubyte*"))
+        if labels:
+            pairs[prefix] = (images, labels[0])
+    return pairs
+
+
+class IDXDataModule(TensorDataModule):
+    """A folder of IDX files (e.g. ``../shared/data/mnist-t10k``), pixels / 255.
+
+    With a ``train-*`` and a ``t10k-*`` pair they are train (validation split off by seed) and test;
+    with one pair, it is split by seed into train / val / test.
+    """
+
+    def __init__(self, root: str, seed: int = 0, batch_size: int = 128, val_fraction: float = 0.1,
+                 test_fraction: float = 0.2, train_size: int | None = None) -> None:
+        super().__init__(seed, batch_size, train_size)
+        split_indices(10, seed, val_fraction, test_fraction)
+        self.root, self.val_fraction, self.test_fraction = Path(root), val_fraction, test_fraction
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"IDX data folder {self.root} does not exist")
+        self.pairs = _idx_pairs(self.root)
+        if not self.pairs:
+            raise FileNotFoundError(f"IDX data folder {self.root} holds no *-images-idx3-ubyte[.gz] / "
+                                    "*-labels-idx1-ubyte[.gz] pair")
+        labels = np.concatenate([read_idx(lab) for _, lab in self.pairs.values()])
+        images = next(iter(self.pairs.values()))[0]
+        opener = gzip.open if images.suffix == ".gz" else open
+        with opener(images, "rb") as f:
+            head = f.read(16)
+        self.input_shape = (1, int.from_bytes(head[8:12], "big"), int.from_bytes(head[12:16], "big"))
+        self.num_classes = int(labels.max()) + 1
+
+    def _pair(self, prefix: str) -> tuple[Tensor, Tensor]:
+        images, labels = self.pairs[prefix]
+        x, y = read_idx(images), read_idx(labels)
+        if len(x) != len(y):
+            raise ValueError(f"{images} holds {len(x)} images but {labels} holds {len(y)} labels")
+        return torch.as_tensor(x.astype(np.float32) / 255.0), torch.as_tensor(y.astype(np.int64))
+
+    def load(self) -> dict[str, tuple[Tensor, Tensor]]:
+        if "train" in self.pairs and "t10k" in self.pairs:
+            splits = self._split(*self._pair("train"), self.val_fraction, 0.0)
+            splits["test"] = self._pair("t10k")
+            return splits
+        return self._split(*self._pair(next(iter(self.pairs))), self.val_fraction, self.test_fraction)
+
+
+class CSVDataModule(TensorDataModule):
+    """A CSV file with a header: numeric feature columns and a ``target`` column (numbers or names,
+    mapped to class indices in sorted order, kept in ``classes``); features standardised with the
+    train split's mean and std."""
+
+    def __init__(self, path: str, target: str = "label", seed: int = 0, batch_size: int = 128,
+                 val_fraction: float = 0.15, test_fraction: float = 0.15, train_size: int | None = None) -> None:
+        super().__init__(seed, batch_size, train_size)
+        split_indices(10, seed, val_fraction, test_fraction)
+        self.path, self.target = Path(path), target
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        if not self.path.is_file():
+            raise FileNotFoundError(f"CSV file {self.path} does not exist")
+        with open(self.path, newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows:
+            raise ValueError(f"{self.path}: empty CSV file")
+        header, body = [h.strip() for h in rows[0]], [r for r in rows[1:] if r]
+        if target not in header:
+            raise ValueError(f"{self.path}: no target column {target!r} (columns: {', '.join(header)})")
+        t = header.index(target)
+        features = [h for i, h in enumerate(header) if i != t]
+        labels = [r[t].strip() for r in body]
+        try:
+            x = np.array([[float(v) for i, v in enumerate(r) if i != t] for r in body], dtype=np.float32)
+        except ValueError as err:
+            raise ValueError(f"{self.path}: feature columns must be numeric ({err})") from None
+        if x.ndim != 2 or x.shape[1] != len(features):
+            raise ValueError(f"{self.path}: every row needs {len(header)} values")
+        try:
+            keys = sorted(set(labels), key=float)
+        except ValueError:
+            keys = sorted(set(labels))
+        self.classes = keys
+        index = {k: i for i, k in enumerate(keys)}
+        self._x, self._y = torch.as_tensor(x), torch.as_tensor([index[v] for v in labels])
+        self.input_shape = (len(features),)
+        self.num_classes = len(keys)
+
+    def load(self) -> dict[str, tuple[Tensor, Tensor]]:
+        splits = self._split(self._x, self._y, self.val_fraction, self.test_fraction)
+        x = splits["train"][0]
+        mean, std = x.mean(0), x.std(0)
+        std = torch.where(std > 0, std, torch.ones_like(std))
+        return {k: ((v - mean) / std, y) for k, (v, y) in splits.items()}
