@@ -1,0 +1,365 @@
+"""The search loop: a population evolved by tournament on (Pareto rank, crowding) and aging.
+
+Each iteration selects M parents by tournament, mutates them, estimates the M children in one
+batch, adds them, removes the oldest until the population is back to its size, and updates the
+all-time archive of non-dominated candidates and its hypervolume. The whole state (population,
+archive, history offset, iteration, every RNG) is written atomically after every iteration, so a
+search killed at any moment resumes as if never stopped.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import random
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from evolution import cost, nsga2, seeds
+from evolution.estimators import Estimate, Estimator, Parent
+from evolution.genome import Genome, SearchSpace
+from evolution.mutations import Inheritance, MutationRates, mutate
+from evolution.network import SparseNet
+from evolution.sampling import random_genome
+
+OBJECTIVES = ("error", "flops", "params", "latency")
+STATE = "state.pt"
+
+
+@dataclass
+class Candidate:
+    """One estimated genome and where it came from."""
+
+    id: int
+    genome: Genome = field(repr=False)
+    parent: int | None
+    mutation: str
+    iteration: int
+    score: float
+    flops: int
+    params: int
+    seconds: float
+    error: str | None = None
+    latency: float = float("nan")
+    state: dict | None = field(default=None, repr=False)
+
+    def objectives(self, names: list[str]) -> list[float]:
+        """Objectives to minimise; ``error`` is 1 - score."""
+        values = {"error": 1.0 - self.score, "flops": float(self.flops), "params": float(self.params),
+                  "latency": self.latency}
+        return [values[n] for n in names]
+
+    def record(self) -> dict:
+        """The history.jsonl line."""
+        return {"id": self.id, "parent": self.parent, "mutation": self.mutation, "iteration": self.iteration,
+                "score": self.score, "flops": self.flops, "params": self.params, "latency": self.latency,
+                "edges": self.genome.n_edges, "hidden": len(self.genome.hidden), "seconds": self.seconds,
+                "error": self.error}
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """What a search does (the estimator and data are configured beside it).
+
+    Args:
+        run_dir: where history.jsonl, front.json, genomes/ and the state go.
+        seed: seeds every random choice of the search.
+        iterations: iterations to run (a resumed search runs up to this many in all).
+        population: population size P.
+        children: children M per iteration (and parents selected per iteration).
+        tournament: tournament size.
+        objectives: two or three of error, flops, params, latency (all minimised).
+        init: initial genomes: ``random`` (the edge-law sampler), specs (``mlp:64``) or genome files;
+            cycled until the population is full.
+        levels: hidden levels of the grid.
+        width: slots per level.
+        channels: lattice copies per level (for conv-like genomes).
+        density: density of random initial genomes.
+        rates: relative rates of the mutation operators.
+        ref_point: hypervolume reference point in normalised objectives (error in [0, 1],
+            the others divided by the largest value in the initial population).
+        progress: show a progress bar.
+    """
+
+    run_dir: str = "runs/search"
+    seed: int = 0
+    iterations: int = 20
+    population: int = 16
+    children: int = 8
+    tournament: int = 2
+    objectives: tuple[str, ...] = ("error", "flops")
+    init: tuple[str, ...] = ("random",)
+    levels: int = 3
+    width: int = 64
+    channels: int = 1
+    density: float = 0.1
+    rates: MutationRates = MutationRates()
+    ref_point: tuple[float, ...] | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        bad = [o for o in self.objectives if o not in OBJECTIVES]
+        if bad or not 2 <= len(self.objectives) <= 3:
+            raise ValueError(f"objectives {list(self.objectives)}: expected two or three of {', '.join(OBJECTIVES)}")
+        if self.population < 2 or self.children < 1 or self.iterations < 0 or self.tournament < 1:
+            raise ValueError("search needs population >= 2, children >= 1, iterations >= 0, tournament >= 1")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+class Search:
+    """An estimate-driven neuron-level search over the grid of a DataModule's shape."""
+
+    def __init__(self, settings: SearchSettings, data, estimator: Estimator, config: dict | None = None) -> None:
+        self.s = settings
+        self.data = data
+        self.estimator = estimator
+        self.space = SearchSpace(tuple(data.input_shape), data.num_classes, settings.levels, settings.width,
+                                 settings.channels)
+        self.dir = Path(settings.run_dir)
+        self.config = config or {}
+        self.fingerprint = hashlib.sha1(json.dumps(self._identity(), sort_keys=True, default=str).encode()).hexdigest()
+        self.rng = np.random.default_rng(settings.seed)
+        self.population: list[Candidate] = []
+        self.archive: list[Candidate] = []
+        self.iteration = 0
+        self.next_id = 0
+        self.hv: list[float] = []
+        self.scale: list[float] = []
+        self.fronts: list[list[list[float]]] = []
+
+    def _identity(self) -> dict:
+        """What must match for a run directory to be resumed: all but the iteration budget and UI."""
+        d = {k: v for k, v in asdict(self.s).items() if k not in ("iterations", "progress", "run_dir")}
+        cfg = {k: v for k, v in self.config.items() if k not in ("iterations", "progress", "run_dir", "resume", "config")}
+        return {"settings": d, "config": cfg, "space": self.space.to_dict()}
+
+    # --- candidates ----------------------------------------------------------------------------
+    def _estimate(self, genomes: list[Genome], parents: list[Candidate | None], mutations: list[str]) -> list[Candidate]:
+        inherit = [None if p is None or p.state is None else Parent(p.state, Inheritance(m))
+                   for p, m in zip(parents, mutations)]
+        estimates: list[Estimate] = self.estimator.estimate(genomes, inherit)
+        out = []
+        for g, p, m, e in zip(genomes, parents, mutations, estimates):
+            lat = cost.latency(SparseNet(g), repeats=5) if "latency" in self.s.objectives else float("nan")
+            out.append(Candidate(self.next_id, g, None if p is None else p.id, m, self.iteration, float(e.score),
+                                 cost.flops(g).total, cost.parameters(g), float(e.seconds), e.error, lat, e.state))
+            self.next_id += 1
+        return out
+
+    def _initial_genomes(self) -> list[Genome]:
+        genomes = []
+        for i in range(self.s.population):
+            source = self.s.init[i % len(self.s.init)]
+            if source == "random":
+                genomes.append(random_genome(self.space, self.rng, density=self.s.density))
+            elif source.endswith(".json"):
+                g = Genome.load(source)
+                if g.space != self.space:
+                    raise ValueError(f"initial genome {source} is on {g.space}, not on the search's grid {self.space}")
+                genomes.append(g)
+            else:
+                genomes.append(seeds.build(source, self.space))
+        return genomes
+
+    def _objectives(self, cands: list[Candidate]) -> np.ndarray:
+        F = np.array([c.objectives(list(self.s.objectives)) for c in cands], dtype=float).reshape(len(cands), -1)
+        return F / np.array(self.scale)
+
+    # --- the loop ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Estimate the initial population (iteration 0) and save."""
+        cands = self._estimate(self._initial_genomes(), [None] * self.s.population, ["init"] * self.s.population)
+        ok = [c for c in cands if c.error is None]
+        if not ok:
+            raise ValueError(f"every initial genome failed to estimate; first error: {cands[0].error}")
+        first = np.array([c.objectives(list(self.s.objectives)) for c in ok], dtype=float)
+        self.scale = [1.0 if n == "error" else float(np.nanmax(first[:, i]) or 1.0)
+                      for i, n in enumerate(self.s.objectives)]
+        self.population = ok
+        self._finish_iteration(cands)
+
+    def step(self) -> None:
+        """One iteration: tournament, mutation, estimation, aging, archive."""
+        self.iteration += 1
+        F = self._objectives(self.population)
+        rank, crowd = nsga2.rank_and_crowding(F)
+        picks = nsga2.tournament(rank, crowd, self.s.children, self.rng, size=min(self.s.tournament, len(F)))
+        parents = [self.population[i] for i in picks]
+        kids = [mutate(p.genome, self.rng, self.s.rates) for p in parents]
+        cands = self._estimate([k[0] for k in kids], parents, [k[1].mutation for k in kids])
+        self.population += [c for c in cands if c.error is None]
+        excess = len(self.population) - self.s.population
+        if excess > 0:  # the oldest leave first (aging evolution, Real et al. 2019)
+            self.population = sorted(self.population, key=lambda c: c.id)[excess:]
+        self._finish_iteration(cands)
+
+    def _finish_iteration(self, cands: list[Candidate]) -> None:
+        pool = self.archive + [c for c in cands if c.error is None]
+        F = self._objectives(pool)
+        self.archive = [pool[i] for i in nsga2.pareto_front(F)]
+        Fa = self._objectives(self.archive)
+        ref = np.array(self.s.ref_point if self.s.ref_point else [1.0] + [2.0] * (F.shape[1] - 1))
+        self.hv.append(float(nsga2.hypervolume(Fa, ref)))
+        self.fronts.append(Fa.tolist())
+        if hasattr(self.estimator, "update"):
+            self.estimator.update([c.genome for c in self.population])
+        self._save(cands)
+
+    # --- files ---------------------------------------------------------------------------------
+    def _save(self, cands: list[Candidate]) -> None:
+        """History lines first, then the state that says how much of the history is valid."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        hist = self.dir / "history.jsonl"
+        with open(hist, "ab") as f:
+            f.write("".join(json.dumps(c.record()) + "\n" for c in cands).encode())
+        state = {
+            "fingerprint": self.fingerprint, "iteration": self.iteration, "next_id": self.next_id,
+            "history_bytes": hist.stat().st_size, "hv": self.hv, "scale": self.scale, "fronts": self.fronts,
+            "population": [self._pack(c) for c in self.population],
+            "archive": [self._pack(c) for c in self.archive],
+            "rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "py_rng": random.getstate(),
+        }
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        _atomic_write(self.dir / STATE, buf.getvalue())
+        self._write_front()
+
+    @staticmethod
+    def _pack(c: Candidate) -> dict:
+        d = {k: v for k, v in c.__dict__.items() if k != "genome"}
+        d["genome"] = c.genome.to_json()
+        return d
+
+    @staticmethod
+    def _unpack(d: dict) -> Candidate:
+        return Candidate(**{**d, "genome": Genome.from_json(d["genome"])})
+
+    def _write_front(self) -> None:
+        gdir = self.dir / "genomes"
+        gdir.mkdir(exist_ok=True)
+        front = []
+        for c in sorted(self.archive, key=lambda c: c.flops):
+            path = gdir / f"{c.id}.json"
+            if not path.exists():
+                c.genome.save(path)
+            front.append({**c.record(), "genome": f"genomes/{c.id}.json"})
+        doc = {"iteration": self.iteration, "objectives": list(self.s.objectives), "hypervolume": self.hv,
+               "space": self.space.to_dict(), "front": front}
+        _atomic_write(self.dir / "front.json", json.dumps(doc, indent=1).encode())
+
+    def exists(self) -> bool:
+        return (self.dir / STATE).is_file()
+
+    def load(self) -> None:
+        """Restore the state saved after the last finished iteration; cut history.jsonl back to it."""
+        path = self.dir / STATE
+        if not path.is_file():
+            raise FileNotFoundError(f"run directory {self.dir} has no finished iteration ({STATE} missing)")
+        state = torch.load(path, weights_only=False)
+        if state["fingerprint"] != self.fingerprint:
+            raise ValueError(f"run directory {self.dir} holds a different search (its settings differ); "
+                             "use another --run_dir or the same config")
+        hist = self.dir / "history.jsonl"
+        with open(hist, "r+b") as f:
+            f.truncate(state["history_bytes"])
+        self.iteration, self.next_id = state["iteration"], state["next_id"]
+        self.hv, self.scale, self.fronts = state["hv"], state["scale"], state["fronts"]
+        self.population = [self._unpack(d) for d in state["population"]]
+        self.archive = [self._unpack(d) for d in state["archive"]]
+        self.rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["py_rng"])
+
+    def run(self, resume: bool = False) -> None:
+        """Start or resume, then iterate to ``settings.iterations``; Ctrl-C keeps the last saved state."""
+        if resume:
+            self.load()
+        elif self.exists():
+            raise ValueError(f"run directory {self.dir} already holds a search; resume it with --resume "
+                             f"{self.dir} or choose another --run_dir")
+        else:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / "history.jsonl").write_bytes(b"")
+            self.start()
+        bar = None
+        if self.s.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.s.iterations, initial=self.iteration, desc="search", file=sys.stderr,
+                       dynamic_ncols=True)
+        try:
+            while self.iteration < self.s.iterations:
+                self.step()
+                if bar is not None:
+                    best = min(1 - c.score for c in self.archive)
+                    bar.set_postfix(best_error=f"{best:.4f}", front=len(self.archive), hv=f"{self.hv[-1]:.4f}")
+                    bar.update(1)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted after iteration {self.iteration}; resume with --resume {self.dir}", file=sys.stderr)
+        finally:
+            if bar is not None:
+                bar.close()
+        from evolution.plots import plot_fronts
+
+        plot_fronts(self.fronts, list(self.s.objectives), self.dir / "front.png")
+
+
+def build_parser():
+    """The ``search`` command's parser: settings at the top, ``data`` and ``estimator`` by class path."""
+    import lightning.pytorch as pl
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog="python -m evolution search", exit_on_error=False,
+                            description="Estimate-driven neuron-level search (NSGA-II ranking, aging).")
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML config (configs/search/*.yaml)")
+    parser.add_argument("--resume", type=str | None, default=None,
+                        help="resume the search in this run directory (its config.yaml is read when --config is not given)")
+    parser.add_class_arguments(SearchSettings, "search", fail_untyped=True)
+    parser.add_subclass_arguments(pl.LightningDataModule, "data", required=True)
+    parser.add_subclass_arguments(Estimator, "estimator", required=True)
+    parser.link_arguments("data", "estimator.init_args.data", apply_on="instantiate")
+    return parser
+
+
+def main(args: list[str] | None = None) -> None:
+    """``python -m evolution search --config configs/search/digits.yaml [--search.iterations N] [--resume DIR]``"""
+    args = list(sys.argv[1:] if args is None else args)
+    # The short flags the README promises, spelled as the nested keys the parser knows.
+    short = {"--run_dir", "--seed", "--iterations", "--population", "--children"}
+    args = [("--search." + a[2:]) if a.split("=")[0] in short else a for a in args]
+    if "--resume" in args and not any(a.startswith("--config") for a in args):
+        run_dir = Path(args[args.index("--resume") + 1])
+        if not (run_dir / "config.yaml").is_file():
+            raise FileNotFoundError(f"run directory {run_dir} has no config.yaml to resume from")
+        args = ["--config", str(run_dir / "config.yaml")] + args
+    parser = build_parser()
+    cfg = parser.parse_args(args)
+    if cfg.resume:
+        cfg.search.run_dir = cfg.resume
+    plain = json.loads(parser.dump(cfg, format="json"))
+    init = parser.instantiate_classes(cfg)
+    settings = init.search if isinstance(init.search, SearchSettings) else SearchSettings(**vars(init.search))
+    search = Search(settings, init.data, init.estimator, config={"data": plain["data"], "estimator": plain["estimator"]})
+    if not cfg.resume and search.exists():
+        raise ValueError(f"run directory {search.dir} already holds a search; resume it with --resume "
+                         f"{search.dir} or choose another --run_dir")
+    if not cfg.resume:
+        search.dir.mkdir(parents=True, exist_ok=True)
+        (search.dir / "config.yaml").write_text(parser.dump(cfg, skip_check=True).replace("resume: null\n", ""))
+    search.run(resume=bool(cfg.resume))
+    best = min(search.archive, key=lambda c: 1 - c.score)
+    print(f"search finished: {search.iteration} iterations, front of {len(search.archive)}, hypervolume "
+          f"{search.hv[-1]:.4f}, best error {1 - best.score:.4f} ({best.flops} FLOPs); files in {search.dir}")

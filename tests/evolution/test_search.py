@@ -1,0 +1,126 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evolution.__main__ import main as cli
+from evolution.data import DigitsDataModule
+from evolution.estimators import Estimate, TrainEstimator
+from evolution.search import Search, SearchSettings
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["--config", str(REPO / "configs/search/digits.yaml"), "--population", "6", "--children", "3",
+        "--estimator.init_args.steps", "8", "--search.width", "32", "--search.progress", "false"]
+
+
+def _records(run: Path) -> list[dict]:
+    """History without wall-clock seconds (the one field that differs between identical runs)."""
+    lines = [json.loads(l) for l in (run / "history.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in lines]
+
+
+def _front(run: Path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in json.loads((run / "front.json").read_text())["front"]]
+
+
+def test_search_writes_its_files_and_improves_its_front(tmp_path):
+    assert cli(["search", *TINY, "--iterations", "4", "--run_dir", str(tmp_path / "run")]) == 0
+    run = tmp_path / "run"
+    recs = _records(run)
+    assert len(recs) == 6 + 4 * 3
+    assert {r["iteration"] for r in recs} == {0, 1, 2, 3, 4}
+    assert all(r["parent"] is not None for r in recs if r["iteration"] > 0)
+    front = json.loads((run / "front.json").read_text())
+    hv = front["hypervolume"]
+    assert len(hv) == 5 and all(b >= a for a, b in zip(hv, hv[1:]))  # an all-time archive never loses volume
+    for c in front["front"]:
+        assert (run / c["genome"]).is_file()
+    assert (run / "front.png").stat().st_size > 1000 and (run / "config.yaml").is_file()
+
+
+def test_same_seed_same_history(tmp_path):
+    for name in ("a", "b"):
+        assert cli(["search", *TINY, "--iterations", "2", "--run_dir", str(tmp_path / name)]) == 0
+    assert _records(tmp_path / "a") == _records(tmp_path / "b")
+    assert cli(["search", *TINY, "--iterations", "2", "--seed", "1", "--run_dir", str(tmp_path / "c")]) == 0
+    assert _records(tmp_path / "a") != _records(tmp_path / "c")
+
+
+def test_killed_search_resumes_as_if_never_stopped(tmp_path):
+    args = [*TINY, "--iterations", "6"]
+    assert cli(["search", *args, "--run_dir", str(tmp_path / "whole")]) == 0
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "evolution", "search", *args, "--run_dir", str(tmp_path / "cut")],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = tmp_path / "cut" / "state.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and len((tmp_path / "cut" / "history.jsonl").read_text().splitlines()) >= 6 + 2 * 3:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the search finished before it could be killed; give it more iterations"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(_records(tmp_path / "cut")) < len(_records(tmp_path / "whole"))
+    assert cli(["search", "--resume", str(tmp_path / "cut"), "--search.progress", "false"]) == 0
+    assert _records(tmp_path / "cut") == _records(tmp_path / "whole")
+    assert _front(tmp_path / "cut") == _front(tmp_path / "whole")
+
+
+class FlakyEstimator:
+    """Fails every third genome, as a diverging or crashing candidate would."""
+
+    def __init__(self, data) -> None:
+        self.inner = TrainEstimator(data, steps=5)
+        self.calls = 0
+
+    def estimate(self, genomes, parents=None):
+        out = []
+        for g in genomes:
+            self.calls += 1
+            out.append(Estimate(float("nan"), 0.0, "diverged at step 3") if self.calls % 3 == 0
+                       else self.inner.estimate([g])[0])
+        return out
+
+
+def test_failed_candidates_are_recorded_and_never_selected(tmp_path):
+    data = DigitsDataModule()
+    s = SearchSettings(run_dir=str(tmp_path), iterations=3, population=6, children=3, width=16, progress=False)
+    search = Search(s, data, FlakyEstimator(data))
+    search.run()
+    recs = _records(tmp_path)
+    failed = {r["id"] for r in recs if r["error"]}
+    assert failed and all(r["error"] == "diverged at step 3" for r in recs if r["id"] in failed)
+    assert not failed & {r["parent"] for r in recs}
+    assert not failed & {c.id for c in search.population + search.archive}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--estimator.class_path", "evolution.estimators.NoSuchEstimator"], "estimator"),
+    (["--search.objectives", "[error, beauty]"], "objectives ['error', 'beauty']: expected two or three of"),
+    (["--search.population", "abc"], 'Parser key "search.population"'),
+])
+def test_bad_config_is_one_line(tmp_path, capsys, extra, message):
+    assert cli(["search", *TINY, "--run_dir", str(tmp_path / "r"), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    assert not (tmp_path / "r" / "state.pt").exists()
+
+
+def test_run_dir_of_another_search_is_refused(tmp_path, capsys):
+    run = str(tmp_path / "r")
+    assert cli(["search", *TINY, "--iterations", "1", "--run_dir", run]) == 0
+    before = (tmp_path / "r" / "history.jsonl").read_bytes()
+    assert cli(["search", *TINY, "--iterations", "1", "--run_dir", run]) == 2
+    assert "already holds a search; resume it with --resume" in capsys.readouterr().err
+    assert cli(["search", *TINY, "--iterations", "2", "--seed", "5", "--resume", run]) == 2
+    assert "holds a different search" in capsys.readouterr().err
+    assert (tmp_path / "r" / "history.jsonl").read_bytes() == before
+    assert cli(["search", "--resume", str(tmp_path / "nothing")]) == 2
+    assert "has no config.yaml" in capsys.readouterr().err
