@@ -1,0 +1,121 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from evolution import seeds
+from evolution.__main__ import main as cli
+from evolution.data import DigitsDataModule
+from evolution.estimators import Parent, TrainEstimator
+from evolution.mutations import add_edges
+from evolution.train import GenomeModule
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+
+
+def _command(path: Path) -> list[str]:
+    kind = path.relative_to(REPO / "configs").parts[0]
+    return {"train": ["train", "fit"], "search": ["search"]}[kind]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
+def test_every_config_parses(path, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli([*_command(path), "--config", str(path), "--print_config"])
+    assert done.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["data"]["class_path"].startswith("evolution.data.")
+
+
+def test_train_digits_mlp64_reaches_95_percent(tmp_path, capsys):
+    rc = cli(["train", "fit", "--config", str(REPO / "configs/train/digits.yaml"), "--trainer.default_root_dir",
+              str(tmp_path), "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "20"])
+    assert rc == 0
+    metrics = (next(tmp_path.rglob("metrics.csv"))).read_text().splitlines()
+    header = metrics[0].split(",")
+    test_acc = [float(l.split(",")[header.index("test_acc")]) for l in metrics[1:] if l.split(",")[header.index("test_acc")]]
+    assert test_acc and test_acc[-1] >= 0.95
+    assert {"train_loss", "val_loss", "val_acc", "test_acc"} <= set(header)
+    best = next(tmp_path.rglob("best-*.ckpt"))
+    module = GenomeModule.from_checkpoint(best)
+    x, y = DigitsDataModule().tensors("test")
+    with torch.no_grad():
+        assert (module(x).argmax(1) == y).float().mean() >= 0.95
+
+
+def _written(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model.genome", "{{bad}}"], "not valid JSON"),
+    (["--model.genome", "mlp:0"], "sizes must be positive"),
+    (["--model.lr", "fast"], 'Parser key "model.lr": Expected a <class \'float\'>'),
+    (["--data", "evolution.data.IDXDataModule", "--data.root", "/nonexistent/mnist"], "IDX data folder /nonexistent/mnist does not exist"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, extra, message):
+    rc = cli(["train", "fit", "--config", str(REPO / "configs/train/digits.yaml"), "--trainer.default_root_dir",
+              str(tmp_path / "out"), *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    assert not (tmp_path / "out").exists() or not _written(tmp_path / "out")
+
+
+def test_genome_file_must_match_the_data(tmp_path, capsys):
+    space = seeds.space_for_spec("mlp:8", (1, 28, 28), 10)
+    seeds.build("mlp:8", space).save(tmp_path / "g.json")
+    rc = cli(["train", "fit", "--config", str(REPO / "configs/train/digits.yaml"), "--model.genome", str(tmp_path / "g.json"),
+              "--trainer.default_root_dir", str(tmp_path / "out")])
+    assert rc == 2
+    assert "has 784 inputs and 10 outputs; the data has 64 inputs and 10 classes" in capsys.readouterr().err
+    (tmp_path / "t.json").write_text(space and json.dumps({"format": "neuronas.genome", "version": 1})[:-5])
+    assert cli(["train", "fit", "--config", str(REPO / "configs/train/digits.yaml"), "--model.genome",
+                str(tmp_path / "t.json"), "--trainer.default_root_dir", str(tmp_path / "out")]) == 2
+    assert "t.json: not valid JSON" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_csv_without_target_column(tmp_path, capsys):
+    (tmp_path / "d.csv").write_text("a,b,y\n1,2,0\n3,4,1\n")
+    rc = cli(["train", "fit", "--data", "evolution.data.CSVDataModule", "--data.path", str(tmp_path / "d.csv"),
+              "--trainer.default_root_dir", str(tmp_path / "out")])
+    assert rc == 2 and "no target column 'label' (columns: a, b, y)" in capsys.readouterr().err
+
+
+def test_train_estimator_scores_and_reports_divergence():
+    data = DigitsDataModule()
+    space = seeds.space_for_spec("mlp:32", data.input_shape, data.num_classes)
+    g = seeds.build("mlp:32", space)
+    good, = TrainEstimator(data, steps=60).estimate([g])
+    assert good.ok and good.score > 0.8 and good.seconds > 0
+    again, = TrainEstimator(data, steps=60).estimate([g])
+    assert again.score == good.score  # seeded by the genome: same genome, same estimate
+
+
+    class Poisoned:  # a train split whose loss is not finite, as a diverging run's becomes
+        def tensors(self, split):
+            x, y = data.tensors(split)
+            return (x * float("inf"), y) if split == "train" else (x, y)
+
+    bad, = TrainEstimator(Poisoned(), steps=30).estimate([g])
+    assert not bad.ok and bad.error == "training diverged at step 0: loss is nan"
+
+
+def test_lamarckian_first_phase_keeps_inherited_weights():
+    data = DigitsDataModule()
+    space = seeds.space_for_spec("mlp:32", data.input_shape, data.num_classes)
+    g = seeds.build("mlp:32", space)
+    parent, = TrainEstimator(data, steps=40, keep_state=True).estimate([g])
+    child, how = add_edges(g, np.random.default_rng(0))
+    est = TrainEstimator(data, steps=5, warm_start=True, new_edge_steps=5)
+    out, = est.estimate([child], [Parent(parent.state, how)])
+    shared = np.isin(space.edge_id(*child.edges.T), space.edge_id(*g.edges.T))
+    lookup = dict(zip(space.edge_id(*g.edges.T).tolist(), parent.state["edge"].tolist()))
+    kept = out.state["edge"][torch.as_tensor(shared)]
+    assert torch.allclose(kept, torch.tensor([lookup[i] for i in space.edge_id(*child.edges[shared].T).tolist()]))
+    assert (out.state["edge"][torch.as_tensor(~shared)] != 0).any()  # the new edges did train
+    assert out.score >= parent.score - 0.05
