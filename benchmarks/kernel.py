@@ -59,7 +59,7 @@ def run(repeats: int, device: str) -> dict:
             "csr": lambda: _CSRProduct.apply(x, w[p.csr_edges], p),
         }
         # "auto" runs whichever kernel sparse_forward would pick for this pair in each regime.
-        pick = {g: pair_mode(p, g, torch.float32) for g in (False, True)}
+        pick = {g: pair_mode(p, g, torch.float32, device) for g in (False, True)}
         times: dict[str, list[float]] = {f"{k}_{m}": [] for k in kernels for m in ("infer", "train")}
         for r in range(repeats + 1):
             for name, fn in kernels.items():
@@ -115,7 +115,7 @@ def main() -> None:
         "inference_speedup_5pct": 1 / by[0.05]["auto_infer_ratio"],
         "derived_threshold_infer": threshold(rows, "infer"),
         "derived_threshold_train": threshold(rows, "train"),
-        "thresholds_in_use": dict(CSR_MAX_DENSITY),
+        "thresholds_in_use": dict(CSR_MAX_DENSITY.get(args.device, {})),
     }
     print(f"auto training worst ratio to dense: {summary['auto_max_ratio']:.2f} (target <= 1.3)")
     print(f"auto inference speed-up over dense: {summary['inference_speedup_2pct']:.2f}x at 2 % (target >= 3), "

@@ -18,13 +18,16 @@ from torch import Tensor, nn
 
 from evolution.genome import Genome
 
-# Density thresholds below which a pair runs the CSR kernel, measured by benchmarks/kernel.py
-# (2048x2048, batch 256, 2 CPU threads; figures in benchmarks/results/kernel.json).
-CSR_MAX_DENSITY = {"infer": 0.2, "train": 0.2}
+# Density thresholds below which a pair runs the CSR kernel, per device type, measured by
+# benchmarks/kernel.py (2048x2048, batch 256): on 2 CPU threads CSR wins below ~20 % density with
+# and without grad (benchmarks/results/kernel.json); on an H100, cuSPARSE lost to dense matmul at
+# every density down to 1 % (kernel_cuda.json), so CUDA always runs masked-dense.
+CSR_MAX_DENSITY = {"cpu": {"infer": 0.2, "train": 0.2}, "cuda": {"infer": 0.0, "train": 0.0}}
 # Below this many matrix entries the sparse-format overhead outweighs any saving.
 CSR_MIN_ENTRIES = 16384
 NORM_EPS = 1e-5
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
 
 
 _PAIR_TENSORS = ("flat", "edges", "crow", "col", "csr_edges", "crow_t", "col_t", "to_t")
@@ -181,11 +184,12 @@ class _CSRProduct(torch.autograd.Function):
         return grad_x, grad_v, None
 
 
-def pair_mode(p: Pair, grad: bool, dtype: torch.dtype) -> str:
+def pair_mode(p: Pair, grad: bool, dtype: torch.dtype, device: str = "cpu") -> str:
     """The kernel the automatic choice picks for a pair: ``"csr"`` or ``"dense"`` (masked-dense)."""
-    if dtype not in (torch.float32, torch.float64) or p.n_src * p.n_dst < CSR_MIN_ENTRIES:
+    limits = CSR_MAX_DENSITY.get(device)
+    if limits is None or dtype not in (torch.float32, torch.float64) or p.n_src * p.n_dst < CSR_MIN_ENTRIES:
         return "dense"
-    return "csr" if p.density <= CSR_MAX_DENSITY["train" if grad else "infer"] else "dense"
+    return "csr" if p.density <= limits["train" if grad else "infer"] else "dense"
 
 
 def sparse_forward(plan: Plan, weights: Weights, x: Tensor, mode: str = "auto") -> Tensor:
@@ -206,7 +210,7 @@ def sparse_forward(plan: Plan, weights: Weights, x: Tensor, mode: str = "auto") 
     for k, pairs in enumerate(plan.pairs_into, start=1):
         acc = None
         for p in pairs:
-            m = pair_mode(p, grad, x.dtype) if mode == "auto" else mode
+            m = pair_mode(p, grad, x.dtype, x.device.type) if mode == "auto" else mode
             src = acts[p.src_level]
             y = _CSRProduct.apply(src, edge[p.csr_edges], p) if m == "csr" else src @ _masked_dense(p, edge)
             acc = y if acc is None else acc + y
