@@ -2,7 +2,8 @@
 
 Times dense ``nn.Linear``, masked-dense, CSR and the automatic choice, forward without grad
 (inference) and forward + backward (training), as ratios to dense measured side by side in one
-run (methods interleaved per repeat, median of repeats: this host is noisy), and derives the
+run (methods interleaved per repeat, each timed warm after one untimed call, median of repeats:
+this host is noisy), and derives the
 density thresholds below which CSR wins. Writes ``benchmarks/results/kernel[_cuda].json``.
 
     python benchmarks/kernel.py [--repeats 15] [--device cpu|cuda]
@@ -63,8 +64,12 @@ def run(repeats: int, device: str) -> dict:
         times: dict[str, list[float]] = {f"{k}_{m}": [] for k in kernels for m in ("infer", "train")}
         for r in range(repeats + 1):
             for name, fn in kernels.items():
+                # One untimed call before each timed one: a network runs the same kernel step after
+                # step, so time it warm, not right after another kernel churned the caches.
                 with torch.no_grad():
+                    fn()
                     t_inf = timed(fn, sync)
+                fn().sum().backward()
                 t_train = timed(lambda: fn().sum().backward(), sync)
                 if r:  # the first round warms up
                     times[f"{name}_infer"].append(t_inf)
