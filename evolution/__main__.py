@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     except FloatingPointError as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

@@ -283,8 +283,9 @@ class Search:
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["py_rng"])
 
-    def run(self, resume: bool = False) -> None:
-        """Start or resume, then iterate to ``settings.iterations``; Ctrl-C keeps the last saved state."""
+    def run(self, resume: bool = False) -> bool:
+        """Start or resume, then iterate to ``settings.iterations``; False when Ctrl-C stopped it
+        (the state of the last finished iteration is kept)."""
         if resume:
             self.load()
         elif self.exists():
@@ -308,13 +309,16 @@ class Search:
                     bar.set_postfix(best_error=f"{best:.4f}", front=len(self.archive), hv=f"{self.hv[-1]:.4f}")
                     bar.update(1)
         except KeyboardInterrupt:
-            print(f"\ninterrupted after iteration {self.iteration}; resume with --resume {self.dir}", file=sys.stderr)
+            print(f"\ninterrupted; iteration {self.iteration} is saved; resume with --resume {self.dir}", file=sys.stderr)
+            return False
         finally:
             if bar is not None:
                 bar.close()
-        from evolution.plots import plot_fronts
+            if self.fronts:
+                from evolution.plots import plot_fronts
 
-        plot_fronts(self.fronts, list(self.s.objectives), self.dir / "front.png")
+                plot_fronts(self.fronts, list(self.s.objectives), self.dir / "front.png")
+        return True
 
 
 def build_parser():
@@ -359,7 +363,8 @@ def main(args: list[str] | None = None) -> None:
     if not cfg.resume:
         search.dir.mkdir(parents=True, exist_ok=True)
         (search.dir / "config.yaml").write_text(parser.dump(cfg, skip_check=True).replace("resume: null\n", ""))
-    search.run(resume=bool(cfg.resume))
+    if not search.run(resume=bool(cfg.resume)):
+        raise KeyboardInterrupt
     best = min(search.archive, key=lambda c: 1 - c.score)
     print(f"search finished: {search.iteration} iterations, front of {len(search.archive)}, hypervolume "
           f"{search.hv[-1]:.4f}, best error {1 - best.score:.4f} ({best.flops} FLOPs); files in {search.dir}")

@@ -73,6 +73,34 @@ def test_killed_search_resumes_as_if_never_stopped(tmp_path):
     assert _front(tmp_path / "cut") == _front(tmp_path / "whole")
 
 
+def test_ctrl_c_saves_and_exits_cleanly(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "evolution", "search", *TINY, "--iterations", "200", "--run_dir", str(run)],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "state.pt").exists():
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "is saved; resume with --resume" in err and "Traceback" not in err
+    saved = json.loads((run / "front.json").read_text())["iteration"]
+    # The interrupted run's config asked for 200 iterations; the resumed one may set another budget.
+    assert cli(["search", "--resume", str(run), "--iterations", str(saved + 1), "--search.progress", "false"]) == 0
+    recs = _records(run)
+    assert max(r["iteration"] for r in recs) == saved + 1
+    assert [r["id"] for r in recs] == list(range(len(recs)))  # no candidate lost or written twice
+
+
+def test_three_objectives(tmp_path):
+    assert cli(["search", *TINY, "--iterations", "2", "--search.objectives", "[error, flops, params]",
+                "--run_dir", str(tmp_path)]) == 0
+    front = json.loads((tmp_path / "front.json").read_text())
+    assert front["objectives"] == ["error", "flops", "params"] and front["hypervolume"][-1] > 0
+
+
 class FlakyEstimator:
     """Fails every third genome, as a diverging or crashing candidate would."""
 
