@@ -277,6 +277,19 @@ class SparseNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return sparse_forward(self.plan, self.weights(), x, self.mode)
 
+    @torch.no_grad()
+    def set_weights(self, weights: Weights) -> None:
+        """Start from given weights (a supernet's gather, a hypernet's prediction): ``edge`` (E,)
+        per edge, a tie group taking the mean of its edges."""
+        g = self.groups if self.groups is not None else torch.arange(len(self.weight), device=self.weight.device)
+        edge = weights.edge.detach().to(self.weight)
+        total = torch.zeros_like(self.weight).index_add_(0, g, edge)
+        count = torch.zeros_like(self.weight).index_add_(0, g, torch.ones_like(edge))
+        self.weight.copy_(total / count.clamp(min=1))
+        self.norm_weight.copy_(weights.norm_weight.detach())
+        self.norm_bias.copy_(weights.norm_bias.detach())
+        self.bias.copy_(weights.bias.detach())
+
     # --- weights keyed by edge and neuron id, so they survive genome edits ------------------
     def keyed_state(self) -> dict[str, Tensor]:
         """Weights keyed by ids: ``edges`` (E, 2) with ``edge`` (E,), ``hidden`` (H,) with

@@ -61,3 +61,93 @@ def random_genome(space: SearchSpace, rng: np.random.Generator, density: float =
         if genome.n_edges and np.isin(space.outputs, genome.edges[:, 1]).any():
             return genome
     raise ValueError(f"random_genome: no input reached an output in {tries} tries at density {density}")
+
+
+def _unit_hash(ids: np.ndarray, seed: int) -> np.ndarray:
+    """A fixed uniform number in [0, 1) per id and seed (splitmix64), so keys need no storage."""
+    z = (np.asarray(ids, dtype=np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)) & np.uint64(2**64 - 1)
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+
+def nested_genome(space: SearchSpace, density: float, fill: float, n_levels: int, seed: int = 0) -> Genome:
+    """A genome from fixed keys: slot ``s`` is present when its key < ``fill``, edge ``e`` of two
+    consecutive present levels when its key < ``min(1, c * law_e)`` (``c`` set on the full level pair
+    for ``density``). Denser or fuller genomes of the same depth therefore contain sparser ones."""
+    n_levels = int(np.clip(n_levels, 0, space.levels))
+    groups = [space.inputs]
+    for level in range(1, n_levels + 1):
+        slots = space.level_slots(level)
+        keep = _unit_hash(slots, seed) < fill
+        keep[np.argmin(_unit_hash(slots, seed))] = True  # never an empty level
+        groups.append(slots[keep])
+    groups.append(space.outputs)
+    edges = []
+    for a, b in zip(groups, groups[1:]):
+        full_a = a if space.level[a[0]] == 0 else space.level_slots(int(space.level[a[0]]))
+        full_b = b if space.level[b[0]] == space.output_level else space.level_slots(int(space.level[b[0]]))
+        fs, fd = (m.ravel() for m in np.meshgrid(full_a, full_b, indexing="ij"))
+        law = np.ones(len(fs)) if space.level[full_b[0]] == space.output_level else space.edge_law(fs, fd)
+        p = _scale_to_density(law, density)
+        on = _unit_hash(space.edge_id(fs, fd), seed + 1) < p
+        on &= np.isin(fs, a) & np.isin(fd, b)
+        edges.append(np.stack([fs[on], fd[on]], 1))
+    hidden = np.concatenate(groups[1:-1]) if n_levels else np.zeros(0, dtype=np.int64)
+    return Genome(space, hidden, np.concatenate(edges)).pruned().canonical()
+
+
+class GenomeSampler:
+    """Draws genomes to train weight-sharing estimators (supernet, hypernet) on.
+
+    kinds: ``uniform`` (``random_genome``: random levels, slots and edges by the edge law),
+    ``nested`` (``nested_genome``: fixed keys, denser genomes contain sparser ones), ``sandwich``
+    (the largest, the smallest and random ones in every draw, as BigNAS / OFA train), ``fair``
+    (``k`` genomes that split every level's slots between them, so each slot trains once per draw,
+    as FairNAS does for operations). Densities are drawn log-uniformly from ``density``.
+    """
+
+    KINDS = ("uniform", "nested", "sandwich", "fair")
+
+    def __init__(self, space: SearchSpace, kind: str = "uniform", density: tuple[float, float] = (0.02, 0.3),
+                 fill: tuple[float, float] = (0.25, 1.0), seed: int = 0) -> None:
+        if kind not in self.KINDS:
+            raise ValueError(f"sampler {kind!r}: expected one of {', '.join(self.KINDS)}")
+        if not 0 < density[0] <= density[1] <= 1:
+            raise ValueError(f"density range {density}: expected 0 < low <= high <= 1")
+        self.space, self.kind, self.density, self.fill, self.seed = space, kind, tuple(density), tuple(fill), seed
+
+    def _density(self, rng: np.random.Generator) -> float:
+        lo, hi = np.log(self.density[0]), np.log(self.density[1])
+        return float(np.exp(rng.uniform(lo, hi)))
+
+    def largest(self) -> Genome:
+        return nested_genome(self.space, self.density[1], self.fill[1], self.space.levels, self.seed)
+
+    def smallest(self) -> Genome:
+        return nested_genome(self.space, self.density[0], self.fill[0], 1, self.seed)
+
+    def sample(self, rng: np.random.Generator, k: int) -> list[Genome]:
+        """``k`` genomes (for ``sandwich``: the largest, the smallest, then ``k - 2`` random)."""
+        sp = self.space
+        if self.kind == "uniform":
+            return [random_genome(sp, rng, density=self._density(rng), fill=self.fill) for _ in range(k)]
+        if self.kind == "nested":
+            return [nested_genome(sp, self._density(rng), rng.uniform(*self.fill), int(rng.integers(1, sp.levels + 1)),
+                                  self.seed) for _ in range(k)]
+        if self.kind == "sandwich":
+            extremes = [self.largest(), self.smallest()][:k]
+            return extremes + [nested_genome(sp, self._density(rng), rng.uniform(*self.fill),
+                                             int(rng.integers(1, sp.levels + 1)), self.seed) for _ in range(k - 2)]
+        # fair: level by level, a random partition of the slots into k parts.
+        parts = [np.array_split(rng.permutation(sp.level_slots(l)), k) for l in range(1, sp.levels + 1)]
+        out = []
+        for i in range(k):
+            groups = [sp.inputs] + [np.sort(p[i]) for p in parts if len(p[i])] + [sp.outputs]
+            d = self._density(rng)
+            edges = [law_edges(sp, a, b, d, rng) for a, b in zip(groups, groups[1:])]
+            hidden = np.concatenate(groups[1:-1]) if len(groups) > 2 else np.zeros(0, dtype=np.int64)
+            out.append(Genome(sp, hidden, np.concatenate(edges)).pruned().canonical())
+        return out

@@ -201,3 +201,12 @@ def test_cuda_matches_cpu():
     assert (gpu.cpu() - cpu).abs().max() < 1e-4
     with torch.no_grad():
         assert (net(x.cuda()).cpu() - cpu).abs().max() < 1e-4
+
+
+def test_set_weights_round_trip_with_ties():
+    space = SearchSpace((1, 2, 2), 1, levels=1, width=2)
+    g = Genome(space, [4, 5], [[0, 4], [1, 5], [4, 6], [5, 6]], ties=[0, 0, 1, 2]).validate()
+    a, b = SparseNet(g, torch.Generator().manual_seed(0)), SparseNet(g, torch.Generator().manual_seed(1))
+    b.set_weights(a.weights())
+    x = torch.rand(3, 4)
+    assert torch.equal(a(x), b(x))
