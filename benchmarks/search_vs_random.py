@@ -6,7 +6,7 @@ Random: the initial sampler alone, drawing as many genomes as evolution estimate
 the same scale and reference point) after the same number of evaluations. Writes
 ``benchmarks/results/search_vs_random.json``.
 
-    python benchmarks/search_vs_random.py [--iterations 8] [--population 12] [--children 6] [--seeds 2]
+    python benchmarks/search_vs_random.py [--iterations 20] [--population 16] [--children 8] [--seeds 3]
 """
 from __future__ import annotations
 
@@ -47,10 +47,10 @@ def random_search(search: Search, evaluations: list[int]) -> list[float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--iterations", type=int, default=8)
-    ap.add_argument("--population", type=int, default=12)
-    ap.add_argument("--children", type=int, default=6)
-    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--iterations", type=int, default=20)
+    ap.add_argument("--population", type=int, default=16)
+    ap.add_argument("--children", type=int, default=8)
+    ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--root", default=str(ROOT))
     args = ap.parse_args()
