@@ -36,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"error: unknown command {command!r}; expected one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    return guarded(COMMANDS[command], rest)
+
+
+def guarded(command, args: list[str]) -> int:
+    """Run ``command(args)``; print bad input as one line and return 2, divergence 1, Ctrl-C 130."""
     import logging
     import warnings
 
@@ -45,9 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     for name in ("lightning.fabric.utilities.seed", "lightning.pytorch.utilities.seed"):
         logging.getLogger(name).setLevel(logging.WARNING)
-
     try:
-        COMMANDS[command](rest)
+        command(args)
     except (ValueError, FileNotFoundError, ArgumentError) as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2

@@ -231,6 +231,8 @@ class Search:
             "population": [self._pack(c) for c in self.population],
             "archive": [self._pack(c) for c in self.archive],
             "rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "py_rng": random.getstate(),
+            # An estimator that learns as the search goes (a supernet's updates) resumes with it.
+            "estimator": self.estimator.state_dict() if hasattr(self.estimator, "state_dict") else None,
         }
         buf = io.BytesIO()
         torch.save(state, buf)
@@ -282,6 +284,8 @@ class Search:
         self.rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["py_rng"])
+        if state.get("estimator") is not None and hasattr(self.estimator, "load_state_dict"):
+            self.estimator.load_state_dict(state["estimator"])
 
     def run(self, resume: bool = False) -> bool:
         """Start or resume, then iterate to ``settings.iterations``; False when Ctrl-C stopped it

@@ -124,9 +124,9 @@ class GenomeModule(pl.LightningModule):
         return cls.load_from_checkpoint(path, map_location=map_location, genome=ckpt["genome"])
 
 
-class GenomeCLI(LightningCLI):
-    """LightningCLI whose model learns the data's shape from the DataModule; ``fit`` keeps the
-    best checkpoint by ``val_acc`` (and the last) and then reports ``test_acc`` of the best."""
+class DataShapeCLI(LightningCLI):
+    """LightningCLI whose model learns the data's input shape and class count from the DataModule
+    and whose ``fit`` keeps the best checkpoint by ``val_acc`` and the last one."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
@@ -134,6 +134,13 @@ class GenomeCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.monitor": "val_acc", "checkpoint.mode": "max", "checkpoint.save_last": True,
                              "checkpoint.filename": "best-{epoch}-{val_acc:.4f}"})
+
+
+class GenomeCLI(DataShapeCLI):
+    """``DataShapeCLI`` that reports ``test_acc`` of the best checkpoint after ``fit``."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        super().add_arguments_to_parser(parser)
         parser.add_argument("--test_after_fit", type=bool, default=True, help="run test with the best checkpoint after fit")
 
     def after_fit(self) -> None:

@@ -1,0 +1,1 @@
+"""Weight-sharing neuron supernet: an Estimator plugin of the neuronas core."""

@@ -1,0 +1,23 @@
+"""``python -m oneshot {fit,validate} --config configs/oneshot/digits.yaml``: train the supernet."""
+from __future__ import annotations
+
+import sys
+
+import lightning.pytorch as pl
+
+from evolution.__main__ import guarded
+from evolution.train import DataShapeCLI
+from oneshot.module import SupernetModule
+
+
+def cli(args: list[str]) -> None:
+    DataShapeCLI(SupernetModule, pl.LightningDataModule, subclass_mode_data=True, args=args,
+                 parser_kwargs={"exit_on_error": False}, save_config_kwargs={"overwrite": True})
+
+
+def main(argv: list[str] | None = None) -> int:
+    return guarded(cli, sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

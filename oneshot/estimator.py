@@ -1,0 +1,124 @@
+"""``SupernetEstimator``: scores genomes with the weights they inherit from a trained supernet."""
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from evolution.estimators import Estimate, Parent
+from evolution.genome import Genome
+from oneshot.module import SupernetModule, supernet_loss
+
+
+class SupernetEstimator:
+    """Validation accuracy of each genome with inherited supernet weights, on cached tensors.
+
+    With ``update_steps`` > 0 the supernet keeps training between search iterations on the current
+    population (population-guided training, as CARS, Yang et al. 2020, does with layer-level
+    supernets): children share most edges with their parents, so they are scored with weights
+    trained on their lineage. ``finetune_steps`` > 0 trains a copy of each genome's inherited
+    weights that many steps before scoring (slower, usually ranks better).
+
+    Args:
+        data: the DataModule (linked by the search CLI).
+        checkpoint: a ``python -m oneshot fit`` checkpoint.
+        update_steps: supernet steps per search iteration on the population (0: frozen bank).
+        genomes_per_step: population genomes per update step.
+        finetune_steps: per-genome fine-tuning steps before scoring.
+        batch_size: training batch size for updates and fine-tuning.
+        lr: learning rate of updates and fine-tuning.
+        max_val: score on the first ``max_val`` validation examples only.
+        device: where the supernet runs.
+        seed: seeds the update batches.
+    """
+
+    def __init__(self, data, checkpoint: str, update_steps: int = 0, genomes_per_step: int = 4,
+                 finetune_steps: int = 0, batch_size: int = 128, lr: float = 3e-3, max_val: int | None = None,
+                 device: str = "cpu", seed: int = 0) -> None:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"supernet checkpoint {path} does not exist; train one with python -m oneshot fit")
+        self.module = SupernetModule.load_from_checkpoint(path, map_location=device, weights_only=False)
+        hp = self.module.hparams
+        if tuple(hp.input_shape) != tuple(data.input_shape) or hp.num_classes != data.num_classes:
+            raise ValueError(f"supernet checkpoint {path} was trained on input shape {tuple(hp.input_shape)} with "
+                             f"{hp.num_classes} classes; the data has {tuple(data.input_shape)} and {data.num_classes}")
+        self.supernet = self.module.supernet.to(device)
+        self.space = self.module.space
+        self.data, self.device = data, torch.device(device)
+        self.update_steps, self.genomes_per_step, self.finetune_steps = update_steps, genomes_per_step, finetune_steps
+        self.batch_size, self.lr, self.max_val = batch_size, lr, max_val
+        self.rng = np.random.default_rng(seed)
+        self.opt = torch.optim.SparseAdam(list(self.supernet.parameters()), lr=lr) if update_steps else None
+        x, y = data.tensors("val")
+        if max_val:
+            x, y = x[:max_val], y[:max_val]
+        self.val = (x.to(self.device), y.to(self.device))
+        self.train = tuple(t.to(self.device) for t in data.tensors("train"))
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(self.rng.choice(len(self.train[1]), self.batch_size, replace=False), device=self.device)
+        return self.train[0][idx], self.train[1][idx]
+
+    @torch.no_grad()
+    def _score(self, genome: Genome) -> float:
+        x, y = self.val
+        correct = sum(int((self.supernet(genome, x[i:i + 4096]).argmax(1) == y[i:i + 4096]).sum())
+                      for i in range(0, len(y), 4096))
+        return correct / len(y)
+
+    def _finetuned_score(self, genome: Genome) -> float:
+        from evolution.network import SparseNet
+
+        net = SparseNet(genome).to(self.device)
+        net.set_weights(self.supernet.weights_for(genome))
+        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
+        for _ in range(self.finetune_steps):
+            x, y = self._batch()
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            net.eval()
+            x, y = self.val
+            return float((net(x).argmax(1) == y).float().mean())
+
+    def estimate(self, genomes: Sequence[Genome], parents: Sequence[Parent | None] | None = None) -> list[Estimate]:
+        out = []
+        for g in genomes:
+            start = time.perf_counter()
+            try:
+                score = self._finetuned_score(g) if self.finetune_steps else self._score(g)
+                out.append(Estimate(score, time.perf_counter() - start))
+            except Exception as err:  # a failed candidate is recorded, never crashes the search
+                out.append(Estimate(float("nan"), time.perf_counter() - start, f"{type(err).__name__}: {err}"))
+        return out
+
+    def update(self, population: Sequence[Genome]) -> None:
+        """Population-guided training: ``update_steps`` steps on genomes drawn from the population."""
+        if not self.update_steps or not population:
+            return
+        for _ in range(self.update_steps):
+            pick = self.rng.choice(len(population), min(self.genomes_per_step, len(population)), replace=False)
+            x, y = self._batch()
+            loss = supernet_loss(self.supernet, [population[i] for i in pick], x, y)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+
+    def state_dict(self) -> dict:
+        """What a search saves with its state, so a resumed search continues the same supernet."""
+        # A snapshot, not live references: the supernet keeps training after this call.
+        return copy.deepcopy({"supernet": self.supernet.state_dict(), "rng": self.rng.bit_generator.state,
+                              "opt": None if self.opt is None else self.opt.state_dict()})
+
+    def load_state_dict(self, state: dict) -> None:
+        self.supernet.load_state_dict(state["supernet"])
+        self.rng.bit_generator.state = state["rng"]
+        if self.opt is not None and state["opt"] is not None:
+            self.opt.load_state_dict(state["opt"])

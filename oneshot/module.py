@@ -1,0 +1,100 @@
+"""``SupernetModule``: trains the neuron supernet with Lightning on genomes drawn by a sampler."""
+from __future__ import annotations
+
+import numpy as np
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from evolution.genome import Genome, SearchSpace
+from evolution.sampling import GenomeSampler
+from oneshot.supernet import Supernet
+
+
+def supernet_loss(supernet: Supernet, genomes: list[Genome], x: Tensor, y: Tensor, distill: bool = False) -> Tensor:
+    """Mean cross-entropy of the genomes on one batch; with ``distill`` the first genome (the
+    largest, under the sandwich sampler) also teaches the others its soft predictions (in-place
+    distillation, Yu et al. 2020 BigNAS / Cai et al. 2020 OFA)."""
+    losses, teacher = [], None
+    for i, g in enumerate(genomes):
+        logits = supernet(g, x)
+        loss = F.cross_entropy(logits, y)
+        if distill and i == 0:
+            teacher = logits.detach().softmax(1)
+        elif teacher is not None:
+            loss = 0.5 * loss + 0.5 * F.cross_entropy(logits, teacher)
+        losses.append(loss)
+    return torch.stack(losses).mean()
+
+
+class SupernetModule(pl.LightningModule):
+    """A weight-sharing neuron supernet over a ``levels`` x ``width`` grid of the data's shape.
+
+    Args:
+        input_shape: the data's input shape (linked from the DataModule by the CLI).
+        num_classes: the data's class count (linked from the DataModule by the CLI).
+        levels: hidden levels of the grid.
+        width: slots per level.
+        channels: lattice copies per level.
+        sampler: ``uniform``, ``nested``, ``sandwich`` or ``fair`` (see ``evolution.sampling``).
+        density: range of edge densities drawn (log-uniform).
+        fill: range of the share of a level's slots that are present.
+        genomes_per_step: genomes sampled per training step; their losses are averaged.
+        distill: in-place distillation from the first (largest, with ``sandwich``) genome.
+        lr: SparseAdam learning rate (only the entries a step used move).
+        seed: seeds the bank and the sampler's stream.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...] | None = None, num_classes: int | None = None, levels: int = 3,
+                 width: int = 256, channels: int = 1, sampler: str = "uniform",
+                 density: tuple[float, float] = (0.02, 0.3), fill: tuple[float, float] = (0.25, 1.0),
+                 genomes_per_step: int = 4, distill: bool = False, lr: float = 3e-3, seed: int = 0) -> None:
+        super().__init__()
+        if input_shape is None or num_classes is None:
+            raise ValueError("SupernetModule needs the data's input_shape and num_classes")
+        if genomes_per_step < 1:
+            raise ValueError(f"genomes_per_step {genomes_per_step}: must be positive")
+        self.save_hyperparameters()
+        self.space = SearchSpace(tuple(input_shape), num_classes, levels, width, channels)
+        self.supernet = Supernet(self.space, torch.Generator().manual_seed(seed))
+        self.sampler = GenomeSampler(self.space, sampler, tuple(density), tuple(fill), seed)
+        self.rng = np.random.default_rng(seed)
+        panel_rng = np.random.default_rng(seed + 10_000)
+        self.panel = [self.sampler.largest(), self.sampler.smallest()] + GenomeSampler(
+            self.space, "uniform", tuple(density), tuple(fill), seed).sample(panel_rng, 3)
+
+    def forward(self, genome: Genome, x: Tensor) -> Tensor:
+        return self.supernet(genome, x)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        genomes = self.sampler.sample(self.rng, self.hparams.genomes_per_step)
+        loss = supernet_loss(self.supernet, genomes, x, y, self.hparams.distill)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"supernet training diverged at step {self.global_step}: loss is {loss.item()}")
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(y), on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        accs, losses = [], []
+        for i, g in enumerate(self.panel):
+            logits = self.supernet(g, x)
+            acc = (logits.argmax(1) == y).float().mean()
+            accs.append(acc)
+            losses.append(F.cross_entropy(logits, y))
+            self.log(f"val_acc_panel{i}", acc, batch_size=len(y))
+        self.log("val_acc", torch.stack(accs).mean(), prog_bar=True, batch_size=len(y))
+        self.log("val_loss", torch.stack(losses).mean(), batch_size=len(y))
+
+    def configure_optimizers(self):
+        return torch.optim.SparseAdam(list(self.supernet.parameters()), lr=self.hparams.lr)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The sampler's stream continues where it stopped when a fit resumes.
+        checkpoint["sampler_rng"] = self.rng.bit_generator.state
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "sampler_rng" in checkpoint:
+            self.rng.bit_generator.state = checkpoint["sampler_rng"]

@@ -1,0 +1,111 @@
+"""The neuron supernet: one weight for every potential edge of a grid, shared by all its genomes.
+
+Every genome of a ``SearchSpace`` is a sub-graph of the supernet (one-shot NAS: SMASH, Brock et al.
+2018; ENAS, Pham et al. 2018; Bender et al. 2018; SPOS, Guo et al. 2020). The bank holds one block
+per allowed level pair (lower -> higher), rows and columns in stable slot order, so an edge id
+always finds the same weight; LayerNorm affine per hidden slot; output bias. A genome gets its
+weights by a differentiable gather and runs through the core's ``sparse_forward``, so the
+supernet's output for a genome is exactly that of a ``SparseNet`` holding the gathered weights.
+The gathers are sparse embeddings: an optimizer such as ``SparseAdam`` then updates only the
+entries the sampled genomes used (absent weights get no stale momentum).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from evolution.genome import Genome, SearchSpace
+from evolution.network import Plan, Weights, compile, sparse_forward
+
+
+class Supernet(nn.Module):
+    """Weight bank of a grid. ``bank`` (N, 1): every potential edge; ``norm_weight``/``norm_bias``
+    (levels * width, 1) per hidden slot; ``bias`` (n_outputs, 1)."""
+
+    def __init__(self, space: SearchSpace, generator: torch.Generator | None = None, plan_cache: int = 512) -> None:
+        super().__init__()
+        self.space = space
+        sizes = [space.n_inputs] + [space.width] * space.levels + [space.n_outputs]
+        self.level_start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        self.sizes = np.array(sizes)
+        n = len(sizes)
+        self.offset = np.full((n, n), -1, dtype=np.int64)
+        total = 0
+        for a in range(n):
+            for b in range(a + 1, n):
+                self.offset[a, b] = total
+                total += sizes[a] * sizes[b]
+        # Init as nn.Linear would for a target seeing all of one source level: U(+-1/sqrt(fan_in)).
+        bound = np.zeros(total, dtype=np.float32)
+        for a in range(n):
+            for b in range(a + 1, n):
+                bound[self.offset[a, b]:self.offset[a, b] + sizes[a] * sizes[b]] = 1 / np.sqrt(sizes[a])
+        w = (torch.rand(total, 1, generator=generator) * 2 - 1) * torch.as_tensor(bound)[:, None]
+        self.bank = nn.Parameter(w)
+        self.norm_weight = nn.Parameter(torch.ones(space.levels * space.width, 1))
+        self.norm_bias = nn.Parameter(torch.zeros(space.levels * space.width, 1))
+        self.bias = nn.Parameter(torch.zeros(space.n_outputs, 1))
+        self._plans: OrderedDict[bytes, tuple[Plan, dict[str, Tensor]]] = OrderedDict()
+        self._plan_cache = plan_cache
+
+    @property
+    def n_bank(self) -> int:
+        return len(self.bank)
+
+    def bank_index(self, edges: np.ndarray) -> np.ndarray:
+        """``(E,)`` bank rows of edges ``(E, 2)`` of this grid."""
+        sp = self.space
+        a, b = sp.level[edges[:, 0]], sp.level[edges[:, 1]]
+        return self.offset[a, b] + (edges[:, 0] - self.level_start[a]) * self.sizes[b] + (edges[:, 1] - self.level_start[b])
+
+    def _compiled(self, genome: Genome) -> tuple[Plan, dict[str, Tensor]]:
+        """Plan and gather indices of a genome, cached: a search asks about the same genomes often."""
+        key = genome.edges.tobytes() + b"|" + genome.hidden.tobytes() + b"|" + (
+            b"" if genome.ties is None else genome.ties.tobytes())
+        hit = self._plans.get(key)
+        if hit is not None:
+            self._plans.move_to_end(key)
+            return hit
+        if genome.space != self.space:
+            raise ValueError(f"genome is on {genome.space}, not on the supernet's grid {self.space}")
+        device = self.bank.device
+        idx = {
+            "edge": torch.as_tensor(self.bank_index(genome.edges), device=device),
+            "slot": torch.as_tensor(genome.hidden - self.space.n_inputs, device=device),
+            "groups": None if genome.ties is None else torch.as_tensor(genome.groups, device=device),
+        }
+        hit = (compile(genome).to(device), idx)
+        self._plans[key] = hit
+        if len(self._plans) > self._plan_cache:
+            self._plans.popitem(last=False)
+        return hit
+
+    def weights_for(self, genome: Genome) -> Weights:
+        """The genome's weights gathered from the bank (differentiable, sparse gradients); tied
+        edges take the mean of their bank entries."""
+        _, idx = self._compiled(genome)
+        edge = F.embedding(idx["edge"], self.bank, sparse=True).squeeze(1)
+        if idx["groups"] is not None:
+            g = idx["groups"]
+            n = int(g.max()) + 1 if len(g) else 0
+            mean = torch.zeros(n, device=edge.device, dtype=edge.dtype).index_add(0, g, edge)
+            mean = mean / torch.bincount(g, minlength=n).clamp(min=1)
+            edge = mean[g]
+        slot = idx["slot"]
+        outputs = torch.arange(self.space.n_outputs, device=slot.device)
+        return Weights(edge, F.embedding(slot, self.norm_weight, sparse=True).squeeze(1),
+                       F.embedding(slot, self.norm_bias, sparse=True).squeeze(1),
+                       F.embedding(outputs, self.bias, sparse=True).squeeze(1))
+
+    def forward(self, genome: Genome, x: Tensor) -> Tensor:
+        """Logits ``(B, n_outputs)`` of ``genome`` with its inherited weights."""
+        plan, _ = self._compiled(genome)
+        return sparse_forward(plan, self.weights_for(genome), x)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[override]
+        self._plans.clear()  # cached index tensors live on the old device
+        return super()._apply(fn, recurse)

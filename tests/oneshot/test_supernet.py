@@ -1,0 +1,138 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from evolution.data import DigitsDataModule
+from evolution.genome import SearchSpace
+from evolution.network import SparseNet
+from evolution.sampling import GenomeSampler, random_genome
+from evolution import seeds
+from oneshot.__main__ import main as cli
+from oneshot.estimator import SupernetEstimator
+from oneshot.module import SupernetModule, supernet_loss
+from oneshot.supernet import Supernet
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def space() -> SearchSpace:
+    return SearchSpace((1, 8, 8), 10, levels=3, width=32)
+
+
+def test_supernet_equals_sparsenet_with_gathered_weights(space):
+    sup = Supernet(space, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        sup.norm_weight.uniform_(0.5, 1.5)
+        sup.norm_bias.uniform_(-0.2, 0.2)
+        sup.bias.uniform_(-0.2, 0.2)
+    rng = np.random.default_rng(0)
+    x = torch.rand(20, 64)
+    for _ in range(10):
+        g = random_genome(space, rng, density=float(rng.uniform(0.05, 0.6)), skip=0.3)
+        net = SparseNet(g)
+        net.set_weights(sup.weights_for(g))
+        assert (sup(g, x) - net(x)).abs().max() <= 1e-6
+
+
+def test_bank_has_every_potential_edge_once(space):
+    sup = Supernet(space)
+    sizes = [64, 32, 32, 32, 10]
+    assert sup.n_bank == sum(a * b for i, a in enumerate(sizes) for b in sizes[i + 1:])
+    s, d = np.meshgrid(np.arange(space.n_neurons), np.arange(space.n_neurons), indexing="ij")
+    up = space.level[s.ravel()] < space.level[d.ravel()]
+    idx = sup.bank_index(np.stack([s.ravel()[up], d.ravel()[up]], 1))
+    assert np.array_equal(np.sort(idx), np.arange(sup.n_bank))
+
+
+def test_a_step_moves_only_the_sampled_genomes_entries(space):
+    sup = Supernet(space, torch.Generator().manual_seed(0))
+    opt = torch.optim.SparseAdam(list(sup.parameters()), lr=1e-2)
+    g1 = random_genome(space, np.random.default_rng(1), density=0.2)
+    g2 = random_genome(space, np.random.default_rng(2), density=0.2)
+    before = {k: v.detach().clone() for k, v in sup.state_dict().items()}
+    for _ in range(2):  # twice: a stale-momentum optimizer would move entries of g1 without g1
+        loss = supernet_loss(sup, [g1], torch.rand(8, 64), torch.randint(0, 10, (8,)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    loss = supernet_loss(sup, [g2], torch.rand(8, 64), torch.randint(0, 10, (8,)))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    moved = (sup.bank.detach() != before["bank"]).squeeze(1).numpy()
+    used = np.zeros(sup.n_bank, dtype=bool)
+    used[sup.bank_index(g1.edges)] = True
+    used[sup.bank_index(g2.edges)] = True
+    assert moved.any() and not (moved & ~used).any()
+    slots = np.zeros(space.levels * space.width, dtype=bool)
+    slots[np.concatenate([g1.hidden, g2.hidden]) - space.n_inputs] = True
+    assert not ((sup.norm_weight.detach() != before["norm_weight"]).squeeze(1).numpy() & ~slots).any()
+
+
+def test_tied_genome_uses_one_weight_per_group():
+    space = seeds.space_for_spec("conv:2x3,mlp:8", (1, 6, 6), 3)
+    g = seeds.build("conv:2x3,mlp:8", space)
+    sup = Supernet(space)
+    w = sup.weights_for(g).edge
+    groups = torch.as_tensor(g.groups)
+    for k in range(3):
+        assert torch.allclose(w[groups == k], w[groups == k][0].expand((groups == k).sum()))
+
+
+def test_samplers_feed_the_module(space):
+    data = DigitsDataModule()
+    for kind in GenomeSampler.KINDS:
+        m = SupernetModule(data.input_shape, data.num_classes, levels=2, width=16, sampler=kind, genomes_per_step=3)
+        x, y = data.tensors("train")
+        loss = m.training_step((x[:32], y[:32]), 0)
+        assert torch.isfinite(loss)
+
+
+def _fit(tmp_path, *extra):
+    return cli(["fit", "--config", str(REPO / "configs/oneshot/digits.yaml"), "--trainer.default_root_dir", str(tmp_path),
+                "--checkpoint.dirpath", str(tmp_path / "ckpt"), "--trainer.enable_progress_bar", "false",
+                "--model.width", "16", *extra])
+
+
+def test_fit_resume_and_estimator(tmp_path, capsys):
+    assert _fit(tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3") == 0
+    last = tmp_path / "ckpt" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 3
+    assert _fit(tmp_path, "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--ckpt_path", str(last)) == 0
+    ckpt = torch.load(last, weights_only=False)
+    assert ckpt["global_step"] == 6 and "sampler_rng" in ckpt
+    data = DigitsDataModule()
+    est = SupernetEstimator(data, str(last))
+    g = random_genome(est.space, np.random.default_rng(0), density=0.3)
+    a, b = est.estimate([g, g])
+    assert a.ok and a.score == b.score and 0 <= a.score <= 1 and a.seconds < 1
+    with pytest.raises(FileNotFoundError, match="supernet checkpoint .*nope.ckpt does not exist"):
+        SupernetEstimator(data, str(tmp_path / "nope.ckpt"))
+
+
+def test_checkpoint_of_another_shape_is_one_line(tmp_path, mnist_t10k):
+    assert _fit(tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1") == 0
+    from evolution.data import IDXDataModule
+
+    with pytest.raises(ValueError, match=r"trained on input shape \(1, 8, 8\) with 10 classes; the data has \(1, 28, 28\)"):
+        SupernetEstimator(IDXDataModule(str(mnist_t10k)), str(tmp_path / "ckpt" / "last.ckpt"))
+
+
+def test_population_guided_update_changes_scores_and_resumes(tmp_path):
+    assert _fit(tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2") == 0
+    data = DigitsDataModule()
+    ckpt = str(tmp_path / "ckpt" / "last.ckpt")
+    est = SupernetEstimator(data, ckpt, update_steps=5, seed=1)
+    pop = [random_genome(est.space, np.random.default_rng(i), density=0.3) for i in range(4)]
+    before = [e.score for e in est.estimate(pop)]
+    state = est.state_dict()
+    est.update(pop)
+    after = [e.score for e in est.estimate(pop)]
+    assert before != after
+    twin = SupernetEstimator(data, ckpt, update_steps=5, seed=99)
+    twin.load_state_dict(state)
+    twin.update(pop)
+    assert [e.score for e in twin.estimate(pop)] == after
