@@ -11,6 +11,7 @@ import torch
 
 from evolution.estimators import Estimate, Parent
 from evolution.genome import Genome
+from oneshot.optim import LazyAdam
 from oneshot.module import SupernetModule, supernet_loss
 
 
@@ -53,7 +54,7 @@ class SupernetEstimator:
         self.update_steps, self.genomes_per_step, self.finetune_steps = update_steps, genomes_per_step, finetune_steps
         self.batch_size, self.lr, self.max_val = batch_size, lr, max_val
         self.rng = np.random.default_rng(seed)
-        self.opt = torch.optim.SparseAdam(list(self.supernet.parameters()), lr=lr) if update_steps else None
+        self.opt = LazyAdam(list(self.supernet.parameters()), lr=lr) if update_steps else None
         x, y = data.tensors("val")
         if max_val:
             x, y = x[:max_val], y[:max_val]

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from evolution.genome import Genome, SearchSpace
 from evolution.sampling import GenomeSampler
+from oneshot.optim import LazyAdam
 from oneshot.supernet import Supernet
 
 
@@ -42,7 +43,7 @@ class SupernetModule(pl.LightningModule):
         fill: range of the share of a level's slots that are present.
         genomes_per_step: genomes sampled per training step; their losses are averaged.
         distill: in-place distillation from the first (largest, with ``sandwich``) genome.
-        lr: SparseAdam learning rate (only the entries a step used move).
+        lr: LazyAdam learning rate (only the entries a step used move).
         seed: seeds the bank and the sampler's stream.
     """
 
@@ -89,7 +90,7 @@ class SupernetModule(pl.LightningModule):
         self.log("val_loss", torch.stack(losses).mean(), batch_size=len(y))
 
     def configure_optimizers(self):
-        return torch.optim.SparseAdam(list(self.supernet.parameters()), lr=self.hparams.lr)
+        return LazyAdam(list(self.supernet.parameters()), lr=self.hparams.lr)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The sampler's stream continues where it stopped when a fit resumes.

@@ -6,8 +6,8 @@ per allowed level pair (lower -> higher), rows and columns in stable slot order,
 always finds the same weight; LayerNorm affine per hidden slot; output bias. A genome gets its
 weights by a differentiable gather and runs through the core's ``sparse_forward``, so the
 supernet's output for a genome is exactly that of a ``SparseNet`` holding the gathered weights.
-The gathers are sparse embeddings: an optimizer such as ``SparseAdam`` then updates only the
-entries the sampled genomes used (absent weights get no stale momentum).
+Entries a genome does not use get an exactly zero gradient; ``oneshot.optim.LazyAdam`` then moves
+only the entries the sampled genomes used (absent weights get no stale momentum).
 """
 from __future__ import annotations
 
@@ -85,10 +85,10 @@ class Supernet(nn.Module):
         return hit
 
     def weights_for(self, genome: Genome) -> Weights:
-        """The genome's weights gathered from the bank (differentiable, sparse gradients); tied
+        """The genome's weights gathered from the bank (differentiable); tied
         edges take the mean of their bank entries."""
         _, idx = self._compiled(genome)
-        edge = F.embedding(idx["edge"], self.bank, sparse=True).squeeze(1)
+        edge = F.embedding(idx["edge"], self.bank, sparse=False).squeeze(1)
         if idx["groups"] is not None:
             g = idx["groups"]
             n = int(g.max()) + 1 if len(g) else 0
@@ -97,9 +97,9 @@ class Supernet(nn.Module):
             edge = mean[g]
         slot = idx["slot"]
         outputs = torch.arange(self.space.n_outputs, device=slot.device)
-        return Weights(edge, F.embedding(slot, self.norm_weight, sparse=True).squeeze(1),
-                       F.embedding(slot, self.norm_bias, sparse=True).squeeze(1),
-                       F.embedding(outputs, self.bias, sparse=True).squeeze(1))
+        return Weights(edge, F.embedding(slot, self.norm_weight, sparse=False).squeeze(1),
+                       F.embedding(slot, self.norm_bias, sparse=False).squeeze(1),
+                       F.embedding(outputs, self.bias, sparse=False).squeeze(1))
 
     def forward(self, genome: Genome, x: Tensor) -> Tensor:
         """Logits ``(B, n_outputs)`` of ``genome`` with its inherited weights."""
