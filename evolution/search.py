@@ -55,7 +55,7 @@ class Candidate:
         return [values[n] for n in names]
 
     def record(self) -> dict:
-        """The history.jsonl line."""
+        """The history.jsonl line (the genome is in ``genomes/ID.json``)."""
         return {"id": self.id, "parent": self.parent, "mutation": self.mutation, "iteration": self.iteration,
                 "score": self.score, "flops": self.flops, "params": self.params, "latency": self.latency,
                 "edges": self.genome.n_edges, "hidden": len(self.genome.hidden), "seconds": self.seconds,
@@ -222,6 +222,10 @@ class Search:
     def _save(self, cands: list[Candidate]) -> None:
         """History lines first, then the state that says how much of the history is valid."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        gdir = self.dir / "genomes"
+        gdir.mkdir(exist_ok=True)
+        for c in cands:  # every candidate's genome, so verify can retrain any of them
+            c.genome.save(gdir / f"{c.id}.json")
         hist = self.dir / "history.jsonl"
         with open(hist, "ab") as f:
             f.write("".join(json.dumps(c.record()) + "\n" for c in cands).encode())
@@ -250,14 +254,7 @@ class Search:
         return Candidate(**{**d, "genome": Genome.from_json(d["genome"])})
 
     def _write_front(self) -> None:
-        gdir = self.dir / "genomes"
-        gdir.mkdir(exist_ok=True)
-        front = []
-        for c in sorted(self.archive, key=lambda c: c.flops):
-            path = gdir / f"{c.id}.json"
-            if not path.exists():
-                c.genome.save(path)
-            front.append({**c.record(), "genome": f"genomes/{c.id}.json"})
+        front = [{**c.record(), "genome": f"genomes/{c.id}.json"} for c in sorted(self.archive, key=lambda c: c.flops)]
         doc = {"iteration": self.iteration, "objectives": list(self.s.objectives), "hypervolume": self.hv,
                "space": self.space.to_dict(), "front": front}
         _atomic_write(self.dir / "front.json", json.dumps(doc, indent=1).encode())
