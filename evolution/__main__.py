@@ -6,8 +6,11 @@ import sys
 USAGE = """usage: python -m evolution COMMAND [ARGS]
 
 commands:
+  run      the main job: train the estimator, search, verify, export (--config configs/run/digits.yaml)
   train    train one genome's standalone network (LightningCLI: fit / validate / test)
   search   estimate-driven neuron-level search (--config configs/search/*.yaml, --resume RUN_DIR)
+  verify   retrain a search's best candidates and check the estimator's ranking (RUN_DIR --top_k 10)
+  export   export a verified candidate (RUN_DIR/verify/ID) with torch.export or ONNX
 """
 
 
@@ -23,7 +26,25 @@ def _search(args: list[str]) -> None:
     main(args)
 
 
-COMMANDS = {"train": _train, "search": _search}
+def _verify(args: list[str]) -> None:
+    from evolution.verify import main
+
+    main(args)
+
+
+def _export(args: list[str]) -> None:
+    from evolution.export import main
+
+    main(args)
+
+
+def _run(args: list[str]) -> None:
+    from evolution.run import main
+
+    main(args)
+
+
+COMMANDS = {"run": _run, "train": _train, "search": _search, "verify": _verify, "export": _export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -196,7 +196,7 @@ def sparse_forward(plan: Plan, weights: Weights, x: Tensor, mode: str = "auto") 
     """Logits ``(B, n_outputs)`` of the compiled genome for inputs ``x`` ``(B, n_inputs)`` (any
     trailing shape is flattened). ``mode``: ``"auto"``, ``"dense"`` (masked-dense) or ``"csr"``
     (inference only)."""
-    x = x.reshape(len(x), -1)
+    x = x.flatten(1)
     if x.shape[1] != plan.n_inputs:
         raise ValueError(f"input has {x.shape[1]} features; the genome expects {plan.n_inputs}")
     if plan.input_index is not None:
@@ -215,7 +215,7 @@ def sparse_forward(plan: Plan, weights: Weights, x: Tensor, mode: str = "auto") 
             y = _CSRProduct.apply(src, edge[p.csr_edges], p) if m == "csr" else src @ _masked_dense(p, edge)
             acc = y if acc is None else acc + y
         if acc is None:
-            acc = x.new_zeros(len(x), len(plan.levels[k]))
+            acc = x.new_zeros(x.shape[0], len(plan.levels[k]))
         if k < last:
             lo, hi = plan.norm_slices[k - 1]
             nw, nb = weights.norm_weight[lo:hi].to(x.dtype), weights.norm_bias[lo:hi].to(x.dtype)

@@ -28,3 +28,26 @@ def plot_fronts(fronts: list[list[list[float]]], objectives: list[str], path: st
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_verify(cands: list[dict], path: str | Path) -> None:
+    """Left: estimate vs retrained validation accuracy; right: estimated vs retrained front."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4.2))
+    est = [c["estimate"] for c in cands]
+    val = [c["val_acc"] for c in cands]
+    a.scatter(est, val, c=["C3" if c["on_front"] else "C0" for c in cands], s=18)
+    a.set_xlabel("estimate")
+    a.set_ylabel("retrained validation accuracy")
+    a.set_title("estimate vs truth (red: estimated front)")
+    front = sorted((c for c in cands if c["on_front"]), key=lambda c: c["flops"])
+    flops = [c["flops"] for c in front]
+    b.step(flops, [1 - c["estimate"] for c in front], where="post", label="estimated", color="C0")
+    b.step(flops, [1 - c["val_acc"] for c in front], where="post", label="retrained", color="C3")
+    b.set_xscale("log")
+    b.set_xlabel("FLOPs per example")
+    b.set_ylabel("validation error")
+    b.set_title("front: estimated vs retrained")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -103,6 +103,8 @@ class SearchSettings:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if isinstance(self.rates, dict):  # from a plain config
+            object.__setattr__(self, "rates", MutationRates(**self.rates))
         bad = [o for o in self.objectives if o not in OBJECTIVES]
         if bad or not 2 <= len(self.objectives) <= 3:
             raise ValueError(f"objectives {list(self.objectives)}: expected two or three of {', '.join(OBJECTIVES)}")

@@ -1,0 +1,140 @@
+"""The main job in one command: train the estimator, search, verify, export, compare with a dense MLP.
+
+``python -m evolution run --config configs/run/digits.yaml``. Every step reuses what a previous run
+left in the run directory (the estimator's checkpoint, the search state, verified candidates), so
+a stopped run resumes. The core knows no estimator: the one to train is a LightningModule and the
+one to search with an ``Estimator``, both chosen by ``class_path``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import yaml
+
+from evolution import cost
+from evolution.estimators import Estimator
+from evolution.search import Search, SearchSettings
+from evolution.verify import retrain, verify
+
+
+def build_parser():
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    p = ArgumentParser(prog="python -m evolution run", exit_on_error=False,
+                       description="Train the estimator, search, verify the best candidates, export the best.")
+    p.add_argument("--config", action=ActionConfigFile, help="YAML config (configs/run/*.yaml)")
+    p.add_argument("--run_dir", type=str, default="runs/run", help="where every file of the run goes")
+    p.add_subclass_arguments(pl.LightningModule, "fit.model", required=False, skip={"input_shape", "num_classes"},
+                             help="the estimator to train first (e.g. oneshot.module.SupernetModule); none: skip")
+    p.add_argument("--fit.max_epochs", type=int, default=20, help="epochs to train it")
+    p.add_argument("--fit.checkpoint", type=str | None, default=None,
+                   help="where its checkpoint goes (reused when present); the estimator's init_args point at it")
+    p.add_class_arguments(SearchSettings, "search")
+    p.add_subclass_arguments(pl.LightningDataModule, "data", required=True)
+    p.add_subclass_arguments(Estimator, "estimator", required=True, skip={"data"})
+    p.add_argument("--verify.top_k", type=int, default=10, help="candidates retrained by estimate (plus the front)")
+    p.add_argument("--verify.epochs", type=int, default=20, help="standalone training epochs per candidate")
+    p.add_argument("--verify.lr", type=float, default=3e-3, help="learning rate of the retraining")
+    return p
+
+
+def _instantiate(spec, **extra):
+    from jsonargparse import Namespace
+    from jsonargparse._util import import_object  # the class a class_path names
+
+    spec = spec.as_dict() if isinstance(spec, Namespace) else spec
+    return import_object(spec["class_path"])(**{**(spec.get("init_args") or {}), **extra})
+
+
+def _fit_estimator(cfg, data, run_dir: Path) -> None:
+    """Train the configured LightningModule (a supernet, a hypernet) unless its checkpoint exists."""
+    ckpt = Path(cfg.fit.checkpoint or run_dir / "estimator.ckpt")
+    if cfg.fit.model is None or ckpt.is_file():
+        return
+    module = _instantiate(cfg.fit.model, input_shape=data.input_shape, num_classes=data.num_classes)
+    trainer = pl.Trainer(max_epochs=cfg.fit.max_epochs, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=data)
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    trainer.save_checkpoint(ckpt)
+    val = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if k == "val_acc"}
+    print(f"[1/4] trained {type(module).__name__} for {cfg.fit.max_epochs} epochs in "
+          f"{time.perf_counter() - start:.0f} s {val}; {ckpt}", flush=True)
+
+
+def _baseline(best: dict, data, epochs: int, lr: float, out: Path) -> dict:
+    """A dense MLP with about the best candidate's parameters, trained the same way."""
+    from evolution import seeds
+
+    n_in, n_out = math.prod(data.input_shape), data.num_classes
+    width = max(1, round((best["params"] - n_out) / (n_in + n_out + 2)))
+    space = seeds.space_for_spec(f"mlp:{width}", tuple(data.input_shape), n_out)
+    genome = seeds.build(f"mlp:{width}", space)
+    res = retrain(genome, data, out, epochs, lr, 0, "cpu")
+    return {"name": f"mlp:{width}", **res, "flops": cost.flops(genome).total, "params": cost.parameters(genome),
+            "edges": genome.n_edges}
+
+
+def run(args: list[str]) -> None:
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*(val_dataloader|validation_step|weights_only|LeafSpec|num_workers).*")
+    parser = build_parser()
+    cfg = parser.parse_args(args)
+    run_dir = Path(cfg.run_dir)
+    started = time.perf_counter()
+    data = _instantiate(cfg.data)
+    _fit_estimator(cfg, data, run_dir)
+    estimator = _instantiate(cfg.estimator, data=data)
+    search_dir = run_dir / "search"
+    settings = SearchSettings(**{**cfg.search.as_dict(), "run_dir": str(search_dir), "progress": False})
+    plain = json.loads(parser.dump(cfg, format="json", skip_check=True))
+    search = Search(settings, data, estimator, config={"data": plain["data"], "estimator": plain["estimator"]})
+    resume = search.exists()
+    search_dir.mkdir(parents=True, exist_ok=True)
+    (search_dir / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
+    t = time.perf_counter()
+    if not search.run(resume=resume):
+        raise KeyboardInterrupt
+    print(f"[2/4] searched {search.iteration} iterations ({search.next_id} candidates) in {time.perf_counter() - t:.0f} s;"
+          f" estimated front of {len(search.archive)}, hypervolume {search.hv[-1]:.4f}", flush=True)
+    t = time.perf_counter()
+    doc = verify(str(search_dir), cfg.verify.top_k, cfg.verify.epochs, cfg.verify.lr, progress=False)
+    print(f"[3/4] verified {len(doc['candidates'])} candidates in {time.perf_counter() - t:.0f} s: Kendall tau "
+          f"{doc['kendall_tau']:.3f}, Spearman {doc['spearman']:.3f}, precision@{cfg.verify.top_k} "
+          f"{doc['precision_at_k']:.2f}", flush=True)
+    front = [c for c in doc["candidates"] if c["on_front"]]
+    best = max(front, key=lambda c: (c["val_acc"], -c["flops"]))
+    from evolution.export import export
+
+    exported = export(str(search_dir / "verify" / str(best["id"])), "torch")
+    base = _baseline(best, data, cfg.verify.epochs, cfg.verify.lr, run_dir / "baseline")
+    print(f"[4/4] exported candidate {best['id']} to {exported}; baseline {base['name']} trained the same way")
+    print(f"\nretrained front ({cfg.verify.epochs} epochs each) against a dense MLP of similar size")
+    print(f"{'candidate':>10} {'val acc':>8} {'test acc':>8} {'FLOPs':>9} {'params':>8} {'edges':>7} {'estimate':>9}")
+    for c in sorted(front, key=lambda c: c["flops"]):
+        mark = " *" if c is best else ""
+        print(f"{c['id']:>10} {c['val_acc']:>8.4f} {c['test_acc']:>8.4f} {c['flops']:>9} {c['params']:>8} "
+              f"{c['edges']:>7} {c['estimate']:>9.4f}{mark}")
+    print(f"{base['name']:>10} {base['val_acc']:>8.4f} {base['test_acc']:>8.4f} {base['flops']:>9} {base['params']:>8} "
+          f"{base['edges']:>7} {'':>9}")
+    summary = {"best": best, "baseline": base, "kendall_tau": doc["kendall_tau"], "spearman": doc["spearman"],
+               "precision_at_k": doc["precision_at_k"], "hypervolume": search.hv, "seconds": time.perf_counter() - started}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(f"\n* best: exported to {exported} (load it with torch.export.load(path).module())")
+    print(f"files: {search_dir}/history.jsonl, front.json, front.png, verify.json, verify.png; {run_dir}/summary.json; "
+          f"total {time.perf_counter() - started:.0f} s")
+
+
+def main(args: list[str] | None = None) -> None:
+    """``python -m evolution run --config configs/run/digits.yaml [--run_dir DIR]``"""
+    run(list(sys.argv[1:] if args is None else args))

@@ -1,0 +1,171 @@
+"""Verify a search: retrain its best candidates standalone and check the estimator's ranking.
+
+Picks the top-k candidates by estimate plus the estimated Pareto front of a run directory, retrains
+each as a standalone ``SparseNet`` with Lightning (``GenomeModule``), and writes ``verify.json``
+(per candidate: estimate, retrained validation and test accuracy, FLOPs, parameters, edges,
+seconds; Kendall tau, Spearman and precision@k between estimate and truth) and ``verify.png``.
+Finished candidates are kept: a stopped verify resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import yaml
+from scipy.stats import kendalltau, spearmanr
+
+from evolution.genome import Genome
+from evolution.train import GenomeModule
+
+INITS = ("scratch", "inherited")
+
+
+def load_data(run_dir: Path):
+    """The DataModule a search ran on, from its ``config.yaml``."""
+    from jsonargparse import ArgumentParser
+
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"run directory {run_dir} has no config.yaml; is it a search's run directory?")
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(pl.LightningDataModule, "data")
+    cfg = parser.parse_object({"data": yaml.safe_load(cfg_path.read_text())["data"]})
+    return parser.instantiate_classes(cfg).data
+
+
+def candidates(run_dir: Path, top_k: int) -> list[dict]:
+    """History records of the top-k by estimate and of the estimated front (ids ascending)."""
+    front_path, hist_path = run_dir / "front.json", run_dir / "history.jsonl"
+    if not front_path.is_file() or not hist_path.is_file():
+        raise FileNotFoundError(f"run directory {run_dir} has no finished search iteration (front.json missing); "
+                                "run or resume the search first")
+    records = [json.loads(l) for l in hist_path.read_text().splitlines() if l.strip()]
+    ok = [r for r in records if r["error"] is None]
+    front = {r["id"] for r in json.loads(front_path.read_text())["front"]}
+    best = {r["id"] for r in sorted(ok, key=lambda r: (-r["score"], r["id"]))[:top_k]}
+    chosen = [dict(r, on_front=r["id"] in front, in_top_k=r["id"] in best) for r in ok if r["id"] in best | front]
+    for r in chosen:
+        if not (run_dir / "genomes" / f"{r['id']}.json").is_file():
+            raise FileNotFoundError(f"candidate {r['id']}: {run_dir}/genomes/{r['id']}.json is missing; "
+                                    "the run directory is incomplete")
+    return chosen
+
+
+def _inherited_state(run_dir: Path, cid: int) -> dict | None:
+    state = torch.load(run_dir / "state.pt", weights_only=False)
+    for c in state["population"] + state["archive"]:
+        if c["id"] == cid and c.get("state") is not None:
+            return c["state"]
+    return None
+
+
+def retrain(genome: Genome, data, out_dir: Path, epochs: int, lr: float, seed: int, accelerator: str,
+            state: dict | None = None) -> dict:
+    """Standalone training of one genome; its checkpoint goes to ``out_dir/model.ckpt``."""
+    pl.seed_everything(seed, verbose=False)
+    module = GenomeModule(genome.to_json(), data.input_shape, data.num_classes, lr=lr, scheduler="cosine", seed=seed)
+    if state is not None:
+        module.net.load_keyed(state)
+    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, accelerator=accelerator, devices=1)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(validation_step|weights_only|LeafSpec).*")
+        trainer.fit(module, train_dataloaders=data.train_dataloader())
+    seconds = time.perf_counter() - start
+    out_dir.mkdir(parents=True, exist_ok=True)
+    genome.save(out_dir / "genome.json")
+    trainer.save_checkpoint(out_dir / "model.ckpt")
+    module.eval()
+    acc = {}
+    with torch.no_grad():
+        for split in ("val", "test"):
+            x, y = data.tensors(split)
+            acc[split] = float((module(x.to(module.device)).argmax(1).cpu() == y).float().mean())
+    return {"val_acc": acc["val"], "test_acc": acc["test"], "train_seconds": seconds}
+
+
+def rank_figures(est: np.ndarray, truth: np.ndarray, k: int) -> dict:
+    """Kendall tau, Spearman and precision@k of estimates against retrained accuracies."""
+    if len(est) < 2:
+        return {"kendall_tau": float("nan"), "spearman": float("nan"), "precision_at_k": float("nan")}
+    k = min(k, len(est))
+    top_e, top_t = set(np.argsort(-est)[:k].tolist()), set(np.argsort(-truth)[:k].tolist())
+    return {"kendall_tau": float(kendalltau(est, truth)[0]), "spearman": float(spearmanr(est, truth)[0]),
+            "precision_at_k": len(top_e & top_t) / k}
+
+
+def verify(run_dir: str, top_k: int = 10, epochs: int = 20, lr: float = 3e-3, init: str = "scratch", seed: int = 0,
+           accelerator: str = "cpu", progress: bool = True) -> dict:
+    """Retrain the top-k and the front of ``run_dir`` (resumable); returns and writes ``verify.json``.
+
+    Args:
+        run_dir: a search's run directory.
+        top_k: candidates taken by estimate (the estimated front is added).
+        epochs: standalone training epochs per candidate (Adam, cosine schedule).
+        lr: learning rate.
+        init: ``scratch`` or ``inherited`` (the weights the search's estimator trained, where kept).
+        seed: training seed.
+        accelerator: Lightning accelerator.
+        progress: print a line per candidate.
+    """
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # a line per candidate is enough
+    if init not in INITS:
+        raise ValueError(f"init {init!r}: expected one of {', '.join(INITS)}")
+    run = Path(run_dir)
+    chosen = candidates(run, top_k)
+    data = load_data(run)
+    out = run / "verify.json"
+    settings = {"top_k": top_k, "epochs": epochs, "lr": lr, "init": init, "seed": seed}
+    doc = json.loads(out.read_text()) if out.is_file() else {}
+    if doc and doc.get("settings") != settings:
+        raise ValueError(f"{out} was made with other settings {doc.get('settings')}; move it away to verify anew")
+    done = {c["id"]: c for c in doc.get("candidates", [])}
+    for i, r in enumerate(chosen):
+        if r["id"] in done:
+            continue
+        genome = Genome.load(run / "genomes" / f"{r['id']}.json")
+        state = _inherited_state(run, r["id"]) if init == "inherited" else None
+        res = retrain(genome, data, run / "verify" / str(r["id"]), epochs, lr, seed, accelerator, state)
+        done[r["id"]] = {"id": r["id"], "estimate": r["score"], **res, "flops": r["flops"], "params": r["params"],
+                         "edges": r["edges"], "estimate_seconds": r["seconds"], "on_front": r["on_front"],
+                         "in_top_k": r["in_top_k"], "inherited": state is not None}
+        cands = sorted(done.values(), key=lambda c: c["id"])
+        est = np.array([c["estimate"] for c in cands])
+        doc = {"run_dir": str(run), "settings": settings, **rank_figures(est, np.array([c["val_acc"] for c in cands]), top_k),
+               "candidates": cands}
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=1))
+        tmp.replace(out)
+        if progress:
+            print(f"[{len(done)}/{len(chosen)}] candidate {r['id']}: estimate {r['score']:.4f}, retrained "
+                  f"val {res['val_acc']:.4f} test {res['test_acc']:.4f} ({res['train_seconds']:.1f} s)", flush=True)
+    from evolution.plots import plot_verify
+
+    plot_verify(doc["candidates"], run / "verify.png")
+    return doc
+
+
+def main(args: list[str] | None = None) -> None:
+    """``python -m evolution verify RUN_DIR [--top_k 10] [--epochs 20]``"""
+    import sys
+
+    from jsonargparse import CLI
+
+    args = list(sys.argv[1:] if args is None else args)
+    if "--run_dir" in args:  # RUN_DIR may also be given as --run_dir RUN_DIR
+        i = args.index("--run_dir")
+        args = args[i + 1:i + 2] + args[:i] + args[i + 2:]
+    args = ["--top_k" if a == "--top-k" else a for a in args]
+    if not args or args[0].startswith("-") and args[0] not in ("-h", "--help"):
+        raise ValueError("verify needs a run directory: python -m evolution verify RUN_DIR [--top_k 10]")
+    doc = CLI(verify, args=args, exit_on_error=False)
+    print(f"verified {len(doc['candidates'])} candidates: Kendall tau {doc['kendall_tau']:.3f}, Spearman "
+          f"{doc['spearman']:.3f}, precision@{doc['settings']['top_k']} {doc['precision_at_k']:.2f}; "
+          f"{doc['run_dir']}/verify.json, verify.png")

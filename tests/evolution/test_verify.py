@@ -1,0 +1,103 @@
+import builtins
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from evolution.__main__ import main as cli
+from evolution.export import export
+from evolution.train import GenomeModule
+from evolution.verify import verify
+
+REPO = Path(__file__).resolve().parents[2]
+SEARCH = ["search", "--config", str(REPO / "configs/search/digits.yaml"), "--population", "5", "--children", "2",
+          "--iterations", "1", "--estimator.init_args.steps", "10", "--search.width", "32", "--search.progress", "false"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("verify") / "run"
+    assert cli([*SEARCH, "--run_dir", str(run)]) == 0
+    return run
+
+
+def test_verify_writes_fields_and_resumes_without_retraining(run_dir, monkeypatch):
+    doc = verify(str(run_dir), top_k=3, epochs=1, progress=False)
+    assert {"kendall_tau", "spearman", "precision_at_k", "candidates", "settings"} <= set(doc)
+    front = {c["id"] for c in json.loads((run_dir / "front.json").read_text())["front"]}
+    ids = {c["id"] for c in doc["candidates"]}
+    assert front <= ids and len(ids) >= 3
+    for c in doc["candidates"]:
+        assert {"estimate", "val_acc", "test_acc", "flops", "params", "edges", "train_seconds"} <= set(c)
+        assert 0 <= c["val_acc"] <= 1 and (run_dir / "verify" / str(c["id"]) / "model.ckpt").is_file()
+    assert (run_dir / "verify.png").stat().st_size > 1000
+    import evolution.verify as v
+
+    monkeypatch.setattr(v, "retrain", lambda *a, **k: pytest.fail("a finished candidate was retrained"))
+    again = verify(str(run_dir), top_k=3, epochs=1, progress=False)
+    assert again["candidates"] == doc["candidates"]
+
+
+def test_export_round_trip(run_dir):
+    cand = next(p for p in (run_dir / "verify").iterdir() if (p / "model.ckpt").is_file())
+    path = export(str(cand), "torch")
+    net = GenomeModule.from_checkpoint(cand / "model.ckpt").net.eval()
+    program = torch.export.load(path).module()
+    for batch in (1, 7, 300):
+        x = torch.rand(batch, 64)
+        with torch.no_grad():
+            assert (program(x) - net(x)).abs().max() <= 1e-5
+
+
+def test_export_onnx_without_the_extra_says_how_to_fix(run_dir, monkeypatch, capsys):
+    cand = next(p for p in (run_dir / "verify").iterdir() if (p / "model.ckpt").is_file())
+    real = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
+                        if name in ("onnx", "onnxscript") else real(name, *a, **k))
+    assert cli(["export", str(cand), "--format", "onnx"]) == 2
+    assert "ONNX export needs the onnx extra: pip install 'neuronas[onnx]'" in capsys.readouterr().err
+    assert not (cand / "model.onnx").exists()
+
+
+def test_bad_run_and_candidate_dirs_are_one_line(tmp_path, capsys, run_dir):
+    (tmp_path / "empty").mkdir()
+    assert cli(["verify", str(tmp_path / "empty")]) == 2
+    assert "has no finished search iteration" in capsys.readouterr().err
+    assert cli(["export", str(tmp_path / "empty")]) == 2
+    assert "has no model.ckpt; verify the run first" in capsys.readouterr().err
+    assert cli(["export", str(tmp_path / "empty"), "--format", "tflite"]) == 2
+    assert "export format 'tflite'" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("front.json", "history.jsonl", "config.yaml"):
+        (broken / name).write_bytes((run_dir / name).read_bytes())
+    assert cli(["verify", str(broken), "--top_k", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "genomes/" in err and "is missing" in err and len(err.strip().splitlines()) == 1
+    assert not (broken / "verify.json").exists()
+
+
+def test_run_pipeline_end_to_end(tmp_path, capsys):
+    rc = cli(["run", "--config", str(REPO / "configs/run/digits.yaml"), "--run_dir", str(tmp_path),
+              "--fit.checkpoint", str(tmp_path / "supernet.ckpt"), "--fit.max_epochs", "1",
+              "--estimator.init_args.checkpoint", str(tmp_path / "supernet.ckpt"), "--search.iterations", "1",
+              "--search.population", "5", "--search.children", "2", "--verify.top_k", "2", "--verify.epochs", "1"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "retrained front" in out and "mlp:" in out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert {"best", "baseline", "kendall_tau"} <= set(summary)
+    assert (tmp_path / "search" / "verify" / str(summary["best"]["id"]) / "model.pt2").is_file()
+
+
+def test_export_onnx_matches(run_dir):
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    cand = next(p for p in (run_dir / "verify").iterdir() if (p / "model.ckpt").is_file())
+    path = export(str(cand), "onnx")
+    sess = ort.InferenceSession(str(path))
+    x = torch.rand(5, 64)
+    got = torch.as_tensor(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0])
+    with torch.no_grad():
+        assert (got - GenomeModule.from_checkpoint(cand / "model.ckpt").net.eval()(x)).abs().max() <= 1e-5
