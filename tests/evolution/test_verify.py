@@ -19,11 +19,12 @@ SEARCH = ["search", "--config", str(REPO / "configs/search/digits.yaml"), "--pop
 def run_dir(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("verify") / "run"
     assert cli([*SEARCH, "--run_dir", str(run)]) == 0
+    verify(str(run), top_k=3, epochs=1, progress=False)
     return run
 
 
 def test_verify_writes_fields_and_resumes_without_retraining(run_dir, monkeypatch):
-    doc = verify(str(run_dir), top_k=3, epochs=1, progress=False)
+    doc = json.loads((run_dir / "verify.json").read_text())
     assert {"kendall_tau", "spearman", "precision_at_k", "candidates", "settings"} <= set(doc)
     front = {c["id"] for c in json.loads((run_dir / "front.json").read_text())["front"]}
     ids = {c["id"] for c in doc["candidates"]}
