@@ -84,6 +84,12 @@ class SearchSettings:
         ref_point: hypervolume reference point in normalised objectives (error in [0, 1],
             the others divided by the largest value in the initial population).
         progress: show a progress bar.
+        rank_check_every: every this many iterations (0: never), retrain ``rank_check_size`` random
+            population members for ``rank_check_steps`` steps and log the running Kendall tau of the
+            estimator against them (``rank_check.jsonl``); warn when it is below ``rank_check_warn``.
+        rank_check_size: population members retrained per check.
+        rank_check_steps: training steps of each check (the cheap truth).
+        rank_check_warn: the tau below which the search warns that its estimator misleads it.
     """
 
     run_dir: str = "runs/search"
@@ -101,6 +107,10 @@ class SearchSettings:
     rates: MutationRates = MutationRates()
     ref_point: tuple[float, ...] | None = None
     progress: bool = True
+    rank_check_every: int = 0
+    rank_check_size: int = 4
+    rank_check_steps: int = 200
+    rank_check_warn: float = 0.3
 
     def __post_init__(self) -> None:
         if isinstance(self.rates, dict):  # from a plain config
@@ -141,6 +151,7 @@ class Search:
         self.hv: list[float] = []
         self.scale: list[float] = []
         self.fronts: list[list[list[float]]] = []
+        self.checks: list[dict] = []
 
     def _identity(self) -> dict:
         """What must match for a run directory to be resumed: all but the iteration budget and UI."""
@@ -216,9 +227,39 @@ class Search:
         ref = np.array(self.s.ref_point if self.s.ref_point else [1.0] + [2.0] * (F.shape[1] - 1))
         self.hv.append(float(nsga2.hypervolume(Fa, ref)))
         self.fronts.append(Fa.tolist())
+        if self.s.rank_check_every and self.iteration and self.iteration % self.s.rank_check_every == 0:
+            self._rank_check()
         if hasattr(self.estimator, "update"):
             self.estimator.update([c.genome for c in self.population])
         self._save(cands)
+
+    def _rank_check(self) -> None:
+        """Online rank check: cheap standalone training of a few population members; the running
+        Kendall tau of the estimates against it tells whether the estimator misleads the search."""
+        from scipy.stats import kendalltau
+
+        from evolution.estimators import TrainEstimator
+
+        seen = {c["id"] for c in self.checks}
+        pool = [c for c in self.population if c.id not in seen]
+        if not pool:
+            return
+        pick = self.rng.choice(len(pool), size=min(self.s.rank_check_size, len(pool)), replace=False)
+        chosen = [pool[i] for i in sorted(pick)]
+        truth = TrainEstimator(self.data, steps=self.s.rank_check_steps, seed=self.s.seed).estimate(
+            [c.genome for c in chosen])
+        for c, t in zip(chosen, truth):
+            if t.ok:
+                self.checks.append({"id": c.id, "iteration": self.iteration, "estimate": c.score, "truth": t.score})
+        est = [c["estimate"] for c in self.checks]
+        tru = [c["truth"] for c in self.checks]
+        tau = float(kendalltau(est, tru)[0]) if len(self.checks) >= 3 else float("nan")
+        line = {"iteration": self.iteration, "checked": len(self.checks), "kendall_tau": tau}
+        with open(self.dir / "rank_check.jsonl", "a") as f:
+            f.write(json.dumps(line) + "\n")
+        if np.isfinite(tau) and tau < self.s.rank_check_warn:
+            print(f"\nwarning: the estimator's running Kendall tau against {len(self.checks)} retrained candidates is "
+                  f"{tau:.2f} (< {self.s.rank_check_warn}): it may be misleading the search", file=sys.stderr)
 
     # --- files ---------------------------------------------------------------------------------
     def _save(self, cands: list[Candidate]) -> None:
@@ -234,6 +275,7 @@ class Search:
         state = {
             "fingerprint": self.fingerprint, "iteration": self.iteration, "next_id": self.next_id,
             "history_bytes": hist.stat().st_size, "hv": self.hv, "scale": self.scale, "fronts": self.fronts,
+            "checks": self.checks,
             "population": [self._pack(c) for c in self.population],
             "archive": [self._pack(c) for c in self.archive],
             "rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "py_rng": random.getstate(),
@@ -278,6 +320,7 @@ class Search:
             f.truncate(state["history_bytes"])
         self.iteration, self.next_id = state["iteration"], state["next_id"]
         self.hv, self.scale, self.fronts = state["hv"], state["scale"], state["fronts"]
+        self.checks = state.get("checks", [])
         self.population = [self._unpack(d) for d in state["population"]]
         self.archive = [self._unpack(d) for d in state["archive"]]
         self.rng.bit_generator.state = state["rng"]

@@ -152,3 +152,20 @@ def test_run_dir_of_another_search_is_refused(tmp_path, capsys):
     assert (tmp_path / "r" / "history.jsonl").read_bytes() == before
     assert cli(["search", "--resume", str(tmp_path / "nothing")]) == 2
     assert "has no config.yaml" in capsys.readouterr().err
+
+
+class ContrarianEstimator:
+    """Scores genomes upside down (fewer edges look better): a misleading estimator."""
+
+    def estimate(self, genomes, parents=None):
+        return [Estimate(1.0 / (1 + g.n_edges), 0.0) for g in genomes]
+
+
+def test_online_rank_check_warns_about_a_misleading_estimator(tmp_path, capsys):
+    s = SearchSettings(run_dir=str(tmp_path), iterations=2, population=8, children=3, width=32, progress=False,
+                       rank_check_every=1, rank_check_size=4, rank_check_steps=40, init=("mlp:32", "mlp:4", "mlp:16", "mlp:2"))
+    Search(s, DigitsDataModule(), ContrarianEstimator()).run()
+    lines = [json.loads(l) for l in (tmp_path / "rank_check.jsonl").read_text().splitlines()]
+    assert [l["iteration"] for l in lines] == [1, 2] and lines[-1]["checked"] >= 6
+    assert lines[-1]["kendall_tau"] < 0
+    assert "it may be misleading the search" in capsys.readouterr().err
