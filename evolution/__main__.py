@@ -11,6 +11,7 @@ commands:
   search   estimate-driven neuron-level search (--config configs/search/*.yaml, --resume RUN_DIR)
   verify   retrain a search's best candidates and check the estimator's ranking (RUN_DIR --top_k 10)
   export   export a verified candidate (RUN_DIR/verify/ID) with torch.export or ONNX
+  sweep    run a W&B sweep config locally (CONFIG --count N), logging each trial to W&B
 """
 
 
@@ -44,7 +45,13 @@ def _run(args: list[str]) -> None:
     main(args)
 
 
-COMMANDS = {"run": _run, "train": _train, "search": _search, "verify": _verify, "export": _export}
+def _sweep(args: list[str]) -> None:
+    from evolution.sweep import main
+
+    main(args)
+
+
+COMMANDS = {"run": _run, "train": _train, "search": _search, "verify": _verify, "export": _export, "sweep": _sweep}
 
 
 def main(argv: list[str] | None = None) -> int:

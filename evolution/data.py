@@ -60,6 +60,8 @@ class TensorDataModule(pl.LightningDataModule):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size {batch_size}: must be positive")
+        if train_size is not None and train_size < 1:
+            raise ValueError(f"train_size {train_size}: must be positive (or None for the whole train split)")
         self.seed, self.batch_size, self.train_size = seed, batch_size, train_size
         self._splits: dict[str, tuple[Tensor, Tensor]] | None = None
 
@@ -209,19 +211,33 @@ def read_idx(path: Path) -> np.ndarray:
 def _idx_pairs(root: Path) -> dict[str, tuple[Path, Path]]:
     """``{prefix: (images, labels)}`` for each images/labels pair in a folder."""
     pairs = {}
-    for images in sorted(root.glob("*-images-idx3-ubyte*")):
-        prefix = images.name.split("-images-")[0]
-        labels = sorted(root.glob(f"{prefix}-labels-idx1-ubyte*"))
-        if labels:
+    # both the ``train-images-idx3-ubyte`` and the ``train-images.idx3-ubyte`` spellings are common
+    for images in sorted(root.glob("*-images[-.]idx3-ubyte*")):
+        prefix = images.name.split("-images")[0]
+        labels = sorted(root.glob(f"{prefix}-labels[-.]idx1-ubyte*"))
+        if labels and prefix not in pairs:
             pairs[prefix] = (images, labels[0])
     return pairs
+
+
+def _read_pair(images: Path, labels: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, H, W) and labels (N,) uint8 of one IDX pair, checked against each other."""
+    x, y = read_idx(images), read_idx(labels)
+    if x.ndim != 3:
+        raise ValueError(f"{images}: expected 3-D images (N, H, W), found shape {x.shape}")
+    if y.ndim != 1:
+        raise ValueError(f"{labels}: expected 1-D labels (N,), found shape {y.shape}")
+    if len(x) != len(y):
+        raise ValueError(f"{images} holds {len(x)} images but {labels} holds {len(y)} labels")
+    return x, y
 
 
 class IDXDataModule(TensorDataModule):
     """A folder of IDX files (e.g. ``../shared/data/mnist-t10k``), pixels / 255.
 
-    With a ``train-*`` and a ``t10k-*`` pair they are train (validation split off by seed) and test;
-    with one pair, it is split by seed into train / val / test.
+    With a ``train-*`` and a ``t10k-*`` pair they are train (validation split off by seed,
+    ``test_fraction`` unused) and test; with one pair, it is split by seed into train / val / test.
+    Every file is read and checked in ``__init__`` (MNIST-sized folders take well under a second).
     """
 
     def __init__(self, root: str, seed: int = 0, batch_size: int = 128, val_fraction: float = 0.1,
@@ -235,23 +251,22 @@ class IDXDataModule(TensorDataModule):
         if not self.pairs:
             raise FileNotFoundError(f"IDX data folder {self.root} holds no *-images-idx3-ubyte[.gz] / "
                                     "*-labels-idx1-ubyte[.gz] pair")
-        labels = np.concatenate([read_idx(lab) for _, lab in self.pairs.values()])
-        images = next(iter(self.pairs.values()))[0]
-        opener = gzip.open if images.suffix == ".gz" else open
-        with opener(images, "rb") as f:
-            head = f.read(16)
-        self.input_shape = (1, int.from_bytes(head[8:12], "big"), int.from_bytes(head[12:16], "big"))
-        self.num_classes = int(labels.max()) + 1
+        if len(self.pairs) > 1 and set(self.pairs) != {"train", "t10k"}:
+            raise ValueError(f"IDX data folder {self.root} holds pairs {', '.join(self.pairs)}: expected one "
+                             "pair, or a train-* and a t10k-* pair")
+        self._arrays = {k: _read_pair(*v) for k, v in self.pairs.items()}
+        shapes = {x.shape[1:] for x, _ in self._arrays.values()}
+        if len(shapes) > 1:
+            raise ValueError(f"IDX data folder {self.root}: train and t10k images differ in size {sorted(shapes)}")
+        self.input_shape = (1, *shapes.pop())
+        self.num_classes = int(max(y.max(initial=0) for _, y in self._arrays.values())) + 1
 
     def _pair(self, prefix: str) -> tuple[Tensor, Tensor]:
-        images, labels = self.pairs[prefix]
-        x, y = read_idx(images), read_idx(labels)
-        if len(x) != len(y):
-            raise ValueError(f"{images} holds {len(x)} images but {labels} holds {len(y)} labels")
+        x, y = self._arrays[prefix]
         return torch.as_tensor(x.astype(np.float32) / 255.0), torch.as_tensor(y.astype(np.int64))
 
     def load(self) -> dict[str, tuple[Tensor, Tensor]]:
-        if "train" in self.pairs and "t10k" in self.pairs:
+        if len(self.pairs) == 2:
             splits = self._split(*self._pair("train"), self.val_fraction, 0.0)
             splits["test"] = self._pair("t10k")
             return splits
@@ -275,18 +290,25 @@ class CSVDataModule(TensorDataModule):
             rows = list(csv.reader(f))
         if not rows:
             raise ValueError(f"{self.path}: empty CSV file")
-        header, body = [h.strip() for h in rows[0]], [r for r in rows[1:] if r]
+        header = [h.strip() for h in rows[0]]
         if target not in header:
             raise ValueError(f"{self.path}: no target column {target!r} (columns: {', '.join(header)})")
+        # (file line, row) pairs, blank lines dropped, so errors can point at the line
+        body = [(n, r) for n, r in enumerate(rows[1:], start=2) if r]
+        if not body:
+            raise ValueError(f"{self.path}: no data rows under the header")
+        if len(header) < 2:
+            raise ValueError(f"{self.path}: no feature columns besides the target {target!r}")
+        for n, r in body:
+            if len(r) != len(header):
+                raise ValueError(f"{self.path}: line {n} has {len(r)} values, expected {len(header)} (one per column)")
         t = header.index(target)
-        features = [h for i, h in enumerate(header) if i != t]
-        labels = [r[t].strip() for r in body]
+        cols = [i for i in range(len(header)) if i != t]
+        labels = [r[t].strip() for _, r in body]
         try:
-            x = np.array([[float(v) for i, v in enumerate(r) if i != t] for r in body], dtype=np.float32)
-        except ValueError as err:
-            raise ValueError(f"{self.path}: feature columns must be numeric ({err})") from None
-        if x.ndim != 2 or x.shape[1] != len(features):
-            raise ValueError(f"{self.path}: every row needs {len(header)} values")
+            x = np.array([[r[i] for i in cols] for _, r in body], dtype=np.float32)
+        except ValueError:
+            raise ValueError(self._non_numeric(header, cols, body)) from None
         try:
             keys = sorted(set(labels), key=float)
         except ValueError:
@@ -294,8 +316,19 @@ class CSVDataModule(TensorDataModule):
         self.classes = keys
         index = {k: i for i, k in enumerate(keys)}
         self._x, self._y = torch.as_tensor(x), torch.as_tensor([index[v] for v in labels])
-        self.input_shape = (len(features),)
+        self.input_shape = (len(cols),)
         self.num_classes = len(keys)
+
+    def _non_numeric(self, header: list[str], cols: list[int], body: list[tuple[int, list[str]]]) -> str:
+        """The message naming the first feature value that is not a number."""
+        for n, r in body:
+            for i in cols:
+                try:
+                    float(r[i])
+                except ValueError:
+                    return (f"{self.path}: feature column {header[i]!r} is not numeric (line {n}: {r[i]!r}); "
+                            f"every column but the target {self.target!r} must hold numbers")
+        return f"{self.path}: feature columns must be numeric"
 
     def load(self) -> dict[str, tuple[Tensor, Tensor]]:
         splits = self._split(self._x, self._y, self.val_fraction, self.test_fraction)

@@ -26,6 +26,7 @@ from evolution.genome import Genome, SearchSpace
 from evolution.mutations import Inheritance, MutationRates, mutate
 from evolution.network import SparseNet
 from evolution.sampling import random_genome
+from evolution.tracking import Tracker, WandbSettings
 
 OBJECTIVES = ("error", "flops", "params", "latency")
 STATE = "state.pt"
@@ -90,6 +91,7 @@ class SearchSettings:
         rank_check_size: population members retrained per check.
         rank_check_steps: training steps of each check (the cheap truth).
         rank_check_warn: the tau below which the search warns that its estimator misleads it.
+        wandb: Weights & Biases logging (off unless ``wandb.project`` is set).
     """
 
     run_dir: str = "runs/search"
@@ -111,10 +113,13 @@ class SearchSettings:
     rank_check_size: int = 4
     rank_check_steps: int = 200
     rank_check_warn: float = 0.3
+    wandb: WandbSettings = WandbSettings()
 
     def __post_init__(self) -> None:
         if isinstance(self.rates, dict):  # from a plain config
             object.__setattr__(self, "rates", MutationRates(**self.rates))
+        if isinstance(self.wandb, dict):
+            object.__setattr__(self, "wandb", WandbSettings(**self.wandb))
         bad = [o for o in self.objectives if o not in OBJECTIVES]
         if bad or not 2 <= len(self.objectives) <= 3:
             raise ValueError(f"objectives {list(self.objectives)}: expected two or three of {', '.join(OBJECTIVES)}")
@@ -152,10 +157,12 @@ class Search:
         self.scale: list[float] = []
         self.fronts: list[list[list[float]]] = []
         self.checks: list[dict] = []
+        self.last_check_tau = float("nan")
+        self.tracker: Tracker | None = None
 
     def _identity(self) -> dict:
         """What must match for a run directory to be resumed: all but the iteration budget and UI."""
-        d = {k: v for k, v in asdict(self.s).items() if k not in ("iterations", "progress", "run_dir")}
+        d = {k: v for k, v in asdict(self.s).items() if k not in ("iterations", "progress", "run_dir", "wandb")}
         cfg = {k: v for k, v in self.config.items() if k not in ("iterations", "progress", "run_dir", "resume", "config")}
         return {"settings": d, "config": cfg, "space": self.space.to_dict()}
 
@@ -232,6 +239,8 @@ class Search:
         if hasattr(self.estimator, "update"):
             self.estimator.update([c.genome for c in self.population])
         self._save(cands)
+        if self.tracker is not None:
+            self.tracker.log_iteration(self)
 
     def _rank_check(self) -> None:
         """Online rank check: cheap standalone training of a few population members; the running
@@ -254,6 +263,7 @@ class Search:
         est = [c["estimate"] for c in self.checks]
         tru = [c["truth"] for c in self.checks]
         tau = float(kendalltau(est, tru)[0]) if len(self.checks) >= 3 else float("nan")
+        self.last_check_tau = tau
         line = {"iteration": self.iteration, "checked": len(self.checks), "kendall_tau": tau}
         with open(self.dir / "rank_check.jsonl", "a") as f:
             f.write(json.dumps(line) + "\n")
@@ -332,6 +342,8 @@ class Search:
     def run(self, resume: bool = False) -> bool:
         """Start or resume, then iterate to ``settings.iterations``; False when Ctrl-C stopped it
         (the state of the last finished iteration is kept)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.tracker = Tracker(self.s.wandb, self.dir, {**self._identity(), "iterations": self.s.iterations})
         if resume:
             self.load()
         elif self.exists():
@@ -364,6 +376,10 @@ class Search:
                 from evolution.plots import plot_fronts
 
                 plot_fronts(self.fronts, list(self.s.objectives), self.dir / "front.png")
+            if self.tracker is not None:
+                if self.archive:
+                    self.tracker.finish_search(self)
+                self.tracker.close()
         return True
 
 
@@ -399,6 +415,9 @@ def main(args: list[str] | None = None) -> None:
     cfg = parser.parse_args(args)
     if cfg.resume:
         cfg.search.run_dir = cfg.resume
+    elif os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):
+        # Under `wandb agent` every trial gets its own run directory.
+        cfg.search.run_dir = str(Path(cfg.search.run_dir) / os.environ["WANDB_RUN_ID"])
     plain = json.loads(parser.dump(cfg, format="json"))
     init = parser.instantiate_classes(cfg)
     settings = init.search if isinstance(init.search, SearchSettings) else SearchSettings(**vars(init.search))

@@ -8,7 +8,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from torch import Tensor
 
 from evolution import seeds
@@ -124,6 +124,17 @@ class GenomeModule(pl.LightningModule):
         return cls.load_from_checkpoint(path, map_location=map_location, genome=ckpt["genome"])
 
 
+class LoggerSaveConfigCallback(SaveConfigCallback):
+    """Saves the resolved config beside the checkpoints and also logs it to W&B, when W&B logs."""
+
+    def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.config.update(self.config.as_dict(), allow_val_change=True)
+
+
 class DataShapeCLI(LightningCLI):
     """LightningCLI whose model learns the data's input shape and class count from the DataModule
     and whose ``fit`` keeps the best checkpoint by ``val_acc`` and the last one."""
@@ -151,4 +162,5 @@ class GenomeCLI(DataShapeCLI):
 def main(args: list[str] | None = None) -> None:
     """``python -m evolution train {fit,validate,test} --config ...``"""
     GenomeCLI(GenomeModule, pl.LightningDataModule, subclass_mode_data=True, args=args,
-              parser_kwargs={"exit_on_error": False}, save_config_kwargs={"overwrite": True})
+              parser_kwargs={"exit_on_error": False}, save_config_callback=LoggerSaveConfigCallback,
+              save_config_kwargs={"overwrite": True})

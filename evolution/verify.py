@@ -149,7 +149,21 @@ def verify(run_dir: str, top_k: int = 10, epochs: int = 20, lr: float = 3e-3, in
     from evolution.plots import plot_verify
 
     plot_verify(doc["candidates"], run / "verify.png")
+    _log_to_wandb(run, doc)
     return doc
+
+
+def _log_to_wandb(run: Path, doc: dict) -> None:
+    """Into the search's own W&B run, when the search logged to W&B."""
+    from evolution.tracking import Tracker, WandbSettings
+
+    wb = (yaml.safe_load((run / "config.yaml").read_text()).get("search") or {}).get("wandb") or {}
+    settings = WandbSettings(**{k: (tuple(v) if k == "tags" else v) for k, v in wb.items()})
+    if settings.project is None:
+        return
+    tracker = Tracker(settings, run, job="verify")
+    tracker.log_verify(doc, run / "verify.png")
+    tracker.close()
 
 
 def main(args: list[str] | None = None) -> None:

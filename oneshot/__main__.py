@@ -6,13 +6,14 @@ import sys
 import lightning.pytorch as pl
 
 from evolution.__main__ import guarded
-from evolution.train import DataShapeCLI
+from evolution.train import DataShapeCLI, LoggerSaveConfigCallback
 from oneshot.module import SupernetModule
 
 
 def cli(args: list[str]) -> None:
     DataShapeCLI(SupernetModule, pl.LightningDataModule, subclass_mode_data=True, args=args,
-                 parser_kwargs={"exit_on_error": False}, save_config_kwargs={"overwrite": True})
+                 parser_kwargs={"exit_on_error": False}, save_config_callback=LoggerSaveConfigCallback,
+                 save_config_kwargs={"overwrite": True})
 
 
 def main(argv: list[str] | None = None) -> int:

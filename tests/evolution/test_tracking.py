@@ -1,0 +1,105 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from evolution.__main__ import main as cli
+from evolution.sweep import load_sweep, trials
+from evolution.tracking import WandbSettings, read_offline_run
+from evolution.verify import verify
+
+REPO = Path(__file__).resolve().parents[2]
+SWEEPS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
+TINY = ["--config", str(REPO / "configs/search/digits.yaml"), "--population", "5", "--children", "2",
+        "--estimator.init_args.steps", "8", "--search.width", "32", "--search.progress", "false"]
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+def test_search_and_verify_log_to_one_offline_run(tmp_path):
+    run = tmp_path / "run"
+    assert cli(["search", *TINY, "--iterations", "2", "--run_dir", str(run), "--search.wandb.project", "neuronas-test",
+                "--search.wandb.tags", "[test]"]) == 0
+    rec = read_offline_run(run / "wandb")
+    rows = [h for h in rec["history"] if "hypervolume" in h]
+    assert [r["iteration"] for r in rows] == [0, 1, 2]
+    for key in ("best_error", "front_size", "population/mean_error", "population/mean_flops", "estimate_seconds"):
+        assert all(key in r for r in rows)
+    front = json.loads((run / "front.json").read_text())
+    assert [c["id"] for c in rec["summary"]["front"]] == [c["id"] for c in front["front"]]
+    assert rows[-1]["hypervolume"] == pytest.approx(front["hypervolume"][-1])
+    run_id = (run / "wandb_run_id").read_text()
+    verify(str(run), top_k=2, epochs=1, progress=False)
+    again = read_offline_run(run / "wandb")
+    assert any(any(k.startswith("verify/candidates") for k in h) for h in again["history"])
+    assert (run / "wandb_run_id").read_text() == run_id
+    assert len(list((run / "wandb").glob("offline-run-*"))) >= 1
+
+
+def test_fit_with_the_wandb_logger_writes_metrics(tmp_path):
+    rc = cli(["train", "fit", "--config", str(REPO / "configs/train/digits.yaml"), "--config",
+              str(REPO / "configs/logging/wandb.yaml"), "--trainer.max_epochs", "2", "--trainer.default_root_dir",
+              str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"])
+    assert rc == 0
+    import wandb
+
+    wandb.finish()  # Lightning leaves the run open until the process exits; the test process goes on
+    rec = read_offline_run(tmp_path / "wandb")
+    keys = set().union(*rec["history"])
+    assert {"train_loss", "val_acc", "val_loss", "test_acc"} <= keys
+
+
+def test_wandb_settings_fail_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    assert cli(["search", *TINY, "--iterations", "1", "--run_dir", str(tmp_path / "r"), "--search.wandb.project", "x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "W&B: no API key" in err[0]
+    with pytest.raises(ValueError, match="wandb mode 'sometimes'"):
+        WandbSettings(project="x", mode="sometimes")
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert cli(["search", *TINY, "--iterations", "1", "--run_dir", str(tmp_path / "d"), "--search.wandb.project", "x"]) == 0
+    assert not list((tmp_path / "d").rglob("run-*.wandb"))
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
+def test_sweep_configs_parse(path):
+    sweep = load_sweep(path)
+    assert {"method", "metric", "parameters", "command"} <= set(sweep) and "${args}" in sweep["command"]
+    drawn = trials(sweep, 3)
+    assert len(drawn) == 3 and all(set(t) == set(sweep["parameters"]) for t in drawn)
+
+
+def _resolved(trial_dir: Path) -> dict:
+    path = next(p for p in sorted(trial_dir.rglob("config.yaml")))
+    return yaml.safe_load(path.read_text())
+
+
+def _get(cfg: dict, dotted: str):
+    for part in dotted.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+@pytest.mark.parametrize("path, extra", [
+    (REPO / "configs/sweeps/search.yaml", "--iterations 1 --search.width 32 --search.progress false"),
+    (REPO / "configs/sweeps/supernet.yaml", "--trainer.max_epochs 1 --trainer.limit_train_batches 2 "
+                                           "--trainer.limit_val_batches 1 --model.width 16 --trainer.enable_progress_bar false"),
+], ids=["search", "supernet"])
+def test_local_driver_runs_two_trials_with_the_sampled_values(tmp_path, path, extra):
+    os.chdir(REPO)  # the sweep commands name configs relative to the repository
+    assert cli(["sweep", str(path), "--count", "2", "--trials_dir", str(tmp_path), "--extra", extra]) == 0
+    sweep = load_sweep(path)
+    for k in range(2):
+        values = json.loads((tmp_path / f"trial-{k}.json").read_text())["values"]
+        cfg = _resolved(tmp_path / f"trial-{k}")
+        for name, value in values.items():
+            assert _get(cfg, name) == pytest.approx(value) if isinstance(value, float) else _get(cfg, name) == value
+    assert set(values) == set(sweep["parameters"])
