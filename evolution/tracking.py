@@ -129,8 +129,8 @@ class Tracker:
 
 
 def read_offline_run(run_path: Path) -> dict:
-    """History rows and summary of an offline W&B run (its ``run-*.wandb`` file), for tests and
-    for looking at a run without syncing it: ``{"history": [dict], "summary": dict}``."""
+    """History rows, summary and config of an offline W&B run (its ``run-*.wandb`` file), for tests
+    and for looking at a run without syncing it: ``{"history": [dict], "summary": dict, "config": dict}``."""
     import struct
 
     from wandb.proto import wandb_internal_pb2 as pb
@@ -138,7 +138,7 @@ def read_offline_run(run_path: Path) -> dict:
     files = sorted(Path(run_path).rglob("run-*.wandb"))
     if not files:
         raise FileNotFoundError(f"no offline W&B run (run-*.wandb) under {run_path}")
-    history, summary = [], {}
+    history, summary, config = [], {}, {}
     for f in files:
         data, pos, block, pending = f.read_bytes(), 7, 32768, b""
         while pos + 7 <= len(data):
@@ -161,4 +161,8 @@ def read_offline_run(run_path: Path) -> dict:
                 for i in rec.summary.update:
                     if i.key:
                         summary[i.key] = json.loads(i.value_json)
-    return {"history": history, "summary": summary}
+            elif which == "config":
+                for i in rec.config.update:
+                    if i.key:
+                        config[i.key] = json.loads(i.value_json)
+    return {"history": history, "summary": summary, "config": config}

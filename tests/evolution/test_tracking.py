@@ -53,6 +53,9 @@ def test_fit_with_the_wandb_logger_writes_metrics(tmp_path):
     rec = read_offline_run(tmp_path / "wandb")
     keys = set().union(*rec["history"])
     assert {"train_loss", "val_acc", "val_loss", "test_acc"} <= keys
+    # The resolved config, not only the model's hyperparameters.
+    assert rec["config"]["data"]["class_path"] == "evolution.data.DigitsDataModule"
+    assert rec["config"]["trainer"]["max_epochs"] == 2
 
 
 def test_wandb_settings_fail_in_one_line(tmp_path, monkeypatch, capsys):
