@@ -156,3 +156,14 @@ def test_lazy_adam_is_adam_on_touched_rows_and_frozen_elsewhere():
     lazy.step()
     changed = (a.detach() != frozen).any(1)
     assert changed.tolist() == [False, False, True, False, False, False]
+
+
+def test_same_seed_same_genomes_and_bank():
+    data = DigitsDataModule()
+    a = SupernetModule(data.input_shape, data.num_classes, levels=2, width=16, sampler="sandwich", seed=3)
+    b = SupernetModule(data.input_shape, data.num_classes, levels=2, width=16, sampler="sandwich", seed=3)
+    c = SupernetModule(data.input_shape, data.num_classes, levels=2, width=16, sampler="sandwich", seed=4)
+    ga, gb, gc = (m.sampler.sample(m.rng, 4) for m in (a, b, c))
+    assert all(np.array_equal(x.edges, y.edges) for x, y in zip(ga, gb))
+    assert not all(np.array_equal(x.edges, y.edges) for x, y in zip(ga[2:], gc[2:]))
+    assert torch.equal(a.supernet.bank, b.supernet.bank)
