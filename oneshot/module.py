@@ -61,9 +61,9 @@ class SupernetModule(pl.LightningModule):
         self.supernet = Supernet(self.space, torch.Generator().manual_seed(seed))
         self.sampler = GenomeSampler(self.space, sampler, tuple(density), tuple(fill), seed)
         self.rng = np.random.default_rng(seed)
-        panel_rng = np.random.default_rng(seed + 10_000)
-        self.panel = [self.sampler.largest(), self.sampler.smallest()] + GenomeSampler(
-            self.space, "uniform", tuple(density), tuple(fill), seed).sample(panel_rng, 3)
+        # The validation panel: the extremes and three genomes of the training distribution.
+        draws = self.sampler.sample(np.random.default_rng(seed + 10_000), 5)
+        self.panel = [self.sampler.largest(), self.sampler.smallest()] + (draws[2:] if sampler == "sandwich" else draws[:3])
 
     def forward(self, genome: Genome, x: Tensor) -> Tensor:
         return self.supernet(genome, x)
