@@ -1,0 +1,165 @@
+"""How well do cheap estimators rank genomes? Kendall tau and friends on two ranking sets.
+
+The sets and their ground truth come from ``benchmarks/ranking_sets.py`` (broad: random genomes;
+lineage: genomes of a real search). For each estimator and set: Kendall tau, Spearman, top-10 tau
+(tau among the 10 best by truth), precision@10, size-controlled tau (tau of the residuals after
+regressing estimate and truth on log #params: does it know anything beyond size?), correlation with
+#edges, and seconds per genome, always beside the baselines #edges and 50 steps from scratch, and
+the seed-vs-seed noise ceiling. Writes ``benchmarks/results/ranking.json``.
+
+    python benchmarks/ranking.py [--variants default] [--steps 1500]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+from scipy.stats import kendalltau, rankdata, spearmanr
+
+from evolution import cost
+from evolution.estimators import TrainEstimator
+from evolution.genome import Genome
+
+import ranking_sets  # noqa: E402  (benchmarks/ is the script's folder)
+
+OUT = Path(__file__).parent / "results" / "ranking.json"
+
+
+def metrics(est: np.ndarray, truth: np.ndarray, params: np.ndarray, edges: np.ndarray) -> dict:
+    """Rank agreement of an estimate with the truth."""
+    top = np.argsort(-truth)[:10]
+    top_est = set(np.argsort(-est)[:10].tolist())
+    logp = np.log(params)
+    res_e = est - np.polyval(np.polyfit(logp, est, 1), logp)
+    res_t = truth - np.polyval(np.polyfit(logp, truth, 1), logp)
+    return {
+        "kendall_tau": float(kendalltau(est, truth)[0]),
+        "spearman": float(spearmanr(est, truth)[0]),
+        "top10_tau": float(kendalltau(est[top], truth[top])[0]),
+        "precision_at_10": len(top_est & set(top.tolist())) / 10,
+        "size_controlled_tau": float(kendalltau(res_e, res_t)[0]),
+        "tau_with_edges": float(kendalltau(est, edges)[0]),
+    }
+
+
+def supernet_variant(name: str, data, steps: int, sampler: str, distill: bool, seed: int = 0):
+    """Train a supernet on the mnist-t10k grid with Lightning for ``steps`` steps; its checkpoint path."""
+    from oneshot.module import SupernetModule
+
+    pl.seed_everything(seed, verbose=False)
+    module = SupernetModule(data.input_shape, data.num_classes, levels=3, width=256, sampler=sampler,
+                            density=(0.003, 0.3), genomes_per_step=4, distill=distill, lr=3e-3, seed=seed)
+    trainer = pl.Trainer(max_steps=steps, max_epochs=-1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, accelerator="cpu")
+    start = time.perf_counter()
+    trainer.fit(module, train_dataloaders=data.train_dataloader())
+    path = Path(tempfile.mkdtemp()) / f"{name}.ckpt"
+    trainer.save_checkpoint(path)
+    return path, time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=1500, help="supernet training steps per variant")
+    ap.add_argument("--variants", default="uniform,sandwich,sandwich+distill,nested,fair",
+                    help="comma-separated supernet variants to train, or none")
+    args = ap.parse_args()
+    doc = ranking_sets.load()
+    data = ranking_sets.data_module()
+    sets = {}
+    for name in ("broad", "lineage"):
+        entries = [e for e in doc.get(name, []) if len(e.get("acc", [])) >= 2]
+        if len(entries) < 12:
+            print(f"{name} set: only {len(entries)} genomes have their ground truth yet; skipped")
+            continue
+        genomes = [Genome.from_dict(e["genome"]) for e in entries]
+        accs = np.array([e["acc"][:2] for e in entries])
+        sets[name] = {"genomes": genomes, "truth": accs.mean(1), "seeds": accs,
+                      "params": np.array([cost.parameters(g) for g in genomes], dtype=float),
+                      "edges": np.array([g.n_edges for g in genomes], dtype=float),
+                      "epoch_seconds": float(np.mean([np.mean(e["epoch_seconds"]) for e in entries]))}
+    results: dict[str, dict] = {}
+    estimates: dict[str, dict[str, list[float]]] = {}
+
+    def record(key: str, name: str, est: np.ndarray, seconds: float, prior: bool = False) -> None:
+        s = sets[name]
+        est = np.asarray(est, dtype=float)
+        m = metrics(est, s["truth"], s["params"], s["edges"])
+        m["seconds_per_genome"] = seconds
+        entry = results.setdefault(key, {})
+        entry.update(m if name == "broad" else {f"lineage_{k}": v for k, v in m.items()})
+        estimates.setdefault(key, {})[name] = est.tolist()
+        if prior:
+            # Size prior: the mean of the estimate's rank and the parameter count's rank. Accuracy
+            # on random genomes is mostly size (the notes); does the estimator add to it?
+            ranks = (rankdata(est) + rankdata(s["params"])) / 2
+            record(f"{key}+sizeprior", name, ranks, seconds)
+
+    for name, s in sets.items():
+        record("seed_vs_seed", name, s["seeds"][:, 0], s["epoch_seconds"] * doc["epochs"])
+        # The noise ceiling compares one seed with the other, not with their mean.
+        results["seed_vs_seed"]["kendall_tau" if name == "broad" else "lineage_kendall_tau"] = float(
+            kendalltau(s["seeds"][:, 0], s["seeds"][:, 1])[0])
+        record("edges", name, s["edges"], 0.0)
+        est = TrainEstimator(data, steps=50, batch_size=128, lr=3e-3, seed=0)
+        start = time.perf_counter()
+        scores = [e.score for e in est.estimate(s["genomes"])]
+        record("scratch50", name, np.array(scores), (time.perf_counter() - start) / len(scores), prior=True)
+
+    from oneshot.estimator import SupernetEstimator
+
+    variants = [] if args.variants == "none" else args.variants.split(",")
+    for v in variants:
+        sampler, distill = v.split("+")[0], v.endswith("+distill")
+        ckpt, train_s = supernet_variant(v, data, args.steps, sampler, distill)
+        for name, s in sets.items():
+            est = SupernetEstimator(data, str(ckpt))
+            start = time.perf_counter()
+            scores = [e.score for e in est.estimate(s["genomes"])]
+            record(f"supernet_{v}", name, np.array(scores), (time.perf_counter() - start) / len(scores), prior=True)
+            # Population-guided training, upper bound: the bank also trains on the set's own genomes
+            # (as a search trains it on the population it then scores).
+            est = SupernetEstimator(data, str(ckpt), update_steps=300, genomes_per_step=4)
+            start = time.perf_counter()
+            est.update(s["genomes"])
+            upd = time.perf_counter() - start
+            scores = [e.score for e in est.estimate(s["genomes"])]
+            record(f"supernet_{v}+population", name, np.array(scores),
+                   (time.perf_counter() - start) / len(scores), prior=True)
+            ft = SupernetEstimator(data, str(ckpt), finetune_steps=50)
+            start = time.perf_counter()
+            scores = [e.score for e in ft.estimate(s["genomes"])]
+            record(f"supernet_{v}+finetune50", name, np.array(scores), (time.perf_counter() - start) / len(scores),
+                   prior=True)
+        results[f"supernet_{v}"]["train_seconds"] = train_s
+        print(f"trained supernet {v}: {args.steps} steps in {train_s:.0f} s", flush=True)
+
+    keys = ["kendall_tau", "spearman", "top10_tau", "precision_at_10", "size_controlled_tau", "tau_with_edges",
+            "seconds_per_genome"]
+    for name in sets:
+        pre = "" if name == "broad" else "lineage_"
+        print(f"\n{name} set: {len(sets[name]['truth'])} genomes, truth {doc['epochs']} epochs x 2 seeds "
+              f"({sets[name]['epoch_seconds']:.2f} s/epoch)")
+        print(f"{'estimator':>34} " + " ".join(f"{k.replace('_', ' ')[:12]:>12}" for k in keys))
+        for est_name, r in results.items():
+            print(f"{est_name:>34} " + " ".join(f"{r.get(pre + k, float('nan')):>12.3f}" for k in keys))
+    if OUT.exists():  # keep the entries of estimators this run did not measure again
+        old = json.loads(OUT.read_text())
+        results = {**old.get("estimators", {}), **results}
+        estimates = {**old.get("estimates", {}), **estimates}
+    if "supernet_sandwich" in results:
+        results["supernet"] = dict(results["supernet_sandwich"])
+    out = {"n_genomes": len(sets["broad"]["truth"]), "n_lineage": len(sets.get("lineage", {}).get("truth", [])),
+           "epoch_seconds": sets["broad"]["epoch_seconds"], "supernet_steps": args.steps, "estimators": results,
+           "estimates": estimates}
+    OUT.write_text(json.dumps(out, indent=1))
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
