@@ -15,7 +15,6 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from evolution.genome import Genome, SearchSpace
@@ -88,7 +87,8 @@ class Supernet(nn.Module):
         """The genome's weights gathered from the bank (differentiable); tied
         edges take the mean of their bank entries."""
         _, idx = self._compiled(genome)
-        edge = F.embedding(idx["edge"], self.bank, sparse=False).squeeze(1)
+        # index_select: its backward is one index_add (embedding's sorts the indices first, ~4x slower here).
+        edge = self.bank.index_select(0, idx["edge"]).squeeze(1)
         if idx["groups"] is not None:
             g = idx["groups"]
             n = int(g.max()) + 1 if len(g) else 0
@@ -97,9 +97,8 @@ class Supernet(nn.Module):
             edge = mean[g]
         slot = idx["slot"]
         outputs = torch.arange(self.space.n_outputs, device=slot.device)
-        return Weights(edge, F.embedding(slot, self.norm_weight, sparse=False).squeeze(1),
-                       F.embedding(slot, self.norm_bias, sparse=False).squeeze(1),
-                       F.embedding(outputs, self.bias, sparse=False).squeeze(1))
+        return Weights(edge, self.norm_weight.index_select(0, slot).squeeze(1),
+                       self.norm_bias.index_select(0, slot).squeeze(1), self.bias.index_select(0, outputs).squeeze(1))
 
     def forward(self, genome: Genome, x: Tensor) -> Tensor:
         """Logits ``(B, n_outputs)`` of ``genome`` with its inherited weights."""
