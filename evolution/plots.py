@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -42,8 +43,9 @@ def plot_verify(cands: list[dict], path: str | Path) -> None:
     front = sorted((c for c in cands if c["on_front"]), key=lambda c: c["flops"])
     flops = [c["flops"] for c in front]
     b.step(flops, [1 - c["estimate"] for c in front], where="post", label="estimated", color="C0")
-    b.step(flops, [1 - c["val_acc"] for c in front], where="post", label="retrained", color="C3")
+    b.step(flops, [1 - c["val_acc"] for c in front], where="post", label="same candidates, retrained", color="C3")
     b.set_xscale("log")
+    b.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap on a short log axis
     b.set_xlabel("FLOPs per example")
     b.set_ylabel("validation error")
     b.set_title("front: estimated vs retrained")
