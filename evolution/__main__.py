@@ -15,43 +15,15 @@ commands:
 """
 
 
-def _train(args: list[str]) -> None:
-    from evolution.train import main
-
-    main(args)
-
-
-def _search(args: list[str]) -> None:
-    from evolution.search import main
-
-    main(args)
+# Each command is the ``main(args)`` of its module, imported only when asked for (torch and
+# Lightning take seconds to import).
+COMMANDS = {name: f"evolution.{name}" for name in ("run", "train", "search", "verify", "export", "sweep")}
 
 
-def _verify(args: list[str]) -> None:
-    from evolution.verify import main
+def _command(name: str):
+    import importlib
 
-    main(args)
-
-
-def _export(args: list[str]) -> None:
-    from evolution.export import main
-
-    main(args)
-
-
-def _run(args: list[str]) -> None:
-    from evolution.run import main
-
-    main(args)
-
-
-def _sweep(args: list[str]) -> None:
-    from evolution.sweep import main
-
-    main(args)
-
-
-COMMANDS = {"run": _run, "train": _train, "search": _search, "verify": _verify, "export": _export, "sweep": _sweep}
+    return importlib.import_module(COMMANDS[name]).main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"error: unknown command {command!r}; expected one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    return guarded(COMMANDS[command], rest)
+    return guarded(_command(command), rest)
 
 
 def guarded(command, args: list[str]) -> int:
