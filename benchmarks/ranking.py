@@ -47,13 +47,14 @@ def metrics(est: np.ndarray, truth: np.ndarray, params: np.ndarray, edges: np.nd
     }
 
 
-def supernet_variant(name: str, data, steps: int, sampler: str, distill: bool, seed: int = 0):
+def supernet_variant(name: str, data, steps: int, sampler: str, distill: bool, few_shot: bool = False, seed: int = 0):
     """Train a supernet on the mnist-t10k grid with Lightning for ``steps`` steps; its checkpoint path."""
     from oneshot.module import SupernetModule
 
     pl.seed_everything(seed, verbose=False)
     module = SupernetModule(data.input_shape, data.num_classes, levels=3, width=256, sampler=sampler,
-                            density=(0.003, 0.3), genomes_per_step=4, distill=distill, lr=3e-3, seed=seed)
+                            density=(0.003, 0.3), genomes_per_step=4, distill=distill, few_shot=few_shot, lr=3e-3,
+                            seed=seed)
     trainer = pl.Trainer(max_steps=steps, max_epochs=-1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, accelerator="cpu")
     start = time.perf_counter()
@@ -66,8 +67,8 @@ def supernet_variant(name: str, data, steps: int, sampler: str, distill: bool, s
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=1500, help="supernet training steps per variant")
-    ap.add_argument("--variants", default="uniform,sandwich,sandwich+distill,nested,fair",
-                    help="comma-separated supernet variants to train, or none")
+    ap.add_argument("--variants", default="uniform,sandwich,sandwich+distill,nested,fair,sandwich+fewshot",
+                    help="comma-separated supernet variants (sampler[+distill][+fewshot]) to train, or none")
     args = ap.parse_args()
     doc = ranking_sets.load()
     data = ranking_sets.data_module()
@@ -115,8 +116,8 @@ def main() -> None:
 
     variants = [] if args.variants == "none" else args.variants.split(",")
     for v in variants:
-        sampler, distill = v.split("+")[0], v.endswith("+distill")
-        ckpt, train_s = supernet_variant(v, data, args.steps, sampler, distill)
+        sampler, flags = v.split("+")[0], set(v.split("+")[1:])
+        ckpt, train_s = supernet_variant(v, data, args.steps, sampler, "distill" in flags, "fewshot" in flags)
         for name, s in sets.items():
             est = SupernetEstimator(data, str(ckpt))
             start = time.perf_counter()

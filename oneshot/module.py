@@ -10,10 +10,10 @@ from torch import Tensor
 from evolution.genome import Genome, SearchSpace
 from evolution.sampling import GenomeSampler
 from oneshot.optim import LazyAdam
-from oneshot.supernet import Supernet
+from oneshot.supernet import FewShotSupernet, Supernet
 
 
-def supernet_loss(supernet: Supernet, genomes: list[Genome], x: Tensor, y: Tensor, distill: bool = False) -> Tensor:
+def supernet_loss(supernet: Supernet | FewShotSupernet, genomes: list[Genome], x: Tensor, y: Tensor, distill: bool = False) -> Tensor:
     """Mean cross-entropy of the genomes on one batch; with ``distill`` the first genome (the
     largest, under the sandwich sampler) also teaches the others its soft predictions (in-place
     distillation, Yu et al. 2020 BigNAS / Cai et al. 2020 OFA)."""
@@ -43,6 +43,7 @@ class SupernetModule(pl.LightningModule):
         fill: range of the share of a level's slots that are present.
         genomes_per_step: genomes sampled per training step; their losses are averaged.
         distill: in-place distillation from the first (largest, with ``sandwich``) genome.
+        few_shot: one bank per depth (number of hidden levels) instead of one for all.
         lr: LazyAdam learning rate (only the entries a step used move).
         seed: seeds the bank and the sampler's stream.
     """
@@ -50,7 +51,8 @@ class SupernetModule(pl.LightningModule):
     def __init__(self, input_shape: tuple[int, ...] | None = None, num_classes: int | None = None, levels: int = 3,
                  width: int = 256, channels: int = 1, sampler: str = "uniform",
                  density: tuple[float, float] = (0.02, 0.3), fill: tuple[float, float] = (0.25, 1.0),
-                 genomes_per_step: int = 4, distill: bool = False, lr: float = 3e-3, seed: int = 0) -> None:
+                 genomes_per_step: int = 4, distill: bool = False, few_shot: bool = False, lr: float = 3e-3,
+                 seed: int = 0) -> None:
         super().__init__()
         if input_shape is None or num_classes is None:
             raise ValueError("SupernetModule needs the data's input_shape and num_classes")
@@ -58,7 +60,8 @@ class SupernetModule(pl.LightningModule):
             raise ValueError(f"genomes_per_step {genomes_per_step}: must be positive")
         self.save_hyperparameters()
         self.space = SearchSpace(tuple(input_shape), num_classes, levels, width, channels)
-        self.supernet = Supernet(self.space, torch.Generator().manual_seed(seed))
+        bank = FewShotSupernet if few_shot else Supernet
+        self.supernet = bank(self.space, torch.Generator().manual_seed(seed))
         self.sampler = GenomeSampler(self.space, sampler, tuple(density), tuple(fill), seed)
         self.rng = np.random.default_rng(seed)
         # The validation panel: the extremes and three genomes of the training distribution.

@@ -108,3 +108,27 @@ class Supernet(nn.Module):
     def _apply(self, fn, recurse=True):  # type: ignore[override]
         self._plans.clear()  # cached index tensors live on the old device
         return super()._apply(fn, recurse)
+
+
+class FewShotSupernet(nn.Module):
+    """One bank per depth (few-shot NAS, Zhao et al. 2021, split by number of hidden levels): a
+    genome trains and is scored only in the bank of its depth, so shallow and deep genomes stop
+    fighting over the same weights. Same interface as ``Supernet``."""
+
+    def __init__(self, space: SearchSpace, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.space = space
+        self.banks = nn.ModuleList([Supernet(space, generator) for _ in range(space.levels + 1)])
+
+    @property
+    def n_bank(self) -> int:
+        return sum(b.n_bank for b in self.banks)
+
+    def bank_for(self, genome: Genome) -> Supernet:
+        return self.banks[len(genome.levels_present())]
+
+    def weights_for(self, genome: Genome) -> Weights:
+        return self.bank_for(genome).weights_for(genome)
+
+    def forward(self, genome: Genome, x: Tensor) -> Tensor:
+        return self.bank_for(genome)(genome, x)

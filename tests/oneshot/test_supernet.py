@@ -167,3 +167,24 @@ def test_same_seed_same_genomes_and_bank():
     assert all(np.array_equal(x.edges, y.edges) for x, y in zip(ga, gb))
     assert not all(np.array_equal(x.edges, y.edges) for x, y in zip(ga[2:], gc[2:]))
     assert torch.equal(a.supernet.bank, b.supernet.bank)
+
+
+def test_few_shot_routes_each_depth_to_its_own_bank():
+    from oneshot.supernet import FewShotSupernet
+
+    space = SearchSpace((1, 8, 8), 10, levels=2, width=16)
+    sup = FewShotSupernet(space, torch.Generator().manual_seed(0))
+    one = random_genome(space, np.random.default_rng(0), density=0.3, n_levels=1)
+    two = random_genome(space, np.random.default_rng(1), density=0.3, n_levels=2)
+    assert sup.bank_for(one) is sup.banks[1] and sup.bank_for(two) is sup.banks[2]
+    opt = LazyAdam(list(sup.parameters()), lr=1e-2)
+    before = [b.bank.detach().clone() for b in sup.banks]
+    loss = supernet_loss(sup, [one], torch.rand(8, 64), torch.randint(0, 10, (8,)))
+    loss.backward()
+    opt.step()
+    moved = [not torch.equal(b.bank, x) for b, x in zip(sup.banks, before)]
+    assert moved == [False, True, False]
+    net = SparseNet(two)
+    net.set_weights(sup.weights_for(two))
+    x = torch.rand(4, 64)
+    assert (sup(two, x) - net(x)).abs().max() <= 1e-6
