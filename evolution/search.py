@@ -167,12 +167,13 @@ class Search:
         return {"settings": d, "config": cfg, "space": self.space.to_dict()}
 
     # --- candidates ----------------------------------------------------------------------------
-    def _estimate(self, genomes: list[Genome], parents: list[Candidate | None], mutations: list[str]) -> list[Candidate]:
-        inherit = [None if p is None or p.state is None else Parent(p.state, Inheritance(m))
-                   for p, m in zip(parents, mutations)]
+    def _estimate(self, genomes: list[Genome], parents: list[Candidate | None], hows: list[Inheritance]) -> list[Candidate]:
+        # The whole Inheritance goes to the estimator: a Net2Wider split needs its (original, copy) pairs.
+        inherit = [None if p is None or p.state is None else Parent(p.state, h) for p, h in zip(parents, hows)]
         estimates: list[Estimate] = self.estimator.estimate(genomes, inherit)
         out = []
-        for g, p, m, e in zip(genomes, parents, mutations, estimates):
+        for g, p, h, e in zip(genomes, parents, hows, estimates):
+            m = h.mutation
             lat = cost.latency(SparseNet(g), repeats=5) if "latency" in self.s.objectives else float("nan")
             out.append(Candidate(self.next_id, g, None if p is None else p.id, m, self.iteration, float(e.score),
                                  cost.flops(g).total, cost.parameters(g), float(e.seconds), e.error, lat, e.state))
@@ -201,7 +202,8 @@ class Search:
     # --- the loop ------------------------------------------------------------------------------
     def start(self) -> None:
         """Estimate the initial population (iteration 0) and save."""
-        cands = self._estimate(self._initial_genomes(), [None] * self.s.population, ["init"] * self.s.population)
+        cands = self._estimate(self._initial_genomes(), [None] * self.s.population,
+                               [Inheritance("init")] * self.s.population)
         ok = [c for c in cands if c.error is None]
         if not ok:
             raise ValueError(f"every initial genome failed to estimate; first error: {cands[0].error}")
@@ -219,7 +221,7 @@ class Search:
         picks = nsga2.tournament(rank, crowd, self.s.children, self.rng, size=min(self.s.tournament, len(F)))
         parents = [self.population[i] for i in picks]
         kids = [mutate(p.genome, self.rng, self.s.rates) for p in parents]
-        cands = self._estimate([k[0] for k in kids], parents, [k[1].mutation for k in kids])
+        cands = self._estimate([k[0] for k in kids], parents, [k[1] for k in kids])
         self.population += [c for c in cands if c.error is None]
         excess = len(self.population) - self.s.population
         if excess > 0:  # the oldest leave first (aging evolution, Real et al. 2019)

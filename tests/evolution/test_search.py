@@ -169,3 +169,28 @@ def test_online_rank_check_warns_about_a_misleading_estimator(tmp_path, capsys):
     assert [l["iteration"] for l in lines] == [1, 2] and lines[-1]["checked"] >= 6
     assert lines[-1]["kendall_tau"] < 0
     assert "it may be misleading the search" in capsys.readouterr().err
+
+
+class SpyEstimator:
+    """Keeps the Parent records the search hands over (a Lamarckian estimator's input)."""
+
+    def __init__(self, data) -> None:
+        self.inner = TrainEstimator(data, steps=3, keep_state=True)
+        self.parents = []
+
+    def estimate(self, genomes, parents=None):
+        self.parents += list(parents or [])
+        return self.inner.estimate(genomes, parents)
+
+
+def test_lamarckian_estimators_get_the_whole_inheritance(tmp_path):
+    from evolution.mutations import MutationRates
+
+    data = DigitsDataModule()
+    only_dup = MutationRates(add_neurons=0, add_edges=0, remove_edges=0, remove_level=0, duplicate_neuron=1, tie_weights=0)
+    s = SearchSettings(run_dir=str(tmp_path), iterations=1, population=4, children=3, width=32, progress=False,
+                       rates=only_dup, init=("mlp:8",))
+    spy = SpyEstimator(data)
+    Search(s, data, spy).run()
+    given = [p for p in spy.parents if p is not None]
+    assert given and all(p.how.mutation == "duplicate_neuron" and len(p.how.duplicated) == 1 for p in given)
