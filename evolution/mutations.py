@@ -7,7 +7,7 @@ weight magnitude when weights are known). Every child is validated, pruned and c
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 

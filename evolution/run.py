@@ -16,8 +16,6 @@ import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
-import numpy as np
-import torch
 import yaml
 
 from evolution import cost

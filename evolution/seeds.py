@@ -117,7 +117,7 @@ def build(spec: str, space: SearchSpace) -> Genome:
     else:
         grid = (space.n_inputs, 1, 1)
     prev = space.inputs
-    hidden, edges, ties, dense_edges = [], [], [], []
+    hidden, edges, ties = [], [], []
     label = 0
     points = space.width // space.channels
     for level, layer in enumerate(layers, start=1):

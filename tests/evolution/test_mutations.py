@@ -4,7 +4,7 @@ from scipy.stats import chisquare
 
 from evolution import seeds
 from evolution.genome import Genome, SearchSpace
-from evolution.mutations import OPERATORS, MutationRates, add_edges, duplicate_neuron, mutate, remove_edges, tie_weights
+from evolution.mutations import MutationRates, add_edges, duplicate_neuron, mutate, remove_edges, tie_weights
 from evolution.sampling import random_genome
 
 

@@ -5,7 +5,7 @@ from torch import nn
 
 from evolution import seeds
 from evolution.genome import Genome, SearchSpace
-from evolution.network import SparseNet, Weights, compile, pair_mode, sparse_forward
+from evolution.network import SparseNet, compile, pair_mode, sparse_forward
 from evolution.sampling import random_genome
 
 
