@@ -43,9 +43,7 @@ def main() -> None:
     args = ap.parse_args()
     run = Path(args.run_dir)
     if not (run / "summary.json").is_file():
-        assert cli(["run", "--config", str(REPO / "configs/run/digits.yaml"), "--run_dir", str(run),
-                    "--fit.checkpoint", str(run / "supernet.ckpt"),
-                    "--estimator.init_args.checkpoint", str(run / "supernet.ckpt")]) == 0
+        assert cli(["run", "--config", str(REPO / "configs/run/digits.yaml"), "--run_dir", str(run)]) == 0
     summary = json.loads((run / "summary.json").read_text())
     best_dir = run / "search" / "verify" / str(summary["best"]["id"])
     nets = {"sparse": best_dir, "dense": run / "baseline"}

@@ -7,6 +7,7 @@ one to search with an ``Estimator``, both chosen by ``class_path``.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import yaml
+from jsonargparse._util import import_object  # the class a class_path names
 
 from evolution import cost
 from evolution.estimators import Estimator
@@ -35,10 +37,10 @@ def build_parser():
                              help="the estimator to train first (e.g. oneshot.module.SupernetModule); none: skip")
     p.add_argument("--fit.max_epochs", type=int, default=20, help="epochs to train it")
     p.add_argument("--fit.checkpoint", type=str | None, default=None,
-                   help="where its checkpoint goes (reused when present); the estimator's init_args point at it")
+                   help="its checkpoint (default RUN_DIR/estimator.ckpt; reused when present); handed to the estimator")
     p.add_class_arguments(SearchSettings, "search")
     p.add_subclass_arguments(pl.LightningDataModule, "data", required=True)
-    p.add_subclass_arguments(Estimator, "estimator", required=True, skip={"data"})
+    p.add_subclass_arguments(Estimator, "estimator", required=True, skip={"data", "checkpoint"})
     p.add_argument("--verify.top_k", type=int, default=10, help="candidates retrained by estimate (plus the front)")
     p.add_argument("--verify.epochs", type=int, default=20, help="standalone training epochs per candidate")
     p.add_argument("--verify.lr", type=float, default=3e-3, help="learning rate of the retraining")
@@ -47,15 +49,13 @@ def build_parser():
 
 def _instantiate(spec, **extra):
     from jsonargparse import Namespace
-    from jsonargparse._util import import_object  # the class a class_path names
 
     spec = spec.as_dict() if isinstance(spec, Namespace) else spec
     return import_object(spec["class_path"])(**{**(spec.get("init_args") or {}), **extra})
 
 
-def _fit_estimator(cfg, data, run_dir: Path) -> None:
+def _fit_estimator(cfg, data, ckpt: Path) -> None:
     """Train the configured LightningModule (a supernet, a hypernet) unless its checkpoint exists."""
-    ckpt = Path(cfg.fit.checkpoint or run_dir / "estimator.ckpt")
     if cfg.fit.model is None or ckpt.is_file():
         return
     module = _instantiate(cfg.fit.model, input_shape=data.input_shape, num_classes=data.num_classes)
@@ -91,8 +91,11 @@ def run(args: list[str]) -> None:
     run_dir = Path(cfg.run_dir)
     started = time.perf_counter()
     data = _instantiate(cfg.data)
-    _fit_estimator(cfg, data, run_dir)
-    estimator = _instantiate(cfg.estimator, data=data)
+    ckpt = Path(cfg.fit.checkpoint or run_dir / "estimator.ckpt")
+    _fit_estimator(cfg, data, ckpt)
+    # The estimator searched with is the one trained in step 1: it gets that checkpoint.
+    cls_params = inspect.signature(import_object(cfg.estimator.class_path)).parameters
+    estimator = _instantiate(cfg.estimator, data=data, **({"checkpoint": str(ckpt)} if "checkpoint" in cls_params else {}))
     search_dir = run_dir / "search"
     settings = SearchSettings(**{**cfg.search.as_dict(), "run_dir": str(search_dir), "progress": False})
     plain = json.loads(parser.dump(cfg, format="json", skip_check=True))

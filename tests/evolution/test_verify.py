@@ -81,8 +81,7 @@ def test_bad_run_and_candidate_dirs_are_one_line(tmp_path, capsys, run_dir):
 
 def test_run_pipeline_end_to_end(tmp_path, capsys):
     rc = cli(["run", "--config", str(REPO / "configs/run/digits.yaml"), "--run_dir", str(tmp_path),
-              "--fit.checkpoint", str(tmp_path / "supernet.ckpt"), "--fit.max_epochs", "1",
-              "--estimator.init_args.checkpoint", str(tmp_path / "supernet.ckpt"), "--search.iterations", "1",
+              "--fit.max_epochs", "1", "--search.iterations", "1",
               "--search.population", "5", "--search.children", "2", "--verify.top_k", "2", "--verify.epochs", "1"])
     assert rc == 0
     out = capsys.readouterr().out
@@ -90,6 +89,7 @@ def test_run_pipeline_end_to_end(tmp_path, capsys):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert {"best", "baseline", "kendall_tau"} <= set(summary)
     assert (tmp_path / "search" / "verify" / str(summary["best"]["id"]) / "model.pt2").is_file()
+    assert (tmp_path / "estimator.ckpt").is_file()
 
 
 def test_export_onnx_matches(run_dir):
