@@ -36,7 +36,7 @@ def main() -> None:
     args = ap.parse_args()
     space = SearchSpace((1, 28, 28), 10, levels=3, width=256)
     sup = Supernet(space, torch.Generator().manual_seed(0))
-    opt = LazyAdam(list(sup.parameters()), lr=3e-3)
+    opt = LazyAdam(list(sup.parameters()), lr=3e-3, rows=sup.touched_rows)
     mlp = nn.Sequential(nn.Linear(784, 256), nn.LayerNorm(256), nn.ReLU(), nn.Linear(256, 256), nn.LayerNorm(256),
                         nn.ReLU(), nn.Linear(256, 256), nn.LayerNorm(256), nn.ReLU(), nn.Linear(256, 10))
     mlp_opt = torch.optim.Adam(mlp.parameters(), lr=3e-3)

@@ -54,7 +54,7 @@ class SupernetEstimator:
         self.update_steps, self.genomes_per_step, self.finetune_steps = update_steps, genomes_per_step, finetune_steps
         self.batch_size, self.lr, self.max_val = batch_size, lr, max_val
         self.rng = np.random.default_rng(seed)
-        self.opt = LazyAdam(list(self.supernet.parameters()), lr=lr) if update_steps else None
+        self.opt = LazyAdam(list(self.supernet.parameters()), lr=lr, rows=self.supernet.touched_rows) if update_steps else None
         x, y = data.tensors("val")
         if max_val:
             x, y = x[:max_val], y[:max_val]
@@ -76,7 +76,8 @@ class SupernetEstimator:
         from evolution.network import SparseNet
 
         net = SparseNet(genome).to(self.device)
-        net.set_weights(self.supernet.weights_for(genome))
+        with torch.no_grad():  # only the values: nothing for the supernet's optimizer to move
+            net.set_weights(self.supernet.weights_for(genome))
         opt = torch.optim.Adam(net.parameters(), lr=self.lr)
         for _ in range(self.finetune_steps):
             x, y = self._batch()

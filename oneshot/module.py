@@ -93,7 +93,7 @@ class SupernetModule(pl.LightningModule):
         self.log("val_loss", torch.stack(losses).mean(), batch_size=len(y))
 
     def configure_optimizers(self):
-        return LazyAdam(list(self.supernet.parameters()), lr=self.hparams.lr)
+        return LazyAdam(list(self.supernet.parameters()), lr=self.hparams.lr, rows=self.supernet.touched_rows)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The sampler's stream continues where it stopped when a fit resumes.

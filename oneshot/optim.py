@@ -12,10 +12,15 @@ class LazyAdam(torch.optim.Optimizer):
     measured that this changes the rankings). ``torch.optim.SparseAdam`` does the same from sparse
     gradients but its sparse additions cost ~10x a step here; this works on dense gradients by
     index. Bias correction uses the per-tensor step count, as SparseAdam does.
+
+    ``rows``: optional ``rows(param) -> index tensor or None``, the rows the step's forward passes
+    gathered (duplicates allowed), which spares the scan for non-zero gradient rows.
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 rows=None) -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+        self.rows_of = rows
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
@@ -25,8 +30,11 @@ class LazyAdam(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = p.grad.reshape(len(p), -1)
-                rows = torch.nonzero(g.ne(0).any(1)).squeeze(1)
+                rows = self.rows_of(p) if self.rows_of is not None else None
+                if rows is None:
+                    g = p.grad.reshape(len(p), -1)
+                    touched = g.ne(0).squeeze(1) if g.shape[1] == 1 else g.ne(0).any(1)  # one pass for a column
+                    rows = touched.nonzero().squeeze(1)
                 if not len(rows):
                     continue
                 st = self.state[p]

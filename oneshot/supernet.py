@@ -50,6 +50,7 @@ class Supernet(nn.Module):
         self.bias = nn.Parameter(torch.zeros(space.n_outputs, 1))
         self._plans: OrderedDict[bytes, tuple[Plan, dict[str, Tensor]]] = OrderedDict()
         self._plan_cache = plan_cache
+        self._touched: dict[int, list[Tensor]] = {}
 
     @property
     def n_bank(self) -> int:
@@ -97,8 +98,20 @@ class Supernet(nn.Module):
             edge = mean[g]
         slot = idx["slot"]
         outputs = torch.arange(self.space.n_outputs, device=slot.device)
+        if torch.is_grad_enabled():  # what the next optimizer step may move (see touched_rows)
+            for param, rows in ((self.bank, idx["edge"]), (self.norm_weight, slot), (self.norm_bias, slot),
+                                (self.bias, outputs)):
+                self._touched.setdefault(id(param), []).append(rows)
         return Weights(edge, self.norm_weight.index_select(0, slot).squeeze(1),
                        self.norm_bias.index_select(0, slot).squeeze(1), self.bias.index_select(0, outputs).squeeze(1))
+
+    def touched_rows(self, param: Tensor) -> Tensor | None:
+        """Rows of ``param`` gathered with grad since the last call (for ``LazyAdam(rows=...)``);
+        None for a tensor this supernet does not own."""
+        if not any(param is p for p in self.parameters()):
+            return None
+        rows = self._touched.pop(id(param), [])
+        return torch.cat(rows) if rows else param.new_zeros(0, dtype=torch.long)
 
     def forward(self, genome: Genome, x: Tensor) -> Tensor:
         """Logits ``(B, n_outputs)`` of ``genome`` with its inherited weights."""
@@ -126,6 +139,13 @@ class FewShotSupernet(nn.Module):
 
     def bank_for(self, genome: Genome) -> Supernet:
         return self.banks[len(genome.levels_present())]
+
+    def touched_rows(self, param: Tensor) -> Tensor | None:
+        for bank in self.banks:
+            rows = bank.touched_rows(param)
+            if rows is not None:
+                return rows
+        return None
 
     def weights_for(self, genome: Genome) -> Weights:
         return self.bank_for(genome).weights_for(genome)

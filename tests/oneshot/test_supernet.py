@@ -50,7 +50,7 @@ def test_bank_has_every_potential_edge_once(space):
 
 def test_a_step_moves_only_the_sampled_genomes_entries(space):
     sup = Supernet(space, torch.Generator().manual_seed(0))
-    opt = LazyAdam(list(sup.parameters()), lr=1e-2)
+    opt = LazyAdam(list(sup.parameters()), lr=1e-2, rows=sup.touched_rows)
     g1 = random_genome(space, np.random.default_rng(1), density=0.2)
     g2 = random_genome(space, np.random.default_rng(2), density=0.2)
     before = {k: v.detach().clone() for k, v in sup.state_dict().items()}
@@ -177,7 +177,7 @@ def test_few_shot_routes_each_depth_to_its_own_bank():
     one = random_genome(space, np.random.default_rng(0), density=0.3, n_levels=1)
     two = random_genome(space, np.random.default_rng(1), density=0.3, n_levels=2)
     assert sup.bank_for(one) is sup.banks[1] and sup.bank_for(two) is sup.banks[2]
-    opt = LazyAdam(list(sup.parameters()), lr=1e-2)
+    opt = LazyAdam(list(sup.parameters()), lr=1e-2, rows=sup.touched_rows)
     before = [b.bank.detach().clone() for b in sup.banks]
     loss = supernet_loss(sup, [one], torch.rand(8, 64), torch.randint(0, 10, (8,)))
     loss.backward()
