@@ -164,3 +164,11 @@ def main(args: list[str] | None = None) -> None:
     GenomeCLI(GenomeModule, pl.LightningDataModule, subclass_mode_data=True, args=args,
               parser_kwargs={"exit_on_error": False}, save_config_callback=LoggerSaveConfigCallback,
               save_config_kwargs={"overwrite": True})
+
+
+def module_cli(module: type[pl.LightningModule], args: list[str]) -> None:
+    """LightningCLI (fit / validate / test) of a LightningModule that takes the data's ``input_shape``
+    and ``num_classes``: the supernet's and the hypernet's commands."""
+    DataShapeCLI(module, pl.LightningDataModule, subclass_mode_data=True, args=args,
+                 parser_kwargs={"exit_on_error": False}, save_config_callback=LoggerSaveConfigCallback,
+                 save_config_kwargs={"overwrite": True})

@@ -2,22 +2,15 @@
 from __future__ import annotations
 
 import sys
-
-import lightning.pytorch as pl
+from functools import partial
 
 from evolution.__main__ import guarded
-from evolution.train import DataShapeCLI, LoggerSaveConfigCallback
+from evolution.train import module_cli
 from hypernet.module import HypernetModule
 
 
-def cli(args: list[str]) -> None:
-    DataShapeCLI(HypernetModule, pl.LightningDataModule, subclass_mode_data=True, args=args,
-                 parser_kwargs={"exit_on_error": False}, save_config_callback=LoggerSaveConfigCallback,
-                 save_config_kwargs={"overwrite": True})
-
-
 def main(argv: list[str] | None = None) -> int:
-    return guarded(cli, sys.argv[1:] if argv is None else argv)
+    return guarded(partial(module_cli, HypernetModule), sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":
