@@ -53,6 +53,13 @@ class Estimator(Protocol):
         ...
 
 
+@runtime_checkable
+class Initializer(Protocol):
+    def initialise(self, genome: Genome) -> SparseNet:
+        """A standalone network of ``genome`` with predicted starting weights (e.g. a hypernet's)."""
+        ...
+
+
 def genome_seed(genome: Genome, seed: int) -> int:
     """A seed fixed by the genome and a base seed, so an estimate does not depend on batch order."""
     h = hashlib.sha1(genome.edges.tobytes() + genome.hidden.tobytes() + str(seed).encode()).digest()

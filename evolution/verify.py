@@ -20,6 +20,7 @@ import torch
 import yaml
 from scipy.stats import kendalltau, spearmanr
 
+from evolution.estimators import Initializer
 from evolution.genome import Genome
 from evolution.train import GenomeModule
 
@@ -66,12 +67,14 @@ def _inherited_state(run_dir: Path, cid: int) -> dict | None:
 
 
 def retrain(genome: Genome, data, out_dir: Path, epochs: int, lr: float, seed: int, accelerator: str,
-            state: dict | None = None) -> dict:
+            state: dict | None = None, initializer: Initializer | None = None) -> dict:
     """Standalone training of one genome; its checkpoint goes to ``out_dir/model.ckpt``."""
     pl.seed_everything(seed, verbose=False)
     module = GenomeModule(genome.to_json(), data.input_shape, data.num_classes, lr=lr, scheduler="cosine", seed=seed)
     if state is not None:
         module.net.load_keyed(state)
+    if initializer is not None:
+        module.net.set_weights(initializer.initialise(genome).weights())
     trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, limit_val_batches=0, accelerator=accelerator, devices=1)
     start = time.perf_counter()
@@ -102,7 +105,7 @@ def rank_figures(est: np.ndarray, truth: np.ndarray, k: int) -> dict:
 
 
 def verify(run_dir: str, top_k: int = 10, epochs: int = 20, lr: float = 3e-3, init: str = "scratch", seed: int = 0,
-           accelerator: str = "cpu", progress: bool = True) -> dict:
+           accelerator: str = "cpu", progress: bool = True, initializer: Initializer | None = None) -> dict:
     """Retrain the top-k and the front of ``run_dir`` (resumable); returns and writes ``verify.json``.
 
     Args:
@@ -110,13 +113,18 @@ def verify(run_dir: str, top_k: int = 10, epochs: int = 20, lr: float = 3e-3, in
         top_k: candidates taken by estimate (the estimated front is added).
         epochs: standalone training epochs per candidate (Adam, cosine schedule).
         lr: learning rate.
-        init: ``scratch`` or ``inherited`` (the weights the search's estimator trained, where kept).
+        init: ``scratch`` or ``inherited`` (the weights the search's estimator trained, where kept);
+            with ``initializer`` given, ``predicted``.
+        initializer: starts each network from predicted weights, chosen by class_path, e.g.
+            ``hypernet.estimator.HypernetEstimator`` with ``init_args: {checkpoint: ...}``.
         seed: training seed.
         accelerator: Lightning accelerator.
         progress: print a line per candidate.
     """
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # a line per candidate is enough
-    if init not in INITS:
+    if initializer is not None:
+        init = "predicted"
+    elif init not in INITS:
         raise ValueError(f"init {init!r}: expected one of {', '.join(INITS)}")
     run = Path(run_dir)
     chosen = candidates(run, top_k)
@@ -132,7 +140,7 @@ def verify(run_dir: str, top_k: int = 10, epochs: int = 20, lr: float = 3e-3, in
             continue
         genome = Genome.load(run / "genomes" / f"{r['id']}.json")
         state = _inherited_state(run, r["id"]) if init == "inherited" else None
-        res = retrain(genome, data, run / "verify" / str(r["id"]), epochs, lr, seed, accelerator, state)
+        res = retrain(genome, data, run / "verify" / str(r["id"]), epochs, lr, seed, accelerator, state, initializer)
         done[r["id"]] = {"id": r["id"], "estimate": r["score"], **res, "flops": r["flops"], "params": r["params"],
                          "edges": r["edges"], "estimate_seconds": r["seconds"], "on_front": r["on_front"],
                          "in_top_k": r["in_top_k"], "inherited": state is not None}

@@ -16,24 +16,30 @@ from hypernet.module import HypernetModule, hypernet_logits
 class HypernetEstimator:
     """Validation accuracy of each genome with predicted weights, ``batch`` genomes per GNN pass.
 
+    Also an ``evolution.estimators.Initializer``: ``python -m evolution verify RUN --initializer
+    hypernet.estimator.HypernetEstimator --initializer.init_args.checkpoint CKPT`` retrains from predictions.
+
     Args:
-        data: the DataModule (linked by the search CLI).
+        data: the DataModule (linked by the search CLI); None when only used to initialise.
         checkpoint: a ``python -m hypernet fit`` checkpoint.
         batch: genomes predicted per pass.
         max_val: score on the first ``max_val`` validation examples only.
         device: where the hypernet runs.
     """
 
-    def __init__(self, data, checkpoint: str, batch: int = 16, max_val: int | None = None, device: str = "cpu") -> None:
+    def __init__(self, data=None, checkpoint: str = "", batch: int = 16, max_val: int | None = None,
+                 device: str = "cpu") -> None:
         path = Path(checkpoint)
         if not path.is_file():
             raise FileNotFoundError(f"hypernet checkpoint {path} does not exist; train one with python -m hypernet fit")
         self.module = HypernetModule.load_from_checkpoint(path, map_location=device, weights_only=False).eval()
         hp = self.module.hparams
+        self.batch, self.device = batch, torch.device(device)
+        if data is None:
+            return
         if tuple(hp.input_shape) != tuple(data.input_shape) or hp.num_classes != data.num_classes:
             raise ValueError(f"hypernet checkpoint {path} was trained on input shape {tuple(hp.input_shape)} with "
                              f"{hp.num_classes} classes; the data has {tuple(data.input_shape)} and {data.num_classes}")
-        self.batch, self.device = batch, torch.device(device)
         x, y = data.tensors("val")
         if max_val:
             x, y = x[:max_val], y[:max_val]

@@ -102,3 +102,30 @@ def test_export_onnx_matches(run_dir):
     got = torch.as_tensor(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0])
     with torch.no_grad():
         assert (got - GenomeModule.from_checkpoint(cand / "model.ckpt").net.eval()(x)).abs().max() <= 1e-5
+
+
+class ConstantInitializer:
+    """Starts every network from one fixed draw (seed 123), so an untrained retrain shows it."""
+
+    def initialise(self, genome):
+        from evolution.network import SparseNet
+
+        return SparseNet(genome, torch.Generator().manual_seed(123))
+
+
+def test_verify_can_start_from_predicted_weights(run_dir, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "verify.json").unlink()
+    doc = verify(str(run), top_k=2, epochs=0, initializer=ConstantInitializer(), progress=False)
+    assert doc["settings"]["init"] == "predicted"
+    from evolution.data import DigitsDataModule
+    from evolution.genome import Genome
+
+    x, y = DigitsDataModule().tensors("val")
+    for c in doc["candidates"]:
+        net = ConstantInitializer().initialise(Genome.load(run / "genomes" / f"{c['id']}.json")).eval()
+        with torch.no_grad():
+            assert c["val_acc"] == pytest.approx(float((net(x).argmax(1) == y).float().mean()))

@@ -87,3 +87,21 @@ def test_checkpoint_of_another_shape_is_one_line(tmp_path, mnist_t10k):
 
     with pytest.raises(ValueError, match=r"trained on input shape \(1, 8, 8\) with 10 classes; the data has \(1, 28, 28\)"):
         HypernetEstimator(IDXDataModule(str(mnist_t10k)), str(tmp_path / "ckpt" / "last.ckpt"))
+
+
+def test_verify_retrains_from_hypernet_predictions(tmp_path):
+    from evolution.__main__ import main as evolution_cli
+
+    assert _fit(tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+                "--trainer.limit_val_batches", "1") == 0
+    run = tmp_path / "run"
+    assert evolution_cli(["search", "--config", str(REPO / "configs/search/digits.yaml"), "--population", "4",
+                          "--children", "2", "--iterations", "1", "--estimator.init_args.steps", "5", "--search.width",
+                          "32", "--search.progress", "false", "--run_dir", str(run)]) == 0
+    assert evolution_cli(["verify", str(run), "--top_k", "2", "--epochs", "1", "--initializer",
+                          "hypernet.estimator.HypernetEstimator", "--initializer.init_args.checkpoint",
+                          str(tmp_path / "ckpt" / "last.ckpt")]) == 0
+    import json
+
+    doc = json.loads((run / "verify.json").read_text())
+    assert doc["settings"]["init"] == "predicted" and doc["candidates"]
