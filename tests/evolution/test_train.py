@@ -24,8 +24,9 @@ def _command(path: Path):
 
         return oneshot_cli, ["fit"]
     if kind == "hypernet":
-        hypernet_main = pytest.importorskip("hypernet.__main__")
-        return hypernet_main.main, ["fit"]
+        from hypernet.__main__ import main as hypernet_cli
+
+        return hypernet_cli, ["fit"]
     return cli, {"train": ["train", "fit"], "search": ["search"], "run": ["run"]}[kind]
 
 
