@@ -1,1 +1,1 @@
-"""Graph hypernetwork over genome DAGs: predicts every edge weight of any genome (an Estimator plugin)."""
+"""Graph hypernetwork: predicts every weight of any genome from its graph (an Estimator plugin for the search)."""

@@ -1,59 +1,103 @@
-"""The graph hypernetwork: a direction-aware GNN encoder and decoders for every weight of a genome.
+"""The graph hypernetwork: a direction-aware GNN over a genome's neurons and decoders for all its weights.
 
-SMASH (Brock et al. 2018) and GHN (Zhang et al. 2019; GHN-2, Knyazev et al. 2021) predict the
-parameters of a network from its graph; here the graph is one of single neurons and each edge's
-weight is decoded from its two end states. Each layer passes messages along the edges (inputs to
-outputs) and against them (``GraphConv`` on ``edge_index`` and on its flip), so a neuron hears both
-what feeds it and what it feeds. Edge weights are scaled by ``1 / sqrt(fan_in)`` of their target,
-so genomes larger than any trained on keep finite, well-scaled activations.
+SMASH (Brock et al. 2018) generates a network's weights from an encoding of its architecture; GHN
+(Zhang et al. 2019) and GHN-2 (Knyazev et al. 2021) do it with a GNN over the computational graph,
+passing messages forward and backward along the DAG and normalising the predicted parameters by
+fan-in. Here every node is one neuron and every edge one weight:
+
+- nodes embed their features plus Fourier features of their level and planar position (Tancik et
+  al. 2020), so neighbouring pixels can still receive different weights;
+- each layer runs one mean-aggregating ``SAGEConv`` along the edges (what feeds a neuron) and one
+  against them (what it feeds), so states depend on the whole DAG after a few layers, and mean
+  aggregation keeps states bounded for genomes wider than any trained on;
+- an edge's weight is a learned, edge-modulated inner product of its source and target states, i.e.
+  each level pair's weight matrix is predicted in factorised form ``U V^T``, scaled by
+  ``1 / sqrt(fan_in)`` of the target (GHN-2's normalisation, ``nn.Linear``'s init scale);
+- hidden nodes also emit their LayerNorm gain (around 1) and shift (around 0), outputs their bias.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.nn import GraphConv
+from torch_geometric.data import Batch
+from torch_geometric.nn import SAGEConv
 from torch_geometric.utils import degree
 
 from evolution.network import Weights
 from hypernet.graph import EDGE_FEATURES, NODE_FEATURES
 
+PLACE = slice(3, 6)  # the (level, row, col) columns of the node features, each in [0, 1]
+
+
+def fourier(p: Tensor, bands: int) -> Tensor:
+    """``(N, c) -> (N, 2 * c * bands)``: sin and cos of ``pi * 2^k * p`` for ``k < bands`` (``p`` in [0, 1])."""
+    freq = math.pi * 2.0 ** torch.arange(bands, dtype=p.dtype, device=p.device)
+    angles = (p[:, :, None] * freq).flatten(1)
+    return torch.cat([angles.sin(), angles.cos()], 1)
+
+
+class DirectedLayer(nn.Module):
+    """One round of message passing along and against the edges: ``(N, d) -> (N, d)``, residual."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.along = SAGEConv(dim, dim, aggr="mean")
+        self.against = SAGEConv(dim, dim, aggr="mean", root_weight=False)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, h: Tensor, edge_index: Tensor, flipped: Tensor) -> Tensor:
+        return self.norm(h + F.gelu(self.along(h, edge_index) + self.against(h, flipped)))
+
 
 class HyperNet(nn.Module):
-    """``forward(batch) -> list[Weights]``, one per graph, aligned with ``compile``/``sparse_forward``."""
+    """Predicts every weight of a batch of genome graphs: ``forward(batch) -> list[Weights]``, one per
+    genome, aligned with ``evolution.network.compile`` / ``sparse_forward``.
 
-    def __init__(self, hidden: int = 64, layers: int = 3) -> None:
+    Args:
+        hidden: width ``d`` of the node states.
+        layers: message-passing layers (each one hop forward and one backward).
+        bands: Fourier frequency bands of the level and planar position.
+    """
+
+    def __init__(self, hidden: int = 64, layers: int = 3, bands: int = 4) -> None:
         super().__init__()
-        self.embed = nn.Linear(NODE_FEATURES, hidden)
-        self.forward_convs = nn.ModuleList([GraphConv(hidden, hidden, aggr="mean") for _ in range(layers)])
-        self.backward_convs = nn.ModuleList([GraphConv(hidden, hidden, aggr="mean") for _ in range(layers)])
-        self.norms = nn.ModuleList([nn.LayerNorm(hidden) for _ in range(layers)])
-        self.edge_head = nn.Sequential(nn.Linear(2 * hidden + EDGE_FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-        self.node_head = nn.Linear(hidden, 3)  # LayerNorm gain and shift, output bias
-        # Learned scale of the decoded weights (log), started where a trained MLP's weights sit.
-        self.log_scale = nn.Parameter(torch.tensor(1.0))
+        self.bands = bands
+        self.embed = nn.Sequential(nn.Linear(NODE_FEATURES + 6 * bands, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+        self.layers = nn.ModuleList([DirectedLayer(hidden) for _ in range(layers)])
+        self.source = nn.Linear(hidden, hidden)
+        self.target = nn.Linear(hidden, hidden)
+        # The edge features gate the inner product per factor (zero init: a plain inner product first).
+        self.modulate = nn.Linear(EDGE_FEATURES, hidden)
+        nn.init.zeros_(self.modulate.weight)
+        nn.init.zeros_(self.modulate.bias)
+        self.node_head = nn.Linear(hidden, 3)  # LayerNorm gain and shift; output bias
         nn.init.zeros_(self.node_head.weight)
         nn.init.zeros_(self.node_head.bias)
 
-    def encode(self, batch) -> Tensor:
+    def encode(self, batch: Batch) -> Tensor:
         """Node states ``(N, hidden)``."""
-        h = F.relu(self.embed(batch.x))
+        x = torch.cat([batch.x, fourier(batch.x[:, PLACE], self.bands)], 1)
+        h = self.embed(x)
         flipped = batch.edge_index.flip(0)
-        for fwd, bwd, norm in zip(self.forward_convs, self.backward_convs, self.norms):
-            h = h + F.relu(norm(fwd(h, batch.edge_index) + bwd(h, flipped)))
+        for layer in self.layers:
+            h = layer(h, batch.edge_index, flipped)
         return h
 
-    def forward(self, batch) -> list[Weights]:
+    def forward(self, batch: Batch) -> list[Weights]:
         h = self.encode(batch)
         src, dst = batch.edge_index
-        raw = self.edge_head(torch.cat([h[src], h[dst], batch.edge_attr], 1)).squeeze(1)
+        gate = 1.0 + self.modulate(batch.edge_attr)
+        raw = (self.source(h)[src] * self.target(h)[dst] * gate).sum(1) / math.sqrt(h.shape[1])
         fan_in = degree(dst, num_nodes=h.shape[0]).clamp(min=1)
-        edge = raw * self.log_scale.exp() / fan_in[dst].sqrt()
+        edge = raw / fan_in[dst].sqrt()
         node = self.node_head(h)
-        # Bounded around LayerNorm's own init: free gains collapse to 0 early in training (every
-        # hidden neuron constant, the net predicts the class prior).
-        gain, shift, bias = 1 + 0.5 * torch.tanh(node[:, 0]), 0.5 * torch.tanh(node[:, 1]), node[:, 2]
+        # Bounded: a free gain is a shortcut that silences every hidden neuron at once (on digits it
+        # fell to 0 within 50 steps, leaving no gradient for the edges).
+        gain, shift, bias = 1.0 + 0.5 * torch.tanh(node[:, 0]), 0.5 * torch.tanh(node[:, 1]), node[:, 2]
         edges = edge.split(batch.n_edges.tolist())
         hidden = batch.hidden_index.split(batch.n_hidden.tolist())
-        outputs = batch.output_index.view(len(edges), -1)
+        outputs = batch.output_index.split(batch.n_outputs.tolist())
         return [Weights(e, gain[hi], shift[hi], bias[oi]) for e, hi, oi in zip(edges, hidden, outputs)]

@@ -14,8 +14,9 @@ from hypernet.graph import to_batch
 from hypernet.model import HyperNet
 
 
-def hypernet_logits(model: HyperNet, genomes: list[Genome], x: Tensor) -> list[Tensor]:
-    """Logits of each genome on ``x`` with the weights the hypernet predicts for it (one batched pass)."""
+def predicted_logits(model: HyperNet, genomes: list[Genome], x: Tensor) -> list[Tensor]:
+    """Logits ``(B, n_outputs)`` of each genome on ``x`` ``(B, n_inputs)`` with the weights the
+    hypernet predicts for it; all genomes go through the GNN in one batched pass."""
     weights = model(to_batch(genomes).to(x.device))
     return [sparse_forward(compile(g).to(x.device), w, x) for g, w in zip(genomes, weights)]
 
@@ -23,51 +24,70 @@ def hypernet_logits(model: HyperNet, genomes: list[Genome], x: Tensor) -> list[T
 class HypernetModule(pl.LightningModule):
     """A graph hypernetwork trained on genomes of a ``levels`` x ``width`` grid of the data's shape.
 
+    Each step draws ``genomes_per_step`` genomes, predicts all their weights, and backpropagates the
+    mean cross-entropy of their ``sparse_forward`` into the hypernet (SMASH, Brock et al. 2018; GHN,
+    Zhang et al. 2019). Validation scores a fixed panel: the sampler's largest and smallest genomes
+    and three draws of a fixed seed.
+
     Args:
         input_shape: the data's input shape (linked from the DataModule by the CLI).
         num_classes: the data's class count (linked from the DataModule by the CLI).
         levels: hidden levels of the training grid.
         width: slots per level.
         channels: lattice copies per level.
-        sampler: ``uniform``, ``nested``, ``sandwich`` or ``fair`` (the supernet's samplers).
+        sampler: ``uniform``, ``nested``, ``sandwich`` or ``fair`` (see ``evolution.sampling``).
         density: range of edge densities drawn (log-uniform).
         fill: range of the share of a level's slots that are present.
         genomes_per_step: genomes per training step (predicted in one batched pass).
         hidden: width of the GNN's node states.
         layers: message-passing layers.
-        lr: Adam learning rate.
-        seed: seeds the hypernet and the sampler's stream.
+        bands: Fourier bands of the node positions.
+        lr: Adam learning rate (3e-3 collapsed to constant logits on digits; 1e-3 learns).
+        seed: seeds the hypernet's init and the sampler's stream.
     """
 
     def __init__(self, input_shape: tuple[int, ...] | None = None, num_classes: int | None = None, levels: int = 3,
                  width: int = 256, channels: int = 1, sampler: str = "uniform",
                  density: tuple[float, float] = (0.02, 0.3), fill: tuple[float, float] = (0.25, 1.0),
-                 genomes_per_step: int = 4, hidden: int = 64, layers: int = 3, lr: float = 1e-3, seed: int = 0) -> None:
+                 genomes_per_step: int = 4, hidden: int = 64, layers: int = 3, bands: int = 4, lr: float = 1e-3,
+                 seed: int = 0) -> None:
         super().__init__()
         if input_shape is None or num_classes is None:
             raise ValueError("HypernetModule needs the data's input_shape and num_classes")
+        if genomes_per_step < 1 or hidden < 1 or layers < 0 or bands < 0:
+            raise ValueError(f"genomes_per_step {genomes_per_step}, hidden {hidden}, layers {layers}, bands {bands}: "
+                             "expected genomes_per_step, hidden >= 1 and layers, bands >= 0")
         self.save_hyperparameters()
         self.space = SearchSpace(tuple(input_shape), num_classes, levels, width, channels)
-        torch.manual_seed(seed)  # the GNN's init (PyG layers take no generator)
-        self.model = HyperNet(hidden, layers)
+        # PyG layers take no generator: seed the init in a forked RNG, leaving the global one alone.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.model = HyperNet(hidden, layers, bands)
         self.sampler = GenomeSampler(self.space, sampler, tuple(density), tuple(fill), seed)
         self.rng = np.random.default_rng(seed)
         draws = self.sampler.sample(np.random.default_rng(seed + 10_000), 5)
+        # (sandwich draws start with the extremes, already in the panel)
         self.panel = [self.sampler.largest(), self.sampler.smallest()] + (draws[2:] if sampler == "sandwich" else draws[:3])
+
+    def forward(self, genomes: list[Genome], x: Tensor) -> list[Tensor]:
+        return predicted_logits(self.model, genomes, x)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         genomes = self.sampler.sample(self.rng, self.hparams.genomes_per_step)
-        loss = torch.stack([F.cross_entropy(z, y) for z in hypernet_logits(self.model, genomes, x)]).mean()
+        loss = torch.stack([F.cross_entropy(z, y) for z in self(genomes, x)]).mean()
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"hypernet training diverged at step {self.global_step}: loss is {loss.item()}")
+            raise FloatingPointError(f"hypernet training diverged at step {self.global_step}: loss is {loss.item()}; "
+                                     "lower the learning rate")
         self.log("train_loss", loss, prog_bar=True, batch_size=len(y), on_step=False, on_epoch=True)
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
-        logits = hypernet_logits(self.model, self.panel, x)
+        logits = self(self.panel, x)
         accs = torch.stack([(z.argmax(1) == y).float().mean() for z in logits])
+        for i, acc in enumerate(accs):
+            self.log(f"val_acc_panel{i}", acc, batch_size=len(y))
         self.log("val_acc", accs.mean(), prog_bar=True, batch_size=len(y))
         self.log("val_loss", torch.stack([F.cross_entropy(z, y) for z in logits]).mean(), batch_size=len(y))
 
@@ -75,6 +95,7 @@ class HypernetModule(pl.LightningModule):
         return torch.optim.Adam(self.model.parameters(), lr=self.hparams.lr)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The sampler's stream continues where it stopped when a fit resumes.
         checkpoint["sampler_rng"] = self.rng.bit_generator.state
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

@@ -1,107 +1,162 @@
-from pathlib import Path
+import logging
+from types import SimpleNamespace
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from evolution.data import DigitsDataModule
-from evolution.genome import SearchSpace
+from evolution.genome import Genome, SearchSpace
 from evolution.network import compile, sparse_forward
 from evolution.sampling import random_genome
-from hypernet.__main__ import main as cli
 from hypernet.estimator import HypernetEstimator
-from hypernet.graph import to_batch, to_data
+from hypernet.graph import to_batch
+from hypernet.init import predicted_sparsenet
 from hypernet.model import HyperNet
+from hypernet.module import HypernetModule
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def space() -> SearchSpace:
-    return SearchSpace((1, 8, 8), 10, levels=3, width=32)
+logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+DIGITS = SearchSpace((1, 8, 8), 10, levels=2, width=16)
 
 
-def test_graph_keeps_the_genomes_edge_order(space):
-    g = random_genome(space, np.random.default_rng(0), density=0.2, skip=0.5)
-    d = to_data(g)
-    ids = g.neurons
-    assert d.num_nodes == space.n_inputs + len(g.hidden) + space.n_outputs
-    assert np.array_equal(ids[d.edge_index.numpy().T], g.edges)
-    assert np.array_equal(ids[d.hidden_index.numpy()], g.hidden)
-    assert np.array_equal(ids[d.output_index.numpy()], space.outputs)
-
-
-def test_batching_16_equals_one_by_one(space):
+def _model(hidden: int = 32, layers: int = 2) -> HyperNet:
     torch.manual_seed(0)
-    model = HyperNet(hidden=32, layers=2).eval()
+    return HyperNet(hidden, layers).eval()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> str:
+    """A hypernet on a 2 x 16 digits grid after 5 steps, saved by Lightning."""
+    path = tmp_path_factory.mktemp("hypernet") / "h.ckpt"
+    module = HypernetModule(DIGITS.input_shape, 10, levels=2, width=16, hidden=16, layers=2, density=(0.2, 0.5))
+    trainer = pl.Trainer(max_steps=5, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=DigitsDataModule(batch_size=64))
+    trainer.save_checkpoint(path)
+    return str(path)
+
+
+def test_predictions_fit_the_genome_and_run():
+    space = SearchSpace((1, 8, 8), 10, levels=3, width=32)
+    g = random_genome(space, np.random.default_rng(0), density=0.2, skip=0.5)
+    with torch.no_grad():
+        w = _model()(to_batch([g]))[0]
+        logits = sparse_forward(compile(g), w, torch.rand(5, 64))
+    assert w.edge.shape == (g.n_edges,) and w.norm_weight.shape == w.norm_bias.shape == (len(g.hidden),)
+    assert w.bias.shape == (10,) and logits.shape == (5, 10) and torch.isfinite(logits).all()
+    assert ((w.norm_weight >= 0.5) & (w.norm_weight <= 1.5)).all() and (w.norm_bias.abs() <= 0.5).all()
+
+
+def test_prediction_i_is_the_weight_of_edge_i():
+    # The GNN sees a graph, not an order: shuffling the genome's edges must shuffle its weights alike.
+    g = random_genome(DIGITS, np.random.default_rng(3), density=0.4)
+    perm = np.random.default_rng(4).permutation(g.n_edges)
+    shuffled = Genome(DIGITS, g.hidden, g.edges[perm])
+    model = _model()
+    with torch.no_grad():
+        a, b = model(to_batch([g]))[0], model(to_batch([shuffled]))[0]
+        x = torch.rand(7, 64)
+        za, zb = sparse_forward(compile(g), a, x), sparse_forward(compile(shuffled), b, x)
+    assert torch.allclose(a.edge[torch.as_tensor(perm)], b.edge, atol=1e-6)
+    assert torch.allclose(za, zb, atol=1e-5)
+
+
+def test_batching_16_equals_one_by_one():
+    space = SearchSpace((1, 8, 8), 10, levels=3, width=32)
     genomes = [random_genome(space, np.random.default_rng(i), density=0.15) for i in range(16)]
+    model = _model()
     with torch.no_grad():
         together = model(to_batch(genomes))
         for g, w in zip(genomes, together):
             alone = model(to_batch([g]))[0]
-            assert len(w.edge) == g.n_edges and len(w.norm_weight) == len(g.hidden)
             for a, b in zip(w, alone):
-                assert torch.allclose(a, b, atol=1e-5)
+                assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
 
 
-def test_genomes_beyond_the_grid_get_finite_weights(space):
-    torch.manual_seed(0)
-    model = HyperNet(hidden=32, layers=2).eval()
-    bigger = SearchSpace((1, 8, 8), 10, levels=space.levels + 1, width=2 * space.width)
-    g = random_genome(bigger, np.random.default_rng(0), density=0.3, n_levels=4, fill=(1.0, 1.0))
+def test_genomes_wider_and_deeper_than_trained_get_finite_weights(checkpoint):
+    model = HypernetModule.load_from_checkpoint(checkpoint, weights_only=False).model  # trained on 2 x 16
+    bigger = SearchSpace((1, 8, 8), 10, levels=DIGITS.levels + 1, width=2 * DIGITS.width)
+    g = random_genome(bigger, np.random.default_rng(0), density=0.6, n_levels=3, fill=(1.0, 1.0))
+    assert len(g.levels_present()) == 3 and len(g.hidden) > 2 * DIGITS.width
+    x, _ = DigitsDataModule().tensors("val")
     with torch.no_grad():
         w = model(to_batch([g]))[0]
-        logits = sparse_forward(compile(g), w, torch.rand(8, 64))
+        logits = sparse_forward(compile(g), w, x)
     assert all(torch.isfinite(t).all() for t in w) and torch.isfinite(logits).all()
+    assert logits.abs().max() < 1e3  # fan-in scaling keeps them in range, not merely finite
 
 
-def _fit(tmp_path, *extra):
-    return cli(["fit", "--config", str(REPO / "configs/hypernet/digits.yaml"), "--trainer.default_root_dir", str(tmp_path),
-                "--checkpoint.dirpath", str(tmp_path / "ckpt"), "--trainer.enable_progress_bar", "false",
-                "--model.width", "16", "--model.hidden", "16", *extra])
+def test_training_steps_reduce_the_loss():
+    # One fixed genome (nested, full, one level): the hypernet must fit it within 40 steps.
+    module = HypernetModule(DIGITS.input_shape, 10, levels=1, width=32, sampler="nested", density=(0.5, 0.5),
+                            fill=(1.0, 1.0), hidden=32, seed=0)
+    data = DigitsDataModule(batch_size=64)
+    x, y = data.tensors("train")
+    genomes = module.sampler.sample(np.random.default_rng(0), 2)
+
+    def loss() -> float:
+        with torch.no_grad():
+            return float(torch.stack([F.cross_entropy(z, y) for z in module(genomes, x)]).mean())
+
+    before = loss()
+    pl.Trainer(max_steps=40, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False).fit(module, datamodule=data)
+    assert loss() < min(0.85 * before, np.log(10) - 0.3)
 
 
-def test_fit_checkpoint_and_estimator(tmp_path):
-    # (Whether it learns is measured, not asserted: issue #6 records that it does not yet.)
-    assert _fit(tmp_path, "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3",
-                "--trainer.limit_val_batches", "1") == 0
-    assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["global_step"] >= 3
+def test_same_seed_same_hypernet_and_no_global_seeding():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = HypernetModule(DIGITS.input_shape, 10, levels=2, width=16, seed=7)
+    assert torch.equal(torch.rand(3), expected)  # building a module leaves the global RNG alone
+    b = HypernetModule(DIGITS.input_shape, 10, levels=2, width=16, seed=7)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_estimator_round_trip_is_deterministic_and_matches_the_initialised_net(checkpoint):
     data = DigitsDataModule()
-    est = HypernetEstimator(data, str(tmp_path / "ckpt" / "last.ckpt"), batch=4)
-    genomes = [random_genome(SearchSpace((1, 8, 8), 10, levels=2, width=16), np.random.default_rng(i), density=0.3)
-               for i in range(6)]
+    est = HypernetEstimator(data, checkpoint, batch=4)
+    genomes = [random_genome(DIGITS, np.random.default_rng(i), density=0.3) for i in range(6)]
     a, b = est.estimate(genomes), est.estimate(genomes)
-    assert [e.score for e in a] == [e.score for e in b] and all(e.ok and e.seconds < 1 for e in a)
-    net = est.initialise(genomes[0])
+    assert [e.score for e in a] == [e.score for e in b] and all(e.ok and 0 < e.seconds < 1 for e in a)
     x, y = data.tensors("val")
+    for g, e in zip(genomes[:2], a):
+        net = est.initialise(g)
+        with torch.no_grad():
+            assert float((net(x).argmax(1) == y).float().mean()) == pytest.approx(e.score)
+
+
+def test_predicted_sparsenet_carries_the_predictions(checkpoint):
+    model = HypernetModule.load_from_checkpoint(checkpoint, weights_only=False).model
+    g = random_genome(DIGITS, np.random.default_rng(5), density=0.3)
+    net = predicted_sparsenet(model, g)
     with torch.no_grad():
-        assert float((net(x).argmax(1) == y).float().mean()) == pytest.approx(a[0].score)
-    with pytest.raises(FileNotFoundError, match="hypernet checkpoint .*nope.ckpt does not exist"):
-        HypernetEstimator(data, str(tmp_path / "nope.ckpt"))
+        w = model(to_batch([g]))[0]
+    assert torch.equal(net.edge_weights(), w.edge) and torch.equal(net.norm_weight, w.norm_weight)
+    assert torch.equal(net.bias, w.bias) and all(p.requires_grad for p in net.parameters())
 
 
-def test_checkpoint_of_another_shape_is_one_line(tmp_path, mnist_t10k):
-    assert _fit(tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
-                "--trainer.limit_val_batches", "1") == 0
-    from evolution.data import IDXDataModule
+def test_a_bad_genome_gets_an_error_and_its_batch_still_scores(checkpoint):
+    est = HypernetEstimator(DigitsDataModule(), checkpoint, batch=16)
+    good = [random_genome(DIGITS, np.random.default_rng(i), density=0.3) for i in range(3)]
+    alien = random_genome(SearchSpace((1, 4, 4), 10, levels=1, width=8), np.random.default_rng(0), density=0.5)
+    out = est.estimate([good[0], alien, good[1], good[2]])
+    assert [e.ok for e in out] == [True, False, True, True]
+    assert "expects 16" in out[1].error
+    assert [e.score for e in out[:1] + out[2:]] == [e.score for e in est.estimate(good)]
 
-    with pytest.raises(ValueError, match=r"trained on input shape \(1, 8, 8\) with 10 classes; the data has \(1, 28, 28\)"):
-        HypernetEstimator(IDXDataModule(str(mnist_t10k)), str(tmp_path / "ckpt" / "last.ckpt"))
+
+def test_checkpoint_of_another_shape_is_one_line(checkpoint):
+    mnist_like = SimpleNamespace(input_shape=(1, 28, 28), num_classes=10)
+    with pytest.raises(ValueError, match=r"trained on input shape \(1, 8, 8\) with 10 classes; the data has "
+                                         r"\(1, 28, 28\) and 10") as err:
+        HypernetEstimator(mnist_like, checkpoint)
+    assert "\n" not in str(err.value)
 
 
-def test_verify_retrains_from_hypernet_predictions(tmp_path):
-    from evolution.__main__ import main as evolution_cli
-
-    assert _fit(tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
-                "--trainer.limit_val_batches", "1") == 0
-    run = tmp_path / "run"
-    assert evolution_cli(["search", "--config", str(REPO / "configs/search/digits.yaml"), "--population", "4",
-                          "--children", "2", "--iterations", "1", "--estimator.init_args.steps", "5", "--search.width",
-                          "32", "--search.progress", "false", "--run_dir", str(run)]) == 0
-    assert evolution_cli(["verify", str(run), "--top_k", "2", "--epochs", "1", "--initializer",
-                          "hypernet.estimator.HypernetEstimator", "--initializer.init_args.checkpoint",
-                          str(tmp_path / "ckpt" / "last.ckpt")]) == 0
-    import json
-
-    doc = json.loads((run / "verify.json").read_text())
-    assert doc["settings"]["init"] == "predicted" and doc["candidates"]
+def test_missing_checkpoint_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.ckpt"):
+        HypernetEstimator(DigitsDataModule(), str(tmp_path / "nope.ckpt"))

@@ -1,0 +1,81 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from evolution.__main__ import main as evolution_cli
+from hypernet.__main__ import main as cli
+from hypernet.module import HypernetModule
+
+REPO = Path(__file__).resolve().parents[2]
+DIGITS = str(REPO / "configs/hypernet/digits.yaml")
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory) -> Path:
+    """``python -m hypernet fit`` for 6 steps on a 2 x 16 digits grid, into a temporary folder."""
+    root = tmp_path_factory.mktemp("fit")
+    assert cli(["fit", "--config", DIGITS, "--trainer.default_root_dir", str(root), "--checkpoint.dirpath",
+                str(root / "ckpt"), "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "-1",
+                "--trainer.max_steps", "6", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
+                "--trainer.check_val_every_n_epoch", "1", "--model.width", "16", "--model.hidden", "16"]) == 0
+    return root
+
+
+@pytest.mark.parametrize("config", ["digits.yaml", "mnist-t10k.yaml"])
+def test_configs_parse(config, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli(["fit", "--config", str(REPO / "configs/hypernet" / config), "--print_config"])
+    assert done.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["lr"] > 0 and printed["data"]["class_path"].startswith("evolution.data.")
+
+
+def test_fit_writes_metrics_and_a_resumable_checkpoint(fitted):
+    ckpt = fitted / "ckpt" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=False)
+    assert state["global_step"] == 6
+    header = next(fitted.rglob("metrics.csv")).read_text().splitlines()[0].split(",")
+    assert {"train_loss", "val_loss", "val_acc"} <= set(header)
+    # The sampler's stream resumes where it stopped, not at its seed.
+    module = HypernetModule.load_from_checkpoint(ckpt, weights_only=False)
+    assert module.rng.bit_generator.state == state["sampler_rng"]
+    assert module.rng.bit_generator.state != np.random.default_rng(0).bit_generator.state
+
+
+def test_validate_reports_the_panel(fitted, capsys):
+    assert cli(["validate", "--config", DIGITS, "--trainer.default_root_dir", str(fitted), "--trainer.logger", "false",
+                "--checkpoint.dirpath", str(fitted / "ckpt"),
+                "--trainer.enable_progress_bar", "false", "--model.width", "16", "--model.hidden", "16",
+                "--ckpt_path", str(fitted / "ckpt" / "last.ckpt")]) == 0
+    out = capsys.readouterr().out
+    assert "val_acc" in out and "val_acc_panel4" in out
+
+
+def test_bad_settings_end_in_one_line(tmp_path, capsys):
+    assert cli(["fit", "--config", DIGITS, "--model.sampler", "bogus", "--trainer.default_root_dir", str(tmp_path),
+                "--checkpoint.dirpath", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sampler 'bogus'" in err[0]
+
+
+def test_verify_retrains_from_hypernet_predictions(fitted, tmp_path):
+    run = tmp_path / "run"
+    assert evolution_cli(["search", "--config", str(REPO / "configs/search/digits.yaml"), "--population", "4",
+                          "--children", "2", "--iterations", "1", "--estimator.init_args.steps", "5", "--search.width",
+                          "32", "--search.progress", "false", "--run_dir", str(run)]) == 0
+    assert evolution_cli(["verify", str(run), "--top_k", "2", "--epochs", "1", "--initializer",
+                          "hypernet.estimator.HypernetEstimator", "--initializer.init_args.checkpoint",
+                          str(fitted / "ckpt" / "last.ckpt")]) == 0
+    doc = json.loads((run / "verify.json").read_text())
+    assert doc["settings"]["init"] == "predicted" and doc["candidates"]
+
+
+def test_search_config_uses_the_fitted_checkpoint_path():
+    search = yaml.safe_load((REPO / "configs/search/digits-hypernet.yaml").read_text())
+    fit = yaml.safe_load(Path(DIGITS).read_text())
+    assert search["estimator"]["init_args"]["checkpoint"] == f"{fit['checkpoint']['dirpath']}/last.ckpt"
+    assert (search["search"]["levels"], search["search"]["width"]) == (fit["model"]["levels"], fit["model"]["width"])
