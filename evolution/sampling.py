@@ -65,8 +65,9 @@ def random_genome(space: SearchSpace, rng: np.random.Generator, density: float =
 
 def _unit_hash(ids: np.ndarray, seed: int) -> np.ndarray:
     """A fixed uniform number in [0, 1) per id and seed (splitmix64), so keys need no storage."""
-    z = (np.asarray(ids, dtype=np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)) & np.uint64(2**64 - 1)
+    # uint64 arithmetic wraps modulo 2^64 by design; numpy warns on scalar overflow, so silence it.
     with np.errstate(over="ignore"):
+        z = np.asarray(ids, dtype=np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z = z ^ (z >> np.uint64(31))
