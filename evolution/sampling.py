@@ -13,6 +13,9 @@ def _scale_to_density(law: np.ndarray, density: float) -> np.ndarray:
     """Probabilities ``min(1, s * law)`` with ``s`` set by bisection so their mean is ``density``."""
     if density >= 1.0:
         return np.ones_like(law)
+    scale = density / law.mean()
+    if scale * law.max() <= 1.0:  # nothing saturates: the scale is exact, no search needed
+        return scale * law
     lo, hi = 0.0, 1.0
     while np.minimum(1.0, hi * law).mean() < density:
         hi *= 2.0
@@ -28,7 +31,11 @@ def law_edges(space: SearchSpace, src: np.ndarray, dst: np.ndarray, density: flo
     (uniform into the outputs), scaled so a fraction ``density`` of the pairs is drawn. ``(e, 2)``."""
     s, d = np.meshgrid(src, dst, indexing="ij")
     s, d = s.ravel(), d.ravel()
-    law = np.ones(len(s)) if space.level[dst[0]] == space.output_level else space.edge_law(s, d)
+    if space.level[dst[0]] == space.output_level:
+        law = np.ones(len(s))
+    else:  # the edge law by broadcasting: a meshgrid of positions would cost twice the time
+        offset = space.positions[src][:, None, :] - space.positions[dst][None, :, :]
+        law = np.exp(np.sqrt((offset ** 2).sum(-1)).ravel() / -(4.0 + 1.5 * space.level[dst[0]]))
     keep = rng.random(len(s)) < _scale_to_density(law, density)
     return np.stack([s[keep], d[keep]], 1)
 
