@@ -72,3 +72,18 @@ def test_random_genome_density_law_and_determinism():
     s, t = rng.integers(0, 784, 5000), space.hidden_id(1, rng.integers(0, 64, 5000))
     assert d.mean() < 0.8 * np.linalg.norm(space.positions[s] - space.positions[t], axis=1).mean()
     a.validate()
+
+
+def test_density_scale_is_exact_with_and_without_saturation():
+    from evolution.sampling import _scale_to_density
+
+    space = SearchSpace((1, 28, 28), 10, levels=2, width=64)
+    s, d = (m.ravel() for m in np.meshgrid(space.inputs, space.level_slots(1), indexing="ij"))
+    law = space.edge_law(s, d)
+    for density in (0.001, 0.05, 0.5, 0.95):  # low: a plain rescale; high: the top of the law saturates
+        p = _scale_to_density(law, density)
+        assert p.mean() == pytest.approx(density, rel=1e-9) and p.max() <= 1.0
+        # still proportional to the law below saturation
+        free = p < 1.0
+        assert np.allclose(p[free] / law[free], (p[free] / law[free])[0])
+    assert (_scale_to_density(law, 0.95) == 1.0).any() and (_scale_to_density(law, 0.001) < 1.0).all()
