@@ -71,7 +71,8 @@ class TrainEstimator:
 
     With ``warm_start`` a child starts from its parent's inherited weights (Lamarckian); its first
     ``new_edge_steps`` steps then train only the edges the parent lacked, as the original search did
-    (two phases), before all weights train. Full budgets (35-50 epochs per child) reproduce the
+    (two phases), before all weights train. With ``initializer`` (e.g. the hypernet) each genome starts
+    from predicted weights instead of a random init: "predict, then fine-tune". Full budgets (35-50 epochs per child) reproduce the
     original neuron-level search: the baseline the cheap estimators are measured against.
 
     A plain loop over cached tensors rather than a Lightning Trainer: a candidate trains for tens of
@@ -80,7 +81,8 @@ class TrainEstimator:
 
     def __init__(self, data, steps: int = 200, epochs: float | None = None, batch_size: int = 128,
                  lr: float = 3e-3, warm_start: bool = False, new_edge_steps: int = 0, keep_state: bool = False,
-                 max_val: int | None = None, device: str = "cpu", seed: int = 0) -> None:
+                 max_val: int | None = None, device: str = "cpu", seed: int = 0,
+                 initializer: Initializer | None = None) -> None:
         if steps < 0 or batch_size < 1 or lr <= 0:
             raise ValueError(f"TrainEstimator: steps {steps}, batch_size {batch_size}, lr {lr}: expected steps >= 0, "
                              "batch_size >= 1, lr > 0")
@@ -89,6 +91,7 @@ class TrainEstimator:
         self.warm_start, self.new_edge_steps = warm_start, new_edge_steps
         self.keep_state = keep_state or warm_start
         self.max_val, self.device, self.seed = max_val, torch.device(device), seed
+        self.initializer = initializer
         self._tensors: dict[str, tuple[Tensor, Tensor]] = {}
 
     def _split(self, name: str) -> tuple[Tensor, Tensor]:
@@ -116,6 +119,8 @@ class TrainEstimator:
     def _train(self, genome: Genome, parent: Parent | None) -> tuple[float, dict[str, Tensor] | None]:
         gen = torch.Generator().manual_seed(genome_seed(genome, self.seed))
         net = SparseNet(genome, gen)
+        if self.initializer is not None:
+            net.set_weights(self.initializer.initialise(genome).weights())
         new_mask = None
         if self.warm_start and parent is not None:
             net.load_keyed(child_state(parent.state, genome, parent.how))

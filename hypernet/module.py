@@ -43,6 +43,7 @@ class HypernetModule(pl.LightningModule):
         layers: message-passing layers.
         bands: Fourier bands of the node positions.
         lr: Adam learning rate (3e-3 collapsed to constant logits on digits; 1e-3 learns).
+        scheduler: ``none`` or ``cosine`` (per step, to zero at the trainer's last step).
         seed: seeds the hypernet's init and the sampler's stream.
     """
 
@@ -50,13 +51,15 @@ class HypernetModule(pl.LightningModule):
                  width: int = 256, channels: int = 1, sampler: str = "uniform",
                  density: tuple[float, float] = (0.02, 0.3), fill: tuple[float, float] = (0.25, 1.0),
                  genomes_per_step: int = 4, hidden: int = 64, layers: int = 3, bands: int = 4, lr: float = 1e-3,
-                 seed: int = 0) -> None:
+                 scheduler: str = "none", seed: int = 0) -> None:
         super().__init__()
         if input_shape is None or num_classes is None:
             raise ValueError("HypernetModule needs the data's input_shape and num_classes")
         if genomes_per_step < 1 or hidden < 1 or layers < 0 or bands < 0:
             raise ValueError(f"genomes_per_step {genomes_per_step}, hidden {hidden}, layers {layers}, bands {bands}: "
                              "expected genomes_per_step, hidden >= 1 and layers, bands >= 0")
+        if scheduler not in ("none", "cosine"):
+            raise ValueError(f"scheduler {scheduler!r}: expected 'none' or 'cosine'")
         self.save_hyperparameters()
         self.space = SearchSpace(tuple(input_shape), num_classes, levels, width, channels)
         # PyG layers take no generator: seed the init in a forked RNG, leaving the global one alone.
@@ -92,7 +95,12 @@ class HypernetModule(pl.LightningModule):
         self.log("val_loss", torch.stack([F.cross_entropy(z, y) for z in logits]).mean(), batch_size=len(y))
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.model.parameters(), lr=self.hparams.lr)
+        opt = torch.optim.Adam(self.model.parameters(), lr=self.hparams.lr)
+        if self.hparams.scheduler == "none":
+            return opt
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The sampler's stream continues where it stopped when a fit resumes.

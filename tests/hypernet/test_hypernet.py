@@ -160,3 +160,30 @@ def test_checkpoint_of_another_shape_is_one_line(checkpoint):
 def test_missing_checkpoint_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.ckpt"):
         HypernetEstimator(DigitsDataModule(), str(tmp_path / "nope.ckpt"))
+
+
+def test_train_estimator_starts_from_predictions_then_fine_tunes(checkpoint):
+    from evolution.estimators import TrainEstimator
+
+    data = DigitsDataModule()
+    hyper = HypernetEstimator(data, checkpoint, batch=4)
+    genomes = [random_genome(DIGITS, np.random.default_rng(i), density=0.3) for i in range(3)]
+    predicted = [e.score for e in hyper.estimate(genomes)]
+    zero = TrainEstimator(data, steps=0, initializer=hyper)
+    assert [e.score for e in zero.estimate(genomes)] == pytest.approx(predicted)
+    scratch = [e.score for e in TrainEstimator(data, steps=0).estimate(genomes)]
+    assert scratch != pytest.approx(predicted)
+    tuned = TrainEstimator(data, steps=30, initializer=hyper).estimate(genomes)
+    assert all(e.ok for e in tuned) and np.mean([e.score for e in tuned]) > np.mean(predicted)
+
+
+def test_cosine_schedule_anneals_to_zero_over_the_fit():
+    module = HypernetModule(DIGITS.input_shape, 10, levels=2, width=16, hidden=8, layers=1, lr=1e-3,
+                            scheduler="cosine")
+    trainer = pl.Trainer(max_steps=6, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=DigitsDataModule(batch_size=64))
+    lr = trainer.optimizers[0].param_groups[0]["lr"]
+    assert lr == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="scheduler 'step': expected 'none' or 'cosine'"):
+        HypernetModule(DIGITS.input_shape, 10, scheduler="step")

@@ -1,0 +1,170 @@
+"""The graph hypernetwork on mnist-t10k: beyond its grid, as an initialiser, and its speed.
+
+Uses the hypernet ``benchmarks/ranking.py`` trains (cached under ``runs/benchmarks``), on the grid
+of the ranking sets (3 levels x 256 slots, 8,000 train / 2,000 validation images).
+
+- Beyond the grid: random genomes of a grid 2x wider and one level deeper than any the hypernet saw,
+  scored with predicted weights and with a random initialisation (``SparseNet``'s default), beside
+  genomes of the training grid.
+- Initialiser: broad-set genomes retrained with Lightning (Adam 3e-3, constant, as the ranking
+  truth) from scratch and from predicted weights; the epochs each needs to reach the from-scratch
+  final validation accuracy (0 = the predictions alone do).
+- Speed: seconds per genome estimated in batches of 16 and one by one, against one epoch of
+  standalone training.
+
+Writes ``benchmarks/results/predicted_weights.json``.
+
+    python benchmarks/predicted_weights.py [--hypernet-steps 3000] [--genomes 10] [--epochs 10]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from evolution.genome import Genome, SearchSpace
+from evolution.network import SparseNet
+from evolution.sampling import random_genome
+from evolution.train import GenomeModule
+
+import ranking  # noqa: E402  (benchmarks/ is the script's folder)
+import ranking_sets  # noqa: E402
+
+OUT = Path(__file__).parent / "results" / "predicted_weights.json"
+logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+
+
+@torch.no_grad()
+def accuracy(net: SparseNet, x: torch.Tensor, y: torch.Tensor) -> float:
+    net.eval()
+    return float((net(x).argmax(1) == y).float().mean())
+
+
+class Curve(pl.Callback):
+    """Validation accuracy and wall time after every epoch."""
+
+    def __init__(self) -> None:
+        self.acc: list[float] = []
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        self.seconds.append(time.perf_counter() - self._start)
+
+    def on_validation_epoch_end(self, trainer, module) -> None:
+        if not trainer.sanity_checking:
+            self.acc.append(float(trainer.callback_metrics["val_acc"]))
+
+
+def curve(genome: Genome, data, epochs: int, start: SparseNet | None) -> tuple[list[float], float]:
+    """Validation accuracy before training and after each of ``epochs`` epochs; mean epoch seconds."""
+    pl.seed_everything(0, verbose=False)
+    module = GenomeModule(genome.to_json(), data.input_shape, data.num_classes, lr=3e-3, seed=0)
+    if start is not None:
+        module.net.set_weights(start.weights())
+    x, y = data.tensors("val")
+    before = accuracy(module.net, x, y)
+    rec = Curve()
+    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu", callbacks=[rec])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(LeafSpec|num_workers).*")
+        trainer.fit(module, datamodule=data)
+    return [before] + rec.acc, float(np.mean(rec.seconds))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hypernet-steps", type=int, default=3000, help="steps of the hypernet ranking.py trains")
+    ap.add_argument("--genomes", type=int, default=10, help="genomes per section")
+    ap.add_argument("--epochs", type=int, default=10, help="from-scratch epochs of the initialiser section")
+    args = ap.parse_args()
+    from hypernet.estimator import HypernetEstimator
+
+    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    data = ranking_sets.data_module()
+    data.setup("fit")
+    ckpt, train_s = ranking.hypernet_checkpoint(data, args.hypernet_steps)
+    est = HypernetEstimator(data, str(ckpt), batch=16)
+    x, y = data.tensors("val")
+    doc = ranking_sets.load()
+    broad = [Genome.from_dict(e["genome"]) for e in doc["broad"]]
+    out: dict = {"hypernet_steps": args.hypernet_steps, "hypernet_train_seconds": train_s}
+
+    # Beyond the grid: same density law, grid 2x wider and one level deeper.
+    grid = ranking_sets.grid(data)
+    wide = SearchSpace(grid.input_shape, grid.n_outputs, levels=grid.levels + 1, width=2 * grid.width)
+    rows = {}
+    for label, space in (("training grid", grid), ("2x wider, +1 level", wide)):
+        rng = np.random.default_rng(1)
+        genomes = [random_genome(space, rng, density=float(np.exp(rng.uniform(np.log(0.01), np.log(0.1)))))
+                   for _ in range(args.genomes)]
+        pred = [e.score for e in est.estimate(genomes)]
+        rand = [accuracy(SparseNet(g, torch.Generator().manual_seed(i)), x, y) for i, g in enumerate(genomes)]
+        rows[label] = {"levels": space.levels, "width": space.width, "mean_edges": float(np.mean([g.n_edges for g in genomes])),
+                       "predicted_acc": float(np.mean(pred)), "predicted_min": float(np.min(pred)),
+                       "random_init_acc": float(np.mean(rand)), "finite": bool(np.all(np.isfinite(pred)))}
+    out["beyond_grid"] = rows
+    print(f"\nbeyond the grid ({args.genomes} random genomes each; chance 0.10)")
+    print(f"{'grid':>20} {'levels':>6} {'width':>6} {'edges':>8} {'predicted':>10} {'min':>6} {'random init':>12}")
+    for label, r in rows.items():
+        print(f"{label:>20} {r['levels']:>6} {r['width']:>6} {r['mean_edges']:>8.0f} {r['predicted_acc']:>10.3f} "
+              f"{r['predicted_min']:>6.3f} {r['random_init_acc']:>12.3f}")
+
+    # Initialiser: genomes spread over the broad set's sizes.
+    order = np.argsort([g.n_edges for g in broad])
+    picks = [broad[i] for i in order[np.linspace(0, len(order) - 1, args.genomes).round().astype(int)]]
+    init_rows, epoch_s = [], []
+    for g in picks:
+        scratch, sec = curve(g, data, args.epochs, None)
+        warm, _ = curve(g, data, args.epochs, est.initialise(g))
+        epoch_s.append(sec)
+        final = scratch[-1]
+        reach = next((e for e, a in enumerate(warm) if a >= final), None)
+        init_rows.append({"edges": g.n_edges, "scratch": scratch, "predicted": warm, "scratch_final": final,
+                          "epochs_to_reach": reach})
+    reached = [r["epochs_to_reach"] for r in init_rows]
+    within = sum(r is not None and r <= args.epochs / 2 for r in reached)
+    out["initialiser"] = {"epochs": args.epochs, "genomes": init_rows, "within_half": within,
+                          "median_epochs_to_reach": float(np.median([args.epochs + 1 if r is None else r for r in reached]))}
+    print(f"\ninitialiser ({len(picks)} broad-set genomes, {args.epochs} epochs from scratch)")
+    print(f"{'edges':>8} {'scratch@0':>10} {'scratch@end':>12} {'predicted@0':>12} {'predicted@end':>14} {'epochs to reach':>16}")
+    for r in init_rows:
+        reach = "never" if r["epochs_to_reach"] is None else str(r["epochs_to_reach"])
+        print(f"{r['edges']:>8} {r['scratch'][0]:>10.3f} {r['scratch_final']:>12.3f} {r['predicted'][0]:>12.3f} "
+              f"{r['predicted'][-1]:>14.3f} {reach:>16}")
+    print(f"reached the from-scratch final accuracy within {args.epochs // 2} epochs: {within} of {len(picks)}")
+
+    # Speed: batched against one by one, and against one epoch of standalone training.
+    genomes = broad[:32]
+    timings = {}
+    for batch in (16, 1):
+        est.batch = batch
+        est.estimate(genomes[:batch])  # warm up
+        start = time.perf_counter()
+        est.estimate(genomes)
+        timings[batch] = (time.perf_counter() - start) / len(genomes)
+    epoch = float(np.mean(epoch_s))
+    out["speed"] = {"seconds_per_genome_batched": timings[16], "seconds_per_genome_single": timings[1],
+                    "batch": 16, "epoch_seconds": epoch, "batched_vs_single": timings[1] / timings[16],
+                    "epoch_vs_batched": epoch / timings[16]}
+    print(f"\nspeed ({len(genomes)} broad-set genomes, 2,000 validation images)")
+    print(f"batched (16): {timings[16] * 1e3:.1f} ms/genome ({1 / timings[16]:.0f} genomes/s); one by one: "
+          f"{timings[1] * 1e3:.1f} ms/genome ({timings[1] / timings[16]:.2f}x); one standalone epoch: {epoch:.2f} s "
+          f"= {epoch / timings[16]:.0f}x a batched estimate")
+    OUT.write_text(json.dumps(out, indent=1))
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
