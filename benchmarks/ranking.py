@@ -7,11 +7,12 @@ regressing estimate and truth on log #params: does it know anything beyond size?
 #edges, and seconds per genome, always beside the baselines #edges and 50 steps from scratch, and
 the seed-vs-seed noise ceiling. Writes ``benchmarks/results/ranking.json``.
 
-    python benchmarks/ranking.py [--variants default] [--steps 1500]
+    python benchmarks/ranking.py [--variants default] [--steps 1500] [--hypernet-steps 3000]
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import tempfile
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
+import yaml
 from scipy.stats import kendalltau, rankdata, spearmanr
 
 from evolution import cost
@@ -28,6 +30,8 @@ from evolution.genome import Genome
 import ranking_sets  # noqa: E402  (benchmarks/ is the script's folder)
 
 OUT = Path(__file__).parent / "results" / "ranking.json"
+REPO = Path(__file__).resolve().parents[1]
+CACHE = REPO / "runs" / "benchmarks"  # trained estimators, reused by benchmarks/predicted_weights.py
 
 
 def metrics(est: np.ndarray, truth: np.ndarray, params: np.ndarray, edges: np.ndarray) -> dict:
@@ -64,11 +68,37 @@ def supernet_variant(name: str, data, steps: int, sampler: str, distill: bool, f
     return path, time.perf_counter() - start
 
 
+def hypernet_checkpoint(data, steps: int, seed: int = 0) -> tuple[Path, float]:
+    """A hypernet trained with Lightning for ``steps`` steps on the mnist-t10k grid, as
+    ``configs/hypernet/mnist-t10k.yaml`` sets it up; cached under ``runs/benchmarks``. Its path and
+    training seconds."""
+    from hypernet.module import HypernetModule
+
+    model = yaml.safe_load((REPO / "configs" / "hypernet" / "mnist-t10k.yaml").read_text())["model"]
+    # Keyed by the config too, so an edited config trains a new hypernet.
+    key = hashlib.sha1(json.dumps(model, sort_keys=True).encode()).hexdigest()[:8]
+    path = CACHE / f"hypernet-{steps}-seed{seed}-{key}.ckpt"
+    meta = path.with_suffix(".json")
+    if path.exists() and meta.exists():
+        return path, json.loads(meta.read_text())["train_seconds"]
+    module = HypernetModule(data.input_shape, data.num_classes, **{**model, "seed": seed})
+    trainer = pl.Trainer(max_steps=steps, max_epochs=-1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, accelerator="cpu")
+    start = time.perf_counter()
+    trainer.fit(module, train_dataloaders=data.train_dataloader())
+    seconds = time.perf_counter() - start
+    CACHE.mkdir(parents=True, exist_ok=True)
+    trainer.save_checkpoint(path)
+    meta.write_text(json.dumps({"steps": steps, "seed": seed, "train_seconds": seconds, "model": model}))
+    return path, seconds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=1500, help="supernet training steps per variant")
     ap.add_argument("--variants", default="uniform,sandwich,sandwich+distill,nested,fair,sandwich+fewshot",
                     help="comma-separated supernet variants (sampler[+distill][+fewshot]) to train, or none")
+    ap.add_argument("--hypernet-steps", type=int, default=3000, help="hypernet training steps (0: no hypernet)")
     args = ap.parse_args()
     doc = ranking_sets.load()
     data = ranking_sets.data_module()
@@ -138,6 +168,24 @@ def main() -> None:
                    prior=True)
         results[f"supernet_{v}"]["train_seconds"] = train_s
         print(f"trained supernet {v}: {args.steps} steps in {train_s:.0f} s", flush=True)
+
+    if args.hypernet_steps:
+        from hypernet.estimator import HypernetEstimator
+
+        ckpt, train_s = hypernet_checkpoint(data, args.hypernet_steps)
+        print(f"hypernet: {args.hypernet_steps} steps, trained in {train_s:.0f} s", flush=True)
+        for name, s in sets.items():
+            est = HypernetEstimator(data, str(ckpt), batch=16)
+            start = time.perf_counter()
+            scores = [e.score for e in est.estimate(s["genomes"])]
+            record("hypernet", name, np.array(scores), (time.perf_counter() - start) / len(scores), prior=True)
+            # Predict, then fine-tune: the same 50 steps as the scratch baseline, from predicted weights.
+            ft = TrainEstimator(data, steps=50, batch_size=128, lr=3e-3, seed=0, initializer=est)
+            start = time.perf_counter()
+            scores = [e.score for e in ft.estimate(s["genomes"])]
+            record("hypernet+finetune50", name, np.array(scores), (time.perf_counter() - start) / len(scores),
+                   prior=True)
+        results["hypernet"].update(train_seconds=train_s, train_steps=args.hypernet_steps)
 
     keys = ["kendall_tau", "spearman", "top10_tau", "precision_at_10", "size_controlled_tau", "tau_with_edges",
             "seconds_per_genome"]
