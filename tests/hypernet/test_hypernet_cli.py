@@ -79,3 +79,14 @@ def test_search_config_uses_the_fitted_checkpoint_path():
     fit = yaml.safe_load(Path(DIGITS).read_text())
     assert search["estimator"]["init_args"]["checkpoint"] == f"{fit['checkpoint']['dirpath']}/last.ckpt"
     assert (search["search"]["levels"], search["search"]["width"]) == (fit["model"]["levels"], fit["model"]["width"])
+
+
+def test_search_with_the_hypernet_estimator_runs_and_records_scores(fitted, tmp_path):
+    run = tmp_path / "run"
+    assert evolution_cli(["search", "--config", str(REPO / "configs/search/digits-hypernet.yaml"),
+                          "--estimator.init_args.checkpoint", str(fitted / "ckpt" / "last.ckpt"), "--population", "6",
+                          "--children", "3", "--iterations", "2", "--search.width", "16", "--search.progress", "false",
+                          "--run_dir", str(run)]) == 0
+    rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 + 2 * 3 and all(r["error"] is None and 0.0 <= r["score"] <= 1.0 for r in rows)
+    assert len({r["score"] for r in rows}) > 1  # genomes get different estimates
