@@ -14,7 +14,7 @@ of the ranking sets (3 levels x 256 slots, 8,000 train / 2,000 validation images
 
 Writes ``benchmarks/results/predicted_weights.json``.
 
-    python benchmarks/predicted_weights.py [--hypernet-steps 3000] [--genomes 10] [--epochs 10]
+    python benchmarks/predicted_weights.py [--hypernet-steps 6000] [--genomes 10] [--epochs 10]
 """
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def curve(genome: Genome, data, epochs: int, start: SparseNet | None) -> tuple[l
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--hypernet-steps", type=int, default=3000, help="steps of the hypernet ranking.py trains")
+    ap.add_argument("--hypernet-steps", type=int, default=6000, help="steps of the hypernet ranking.py trains")
     ap.add_argument("--genomes", type=int, default=10, help="genomes per section")
     ap.add_argument("--epochs", type=int, default=10, help="from-scratch epochs of the initialiser section")
     args = ap.parse_args()

@@ -7,7 +7,7 @@ regressing estimate and truth on log #params: does it know anything beyond size?
 #edges, and seconds per genome, always beside the baselines #edges and 50 steps from scratch, and
 the seed-vs-seed noise ceiling. Writes ``benchmarks/results/ranking.json``.
 
-    python benchmarks/ranking.py [--variants default] [--steps 1500] [--hypernet-steps 3000]
+    python benchmarks/ranking.py [--variants default] [--steps 1500] [--hypernet-steps 6000]
 """
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1500, help="supernet training steps per variant")
     ap.add_argument("--variants", default="uniform,sandwich,sandwich+distill,nested,fair,sandwich+fewshot",
                     help="comma-separated supernet variants (sampler[+distill][+fewshot]) to train, or none")
-    ap.add_argument("--hypernet-steps", type=int, default=3000, help="hypernet training steps (0: no hypernet)")
+    ap.add_argument("--hypernet-steps", type=int, default=6000, help="hypernet training steps (0: no hypernet)")
     args = ap.parse_args()
     doc = ranking_sets.load()
     data = ranking_sets.data_module()
