@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,9 +129,20 @@ class Tracker:
             self.run = None
 
 
-def read_offline_run(run_path: Path) -> dict:
-    """History rows, summary and config of an offline W&B run (its ``run-*.wandb`` file), for tests
-    and for looking at a run without syncing it: ``{"history": [dict], "summary": dict, "config": dict}``."""
+def read_offline_run(run_path: Path, wait: float = 0.0) -> dict:
+    """History rows, summary and config of an offline W&B run (its ``run-*.wandb`` files), for tests
+    and for looking at a run without syncing it: ``{"history": [dict], "summary": dict, "config": dict,
+    "finished": bool}``. W&B writes the file from a service process, which may still be writing after
+    ``wandb.finish()`` returns: ``wait`` polls up to that many seconds until every file holds its exit record."""
+    deadline = time.monotonic() + wait
+    while True:
+        out = _read_offline(run_path)
+        if out["finished"] or time.monotonic() >= deadline:
+            return out
+        time.sleep(0.1)
+
+
+def _read_offline(run_path: Path) -> dict:
     import struct
 
     from wandb.proto import wandb_internal_pb2 as pb
@@ -138,7 +150,7 @@ def read_offline_run(run_path: Path) -> dict:
     files = sorted(Path(run_path).rglob("run-*.wandb"))
     if not files:
         raise FileNotFoundError(f"no offline W&B run (run-*.wandb) under {run_path}")
-    history, summary, config = [], {}, {}
+    history, summary, config, exits = [], {}, {}, 0
     for f in files:
         data, pos, block, pending = f.read_bytes(), 7, 32768, b""
         while pos + 7 <= len(data):
@@ -165,4 +177,6 @@ def read_offline_run(run_path: Path) -> dict:
                 for i in rec.config.update:
                     if i.key:
                         config[i.key] = json.loads(i.value_json)
-    return {"history": history, "summary": summary, "config": config}
+            elif which == "exit":
+                exits += 1
+    return {"history": history, "summary": summary, "config": config, "finished": exits >= len(files)}

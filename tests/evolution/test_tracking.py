@@ -26,7 +26,7 @@ def test_search_and_verify_log_to_one_offline_run(tmp_path):
     run = tmp_path / "run"
     assert cli(["search", *TINY, "--iterations", "2", "--run_dir", str(run), "--search.wandb.project", "neuronas-test",
                 "--search.wandb.tags", "[test]"]) == 0
-    rec = read_offline_run(run / "wandb")
+    rec = read_offline_run(run / "wandb", wait=60)
     rows = [h for h in rec["history"] if "hypervolume" in h]
     assert [r["iteration"] for r in rows] == [0, 1, 2]
     for key in ("best_error", "front_size", "population/mean_error", "population/mean_flops", "estimate_seconds"):
@@ -36,7 +36,7 @@ def test_search_and_verify_log_to_one_offline_run(tmp_path):
     assert rows[-1]["hypervolume"] == pytest.approx(front["hypervolume"][-1])
     run_id = (run / "wandb_run_id").read_text()
     verify(str(run), top_k=2, epochs=1, progress=False)
-    again = read_offline_run(run / "wandb")
+    again = read_offline_run(run / "wandb", wait=60)
     assert any(any(k.startswith("verify/candidates") for k in h) for h in again["history"])
     assert (run / "wandb_run_id").read_text() == run_id
     assert len(list((run / "wandb").glob("offline-run-*"))) >= 1
@@ -50,7 +50,8 @@ def test_fit_with_the_wandb_logger_writes_metrics(tmp_path):
     import wandb
 
     wandb.finish()  # Lightning leaves the run open until the process exits; the test process goes on
-    rec = read_offline_run(tmp_path / "wandb")
+    rec = read_offline_run(tmp_path / "wandb", wait=60)  # W&B's service may still be writing the file
+    assert rec["finished"]
     keys = set().union(*rec["history"])
     assert {"train_loss", "val_acc", "val_loss", "test_acc"} <= keys
     # The resolved config, not only the model's hyperparameters.
