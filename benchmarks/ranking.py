@@ -7,7 +7,7 @@ regressing estimate and truth on log #params: does it know anything beyond size?
 #edges, and seconds per genome, always beside the baselines #edges and 50 steps from scratch, and
 the seed-vs-seed noise ceiling. Writes ``benchmarks/results/ranking.json``.
 
-    python benchmarks/ranking.py [--variants default] [--steps 1500] [--hypernet-steps 6000]
+    python benchmarks/ranking.py [--variants default] [--steps 1500] [--hypernet-steps 6000] [--hypernet-update-steps 300]
 """
 from __future__ import annotations
 
@@ -99,6 +99,8 @@ def main() -> None:
     ap.add_argument("--variants", default="uniform,sandwich,sandwich+distill,nested,fair,sandwich+fewshot",
                     help="comma-separated supernet variants (sampler[+distill][+fewshot]) to train, or none")
     ap.add_argument("--hypernet-steps", type=int, default=6000, help="hypernet training steps (0: no hypernet)")
+    ap.add_argument("--hypernet-update-steps", type=int, default=300,
+                    help="population-guided hypernet steps on each set (the supernet's +population takes 300)")
     args = ap.parse_args()
     doc = ranking_sets.load()
     data = ranking_sets.data_module()
@@ -179,6 +181,14 @@ def main() -> None:
             start = time.perf_counter()
             scores = [e.score for e in est.estimate(s["genomes"])]
             record("hypernet", name, np.array(scores), (time.perf_counter() - start) / len(scores), prior=True)
+            # Population-guided, as the supernet's: the hypernet also trains on the set's own genomes.
+            guided = HypernetEstimator(data, str(ckpt), batch=16, update_steps=args.hypernet_update_steps,
+                                       genomes_per_step=4)
+            start = time.perf_counter()
+            guided.update(s["genomes"])  # its cost is part of seconds_per_genome below
+            scores = [e.score for e in guided.estimate(s["genomes"])]
+            record("hypernet+population", name, np.array(scores), (time.perf_counter() - start) / len(scores),
+                   prior=True)
             # Predict, then fine-tune: the same 50 steps as the scratch baseline, from predicted weights.
             ft = TrainEstimator(data, steps=50, batch_size=128, lr=3e-3, seed=0, initializer=est)
             start = time.perf_counter()

@@ -1,11 +1,15 @@
 """``HypernetEstimator``: scores genomes with the weights a trained hypernetwork predicts for them."""
 from __future__ import annotations
 
+import copy
+import math
 import time
 from pathlib import Path
 from typing import Sequence
 
 import torch
+import numpy as np
+import torch.nn.functional as F
 from torch import Tensor
 
 from evolution.estimators import Estimate, Parent
@@ -20,6 +24,11 @@ CHUNK = 4096  # validation examples per forward, so large splits stay within mem
 class HypernetEstimator:
     """Validation accuracy of each genome with predicted weights, ``batch`` genomes per GNN pass.
 
+    With ``update_steps`` > 0 the hypernet keeps training between search iterations on genomes of
+    the current population (population-guided, as ``SupernetEstimator`` does): a hypernet trained on
+    random genomes spends its capacity on the whole grid; the search only needs it to tell apart the
+    population and its children.
+
     Also an ``evolution.estimators.Initializer``: ``python -m evolution verify RUN --initializer
     hypernet.estimator.HypernetEstimator --initializer.init_args.checkpoint CKPT`` retrains from predictions.
 
@@ -28,19 +37,33 @@ class HypernetEstimator:
         checkpoint: a ``python -m hypernet fit`` checkpoint.
         batch: genomes predicted per pass.
         max_val: score on the first ``max_val`` validation examples only.
+        update_steps: hypernet steps per search iteration on the population (0: frozen).
+        genomes_per_step: population genomes per update step.
+        batch_size: training examples per update step.
+        lr: Adam learning rate of the updates; each update anneals it to zero (cosine), so the scores
+            that follow do not favour the genomes drawn last (at a constant rate, Kendall tau on the
+            broad ranking set swung 0.45-0.75 between step counts).
         device: where the hypernet runs.
+        seed: seeds the update draws.
     """
 
     def __init__(self, data=None, checkpoint: str = "", batch: int = 16, max_val: int | None = None,
-                 device: str = "cpu") -> None:
-        if batch < 1:
-            raise ValueError(f"batch {batch}: must be positive")
+                 update_steps: int = 0, genomes_per_step: int = 4, batch_size: int = 128, lr: float = 1e-3,
+                 device: str = "cpu", seed: int = 0) -> None:
+        if batch < 1 or update_steps < 0 or genomes_per_step < 1 or batch_size < 1:
+            raise ValueError(f"batch {batch}, update_steps {update_steps}, genomes_per_step {genomes_per_step}, "
+                             f"batch_size {batch_size}: expected update_steps >= 0 and the others >= 1")
+        if update_steps and data is None:
+            raise ValueError("HypernetEstimator(update_steps > 0) needs data to train on")
         path = Path(checkpoint)
         if not checkpoint or not path.is_file():
             raise FileNotFoundError(f"hypernet checkpoint {checkpoint!r} does not exist; train one with "
                                     "python -m hypernet fit --config configs/hypernet/digits.yaml")
         self.module = HypernetModule.load_from_checkpoint(path, map_location=device, weights_only=False).eval()
         self.batch, self.device = batch, torch.device(device)
+        self.update_steps, self.genomes_per_step, self.batch_size = update_steps, genomes_per_step, batch_size
+        self.rng, self.lr = np.random.default_rng(seed), lr
+        self.opt = torch.optim.Adam(self.module.model.parameters(), lr=lr) if update_steps else None
         self.val: tuple[Tensor, Tensor] | None = None
         if data is None:
             return
@@ -52,6 +75,8 @@ class HypernetEstimator:
         if max_val:
             x, y = x[:max_val], y[:max_val]
         self.val = (x.to(self.device), y.to(self.device))
+        if update_steps:
+            self.train = tuple(t.to(self.device) for t in data.tensors("train"))
 
     @torch.no_grad()
     def _scores(self, genomes: list[Genome]) -> list[float]:
@@ -78,6 +103,35 @@ class HypernetEstimator:
             seconds = (time.perf_counter() - start) / len(chunk)
             out += [Estimate(s, seconds) for s in scores]
         return out
+
+    def update(self, population: Sequence[Genome]) -> None:
+        """Population-guided training: ``update_steps`` hypernet steps on genomes drawn from the population."""
+        if not self.update_steps or not population:
+            return
+        model = self.module.model.train()
+        for step in range(self.update_steps):
+            for group in self.opt.param_groups:
+                group["lr"] = self.lr * 0.5 * (1 + math.cos(math.pi * step / self.update_steps))
+            pick = self.rng.choice(len(population), min(self.genomes_per_step, len(population)), replace=False)
+            idx = torch.as_tensor(self.rng.choice(len(self.train[1]), self.batch_size, replace=False))
+            x, y = self.train[0][idx], self.train[1][idx]
+            logits = predicted_logits(model, [population[i] for i in pick], x)
+            loss = torch.stack([F.cross_entropy(z, y) for z in logits]).mean()
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+        model.eval()
+
+    def state_dict(self) -> dict:
+        """What a search saves with its state, so a resumed search continues the same hypernet."""
+        return copy.deepcopy({"hypernet": self.module.model.state_dict(), "rng": self.rng.bit_generator.state,
+                              "opt": None if self.opt is None else self.opt.state_dict()})
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.model.load_state_dict(state["hypernet"])
+        self.rng.bit_generator.state = state["rng"]
+        if self.opt is not None and state["opt"] is not None:
+            self.opt.load_state_dict(state["opt"])
 
     def _alone(self, genome: Genome) -> Estimate:
         start = time.perf_counter()

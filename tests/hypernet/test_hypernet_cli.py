@@ -90,3 +90,24 @@ def test_search_with_the_hypernet_estimator_runs_and_records_scores(fitted, tmp_
     rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert len(rows) == 6 + 2 * 3 and all(r["error"] is None and 0.0 <= r["score"] <= 1.0 for r in rows)
     assert len({r["score"] for r in rows}) > 1  # genomes get different estimates
+
+
+def test_population_guided_hypernet_search_resumes_as_if_never_stopped(fitted, tmp_path):
+    """The hypernet trains on each iteration's population; a resumed search continues that hypernet."""
+    def search(run: Path, iterations: int, *extra: str) -> list:
+        args = ["--config", str(REPO / "configs/search/digits-hypernet.yaml"), "--estimator.init_args.checkpoint",
+                str(fitted / "ckpt" / "last.ckpt"), "--estimator.init_args.update_steps", "3", "--population", "6",
+                "--children", "3", "--search.width", "16", "--search.progress", "false"]
+        assert evolution_cli(["search", *args, *extra, "--iterations", str(iterations), "--run_dir", str(run)]) == 0
+        return history(run)
+
+    def history(run: Path) -> list:
+        return [(r["id"], r["parent"], r["score"]) for r in map(json.loads, (run / "history.jsonl").read_text().splitlines())]
+
+    whole = search(tmp_path / "whole", 3)
+    search(tmp_path / "cut", 1)
+    assert evolution_cli(["search", "--resume", str(tmp_path / "cut"), "--iterations", "3",
+                          "--search.progress", "false"]) == 0
+    assert history(tmp_path / "cut") == whole
+    frozen = search(tmp_path / "frozen", 3, "--estimator.init_args.update_steps", "0")
+    assert frozen[:6] == whole[:6] and frozen != whole  # same first population; updates change later scores
