@@ -132,11 +132,31 @@ def test_estimator_round_trip_is_deterministic_and_matches_the_initialised_net(c
 def test_predicted_sparsenet_carries_the_predictions(checkpoint):
     model = HypernetModule.load_from_checkpoint(checkpoint, weights_only=False).model
     g = random_genome(DIGITS, np.random.default_rng(5), density=0.3)
-    net = predicted_sparsenet(model, g)
+    net = predicted_sparsenet(model, g, rescale=False)
     with torch.no_grad():
         w = model(to_batch([g]))[0]
     assert torch.equal(net.edge_weights(), w.edge) and torch.equal(net.norm_weight, w.norm_weight)
     assert torch.equal(net.bias, w.bias) and all(p.requires_grad for p in net.parameters())
+
+
+def test_rescaled_predictions_keep_the_function_at_the_init_scale(checkpoint):
+    model = HypernetModule.load_from_checkpoint(checkpoint, weights_only=False).model
+    g = random_genome(DIGITS, np.random.default_rng(5), density=0.3)
+    x = torch.rand(64, 64)
+    plain, scaled = predicted_sparsenet(model, g, rescale=False), predicted_sparsenet(model, g)
+    with torch.no_grad():
+        # LayerNorm absorbs a per-level scale, up to its eps (measured: 1e-4 here, 5e-5 of the logits on mnist)
+        assert torch.allclose(scaled(x), plain(x), rtol=1e-3, atol=1e-3)
+        assert torch.equal(scaled(x).argmax(1), plain(x).argmax(1))
+    fan_in = np.bincount(g.edges[:, 1], minlength=DIGITS.n_neurons)
+    *hidden, out = scaled.plan.pairs_into
+    for pairs in hidden:  # each hidden level now has SparseNet's init RMS, uniform within 1/sqrt(fan_in)
+        idx = torch.cat([p.edges for p in pairs])
+        want = np.sqrt(np.mean(1 / (3 * fan_in[g.edges[idx.numpy(), 1]])))
+        assert float(scaled.edge_weights()[idx].square().mean().sqrt()) == pytest.approx(want, rel=1e-4)
+        assert not torch.allclose(scaled.edge_weights()[idx], plain.edge_weights()[idx])
+    idx = torch.cat([p.edges for p in out])
+    assert torch.equal(scaled.edge_weights()[idx], plain.edge_weights()[idx])  # outputs: scale is function
 
 
 def test_a_bad_genome_gets_an_error_and_its_batch_still_scores(checkpoint):
