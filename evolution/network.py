@@ -226,6 +226,30 @@ def sparse_forward(plan: Plan, weights: Weights, x: Tensor, mode: str = "auto") 
     return acts[-1]
 
 
+@torch.no_grad()
+def init_scaled(genome: Genome, plan: Plan, weights: Weights) -> Weights:
+    """``weights`` with all edges into each hidden level scaled by one factor, to the RMS of
+    ``SparseNet``'s init (uniform within ``1 / sqrt(fan_in)``).
+
+    LayerNorm makes that a no-op for the function (up to its eps), but not for training: behind a
+    normalisation a weight's effective learning rate falls with its norm (van Laarhoven 2017; Arora
+    et al. 2019), so weights from elsewhere (a hypernet's predictions, a supernet's bank) retrain as
+    fast as a fresh init only at the init's scale. The output level, without LayerNorm, keeps its scale.
+    """
+    edge = weights.edge.detach().clone()
+    dst = torch.as_tensor(genome.edges[:, 1], device=edge.device)
+    fan_in = torch.bincount(dst, minlength=genome.space.n_neurons).clamp(min=1)
+    init_var = 1.0 / (3.0 * fan_in[dst].to(edge.dtype))
+    for pairs in plan.pairs_into[:-1]:
+        if not pairs:
+            continue
+        idx = torch.cat([p.edges for p in pairs])
+        power = edge[idx].square().mean()
+        if power > 0:
+            edge[idx] *= (init_var[idx].mean() / power).sqrt()
+    return weights._replace(edge=edge)
+
+
 class LoadReport(NamedTuple):
     """What ``SparseNet.load_keyed`` matched: keys it had to initialise, keys it did not use."""
 
