@@ -100,7 +100,9 @@ class HyperNet(nn.Module):
         src, dst = batch.edge_index
         # sum_k S_k T_k (1 + b_k + a W_k) as (S * T) @ [1 + b | W], weighted by [1 | a]: the same
         # gated inner product without an (E, hidden) gate tensor.
-        prod = self.source(h)[src] * self.target(h)[dst]
+        # index_select, not h[src]: its backward is an index_add, where indexing's is an accumulating
+        # index_put that took half of a training step on the CPU.
+        prod = self.source(h).index_select(0, src) * self.target(h).index_select(0, dst)
         mix = prod @ torch.cat([1.0 + self.modulate.bias[:, None], self.modulate.weight], 1)
         raw = (mix[:, 0] + (mix[:, 1:] * batch.edge_attr).sum(1)) / math.sqrt(h.shape[1])
         fan_in = degree(dst, num_nodes=h.shape[0]).clamp(min=1)
