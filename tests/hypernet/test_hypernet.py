@@ -241,3 +241,18 @@ def test_update_settings_are_checked_in_one_line(checkpoint):
         HypernetEstimator(None, checkpoint, update_steps=3)
     with pytest.raises(ValueError, match="genomes_per_step 0"):
         HypernetEstimator(DigitsDataModule(), checkpoint, update_steps=3, genomes_per_step=0)
+
+
+def test_same_seed_same_trained_hypernet():
+    def fit() -> dict:
+        pl.seed_everything(0, verbose=False)
+        module = HypernetModule(DIGITS.input_shape, 10, levels=2, width=16, hidden=16, layers=2, density=(0.2, 0.5))
+        trainer = pl.Trainer(max_steps=8, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(module, datamodule=DigitsDataModule(batch_size=64))
+        return module.state_dict()
+
+    a, b = fit(), fit()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["model.source.weight"], HypernetModule(DIGITS.input_shape, 10, levels=2, width=16, hidden=16,
+                                                                    layers=2).state_dict()["model.source.weight"])
