@@ -7,7 +7,7 @@ regressing estimate and truth on log #params: does it know anything beyond size?
 #edges, and seconds per genome, always beside the baselines #edges and 50 steps from scratch, and
 the seed-vs-seed noise ceiling. Writes ``benchmarks/results/ranking.json``.
 
-    python benchmarks/ranking.py [--variants default] [--steps 1500] [--hypernet-steps 6000] [--hypernet-update-steps 300]
+    python benchmarks/ranking.py [--variants default] [--steps 1500] [--update-steps 1000] [--hypernet-steps 6000] [--hypernet-update-steps 1000]
 """
 from __future__ import annotations
 
@@ -98,9 +98,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1500, help="supernet training steps per variant")
     ap.add_argument("--variants", default="uniform,sandwich,sandwich+distill,nested,fair,sandwich+fewshot",
                     help="comma-separated supernet variants (sampler[+distill][+fewshot]) to train, or none")
+    ap.add_argument("--update-steps", type=int, default=1000, help="population-guided supernet steps on each set")
+    ap.add_argument("--update-lr", type=float, default=1e-2, help="their peak learning rate (cosine to 0)")
     ap.add_argument("--hypernet-steps", type=int, default=6000, help="hypernet training steps (0: no hypernet)")
-    ap.add_argument("--hypernet-update-steps", type=int, default=300,
-                    help="population-guided hypernet steps on each set (the supernet's +population takes 300)")
+    ap.add_argument("--hypernet-update-steps", type=int, default=1000,
+                    help="population-guided hypernet steps on each set")
     args = ap.parse_args()
     doc = ranking_sets.load()
     data = ranking_sets.data_module()
@@ -157,7 +159,7 @@ def main() -> None:
             record(f"supernet_{v}", name, np.array(scores), (time.perf_counter() - start) / len(scores), prior=True)
             # Population-guided training, upper bound: the bank also trains on the set's own genomes
             # (as a search trains it on the population it then scores).
-            est = SupernetEstimator(data, str(ckpt), update_steps=300, genomes_per_step=4)
+            est = SupernetEstimator(data, str(ckpt), update_steps=args.update_steps, genomes_per_step=4, lr=args.update_lr)
             start = time.perf_counter()
             est.update(s["genomes"])  # its cost is part of seconds_per_genome below
             scores = [e.score for e in est.estimate(s["genomes"])]
@@ -213,7 +215,10 @@ def main() -> None:
     if "supernet_sandwich" in results:
         results["supernet"] = dict(results["supernet_sandwich"])
     out = {"n_genomes": len(sets["broad"]["truth"]), "n_lineage": len(sets.get("lineage", {}).get("truth", [])),
-           "epoch_seconds": sets["broad"]["epoch_seconds"], "supernet_steps": args.steps, "estimators": results,
+           "epoch_seconds": sets["broad"]["epoch_seconds"], "supernet_steps": args.steps,
+           "population_update": {"supernet_steps": args.update_steps, "supernet_lr": args.update_lr,
+                                 "hypernet_steps": args.hypernet_update_steps, "schedule": "cosine per update"},
+           "estimators": results,
            "estimates": estimates}
     OUT.write_text(json.dumps(out, indent=1))
     print(f"wrote {OUT}")
