@@ -1,4 +1,5 @@
 import logging
+import math
 from types import SimpleNamespace
 
 import lightning.pytorch as pl
@@ -226,6 +227,7 @@ def test_population_guided_update_lowers_the_population_loss_and_resumes(checkpo
     after = [e.score for e in est.estimate(pop)]
     assert loss() < before - 0.02  # measured: 2.30 -> 2.24
     assert not est.module.model.training  # scoring after an update runs in eval mode
+    assert est.opt.param_groups[0]["lr"] == pytest.approx(3e-3 * (1 + math.cos(math.pi * 59 / 60)) / 2)  # annealed
     twin = HypernetEstimator(data, checkpoint, update_steps=60, genomes_per_step=4, lr=3e-3, seed=99)
     twin.load_state_dict(state)
     twin.update(pop)

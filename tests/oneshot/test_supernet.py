@@ -1,3 +1,4 @@
+import math
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,8 @@ def test_population_guided_update_changes_scores_and_resumes(tmp_path):
     twin.load_state_dict(state)
     twin.update(pop)
     assert [e.score for e in twin.estimate(pop)] == after
+    # Each update anneals from lr to 0 (cosine): its last step ran at lr * (1 + cos(4 pi / 5)) / 2.
+    assert est.opt.param_groups[0]["lr"] == pytest.approx(3e-3 * (1 + math.cos(math.pi * 4 / 5)) / 2)
 
 
 def test_lazy_adam_is_adam_on_touched_rows_and_frozen_elsewhere():
