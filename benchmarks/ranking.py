@@ -103,6 +103,7 @@ def main() -> None:
     ap.add_argument("--hypernet-steps", type=int, default=6000, help="hypernet training steps (0: no hypernet)")
     ap.add_argument("--hypernet-update-steps", type=int, default=1000,
                     help="population-guided hypernet steps on each set")
+    ap.add_argument("--hypernet-update-lr", type=float, default=3e-3, help="their peak learning rate (cosine to 0)")
     args = ap.parse_args()
     doc = ranking_sets.load()
     data = ranking_sets.data_module()
@@ -185,7 +186,7 @@ def main() -> None:
             record("hypernet", name, np.array(scores), (time.perf_counter() - start) / len(scores), prior=True)
             # Population-guided, as the supernet's: the hypernet also trains on the set's own genomes.
             guided = HypernetEstimator(data, str(ckpt), batch=16, update_steps=args.hypernet_update_steps,
-                                       genomes_per_step=4)
+                                       genomes_per_step=4, lr=args.hypernet_update_lr)
             start = time.perf_counter()
             guided.update(s["genomes"])  # its cost is part of seconds_per_genome below
             scores = [e.score for e in guided.estimate(s["genomes"])]
@@ -217,7 +218,8 @@ def main() -> None:
     out = {"n_genomes": len(sets["broad"]["truth"]), "n_lineage": len(sets.get("lineage", {}).get("truth", [])),
            "epoch_seconds": sets["broad"]["epoch_seconds"], "supernet_steps": args.steps,
            "population_update": {"supernet_steps": args.update_steps, "supernet_lr": args.update_lr,
-                                 "hypernet_steps": args.hypernet_update_steps, "schedule": "cosine per update"},
+                                 "hypernet_steps": args.hypernet_update_steps,
+                                 "hypernet_lr": args.hypernet_update_lr, "schedule": "cosine per update"},
            "estimators": results,
            "estimates": estimates}
     OUT.write_text(json.dumps(out, indent=1))
