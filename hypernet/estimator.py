@@ -48,7 +48,7 @@ class HypernetEstimator:
     """
 
     def __init__(self, data=None, checkpoint: str = "", batch: int = 16, max_val: int | None = None,
-                 update_steps: int = 0, genomes_per_step: int = 4, batch_size: int = 128, lr: float = 1e-3,
+                 update_steps: int = 0, genomes_per_step: int = 4, batch_size: int = 128, lr: float = 3e-3,
                  device: str = "cpu", seed: int = 0) -> None:
         if batch < 1 or update_steps < 0 or genomes_per_step < 1 or batch_size < 1:
             raise ValueError(f"batch {batch}, update_steps {update_steps}, genomes_per_step {genomes_per_step}, "
