@@ -166,6 +166,16 @@ def main() -> None:
             scores = [e.score for e in est.estimate(s["genomes"])]
             record(f"supernet_{v}+population", name, np.array(scores),
                    (time.perf_counter() - start) / len(scores), prior=True)
+            # The same at a search's cadence: genomes arrive 8 at a time (children), each batch scored
+            # after 40 annealed steps on it and the 16 before it (population), so a score never sees
+            # training on later genomes. Its cost is the search's per-child cost of population updates.
+            est = SupernetEstimator(data, str(ckpt), update_steps=40, genomes_per_step=4, lr=args.update_lr)
+            start, scores = time.perf_counter(), []
+            for i in range(0, len(s["genomes"]), 8):
+                children = s["genomes"][i:i + 8]
+                est.update(s["genomes"][max(0, i - 16):i] + children)
+                scores += [e.score for e in est.estimate(children)]
+            record(f"supernet_{v}+cadence", name, np.array(scores), (time.perf_counter() - start) / len(scores))
             ft = SupernetEstimator(data, str(ckpt), finetune_steps=50)
             start = time.perf_counter()
             scores = [e.score for e in ft.estimate(s["genomes"])]
