@@ -51,6 +51,19 @@ def metrics(est: np.ndarray, truth: np.ndarray, params: np.ndarray, edges: np.nd
     }
 
 
+def at_search_cadence(est, genomes: list[Genome], children: int = 8, population: int = 16) -> tuple[np.ndarray, float]:
+    """Scores of an estimator trained at a search's cadence, and seconds per genome: genomes arrive
+    ``children`` at a time, each batch scored after one ``est.update`` on it and the ``population``
+    genomes before it, so a score never benefits from training on later genomes (``+population``,
+    which trains on the whole set first, is its upper bound)."""
+    start, scores = time.perf_counter(), []
+    for i in range(0, len(genomes), children):
+        batch = genomes[i:i + children]
+        est.update(genomes[max(0, i - population):i] + batch)
+        scores += [e.score for e in est.estimate(batch)]
+    return np.array(scores), (time.perf_counter() - start) / len(scores)
+
+
 def supernet_variant(name: str, data, steps: int, sampler: str, distill: bool, few_shot: bool = False, seed: int = 0):
     """Train a supernet on the mnist-t10k grid with Lightning for ``steps`` steps; its checkpoint path."""
     from oneshot.module import SupernetModule
@@ -166,16 +179,8 @@ def main() -> None:
             scores = [e.score for e in est.estimate(s["genomes"])]
             record(f"supernet_{v}+population", name, np.array(scores),
                    (time.perf_counter() - start) / len(scores), prior=True)
-            # The same at a search's cadence: genomes arrive 8 at a time (children), each batch scored
-            # after 40 annealed steps on it and the 16 before it (population), so a score never sees
-            # training on later genomes. Its cost is the search's per-child cost of population updates.
             est = SupernetEstimator(data, str(ckpt), update_steps=40, genomes_per_step=4, lr=args.update_lr)
-            start, scores = time.perf_counter(), []
-            for i in range(0, len(s["genomes"]), 8):
-                children = s["genomes"][i:i + 8]
-                est.update(s["genomes"][max(0, i - 16):i] + children)
-                scores += [e.score for e in est.estimate(children)]
-            record(f"supernet_{v}+cadence", name, np.array(scores), (time.perf_counter() - start) / len(scores))
+            record(f"supernet_{v}+cadence", name, *at_search_cadence(est, s["genomes"]))
             ft = SupernetEstimator(data, str(ckpt), finetune_steps=50)
             start = time.perf_counter()
             scores = [e.score for e in ft.estimate(s["genomes"])]
@@ -202,6 +207,9 @@ def main() -> None:
             scores = [e.score for e in guided.estimate(s["genomes"])]
             record("hypernet+population", name, np.array(scores), (time.perf_counter() - start) / len(scores),
                    prior=True)
+            guided = HypernetEstimator(data, str(ckpt), batch=16, update_steps=40, genomes_per_step=4,
+                                       lr=args.hypernet_update_lr)
+            record("hypernet+cadence", name, *at_search_cadence(guided, s["genomes"]))
             # Predict, then fine-tune: the same 50 steps as the scratch baseline, from predicted weights.
             ft = TrainEstimator(data, steps=50, batch_size=128, lr=3e-3, seed=0, initializer=est)
             start = time.perf_counter()
