@@ -113,6 +113,8 @@ def main() -> None:
                     help="comma-separated supernet variants (sampler[+distill][+fewshot]) to train, or none")
     ap.add_argument("--update-steps", type=int, default=1000, help="population-guided supernet steps on each set")
     ap.add_argument("--update-lr", type=float, default=1e-2, help="their peak learning rate (cosine to 0)")
+    ap.add_argument("--cadence-lr", type=float, default=3e-2,
+                    help="peak learning rate of the supernet's 40-step updates at a search's cadence (+cadence)")
     ap.add_argument("--hypernet-steps", type=int, default=6000, help="hypernet training steps (0: no hypernet)")
     ap.add_argument("--hypernet-update-steps", type=int, default=1000,
                     help="population-guided hypernet steps on each set")
@@ -179,7 +181,7 @@ def main() -> None:
             scores = [e.score for e in est.estimate(s["genomes"])]
             record(f"supernet_{v}+population", name, np.array(scores),
                    (time.perf_counter() - start) / len(scores), prior=True)
-            est = SupernetEstimator(data, str(ckpt), update_steps=40, genomes_per_step=4, lr=args.update_lr)
+            est = SupernetEstimator(data, str(ckpt), update_steps=40, genomes_per_step=4, lr=args.cadence_lr)
             record(f"supernet_{v}+cadence", name, *at_search_cadence(est, s["genomes"]))
             ft = SupernetEstimator(data, str(ckpt), finetune_steps=50)
             start = time.perf_counter()
@@ -236,6 +238,8 @@ def main() -> None:
     out = {"n_genomes": len(sets["broad"]["truth"]), "n_lineage": len(sets.get("lineage", {}).get("truth", [])),
            "epoch_seconds": sets["broad"]["epoch_seconds"], "supernet_steps": args.steps,
            "population_update": {"supernet_steps": args.update_steps, "supernet_lr": args.update_lr,
+                                 "cadence": "8 genomes a batch, 40 steps on them and the 16 before",
+                                 "supernet_cadence_lr": args.cadence_lr, "hypernet_cadence_lr": args.hypernet_update_lr,
                                  "hypernet_steps": args.hypernet_update_steps,
                                  "hypernet_lr": args.hypernet_update_lr, "schedule": "cosine per update"},
            "estimators": results,
