@@ -7,9 +7,10 @@ with an error message and never crashes a search. Estimators that learn as the s
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -58,6 +59,21 @@ class Initializer(Protocol):
     def initialise(self, genome: Genome) -> SparseNet:
         """A standalone network of ``genome`` with predicted starting weights (e.g. a hypernet's)."""
         ...
+
+
+def population_steps(opt: torch.optim.Optimizer, lr: float, steps: int, rng: np.random.Generator,
+                     population: Sequence[Genome], genomes_per_step: int, train: tuple[Tensor, Tensor],
+                     batch_size: int) -> Iterator[tuple[list[Genome], Tensor, Tensor]]:
+    """The draws of one population-guided update (supernet and hypernet estimators): per step, sets
+    ``opt``'s rate on a cosine from ``lr`` to 0 (so the scores that follow do not favour the genomes
+    drawn last) and yields ``genomes_per_step`` genomes of the population and a batch of ``train``."""
+    x, y = train
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        pick = rng.choice(len(population), min(genomes_per_step, len(population)), replace=False)
+        idx = torch.as_tensor(rng.choice(len(y), batch_size, replace=False), device=y.device)
+        yield [population[i] for i in pick], x[idx], y[idx]
 
 
 def genome_seed(genome: Genome, seed: int) -> int:

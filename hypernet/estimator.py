@@ -2,21 +2,19 @@
 from __future__ import annotations
 
 import copy
-import math
 import time
 from pathlib import Path
 from typing import Sequence
 
-import torch
 import numpy as np
-import torch.nn.functional as F
+import torch
 from torch import Tensor
 
-from evolution.estimators import Estimate, Parent
+from evolution.estimators import Estimate, Parent, population_steps
 from evolution.genome import Genome
 from evolution.network import SparseNet
 from hypernet.init import predicted_sparsenet
-from hypernet.module import HypernetModule, predicted_logits
+from hypernet.module import HypernetModule, hypernet_loss, predicted_logits
 
 CHUNK = 4096  # validation examples per forward, so large splits stay within memory
 
@@ -109,14 +107,9 @@ class HypernetEstimator:
         if not self.update_steps or not population:
             return
         model = self.module.model.train()
-        for step in range(self.update_steps):
-            for group in self.opt.param_groups:
-                group["lr"] = self.lr * 0.5 * (1 + math.cos(math.pi * step / self.update_steps))
-            pick = self.rng.choice(len(population), min(self.genomes_per_step, len(population)), replace=False)
-            idx = torch.as_tensor(self.rng.choice(len(self.train[1]), self.batch_size, replace=False))
-            x, y = self.train[0][idx], self.train[1][idx]
-            logits = predicted_logits(model, [population[i] for i in pick], x)
-            loss = torch.stack([F.cross_entropy(z, y) for z in logits]).mean()
+        for genomes, x, y in population_steps(self.opt, self.lr, self.update_steps, self.rng, population,
+                                              self.genomes_per_step, self.train, self.batch_size):
+            loss = hypernet_loss(model, genomes, x, y)
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()

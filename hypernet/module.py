@@ -21,6 +21,11 @@ def predicted_logits(model: HyperNet, genomes: list[Genome], x: Tensor) -> list[
     return [sparse_forward(compile(g).to(x.device), w, x) for g, w in zip(genomes, weights)]
 
 
+def hypernet_loss(model: HyperNet, genomes: list[Genome], x: Tensor, y: Tensor) -> Tensor:
+    """Mean cross-entropy of the genomes on one batch, with the weights ``model`` predicts for them."""
+    return torch.stack([F.cross_entropy(z, y) for z in predicted_logits(model, genomes, x)]).mean()
+
+
 class HypernetModule(pl.LightningModule):
     """A graph hypernetwork trained on genomes of a ``levels`` x ``width`` grid of the data's shape.
 
@@ -78,7 +83,7 @@ class HypernetModule(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         genomes = self.sampler.sample(self.rng, self.hparams.genomes_per_step)
-        loss = torch.stack([F.cross_entropy(z, y) for z in self(genomes, x)]).mean()
+        loss = hypernet_loss(self.model, genomes, x, y)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"hypernet training diverged at step {self.global_step}: loss is {loss.item()}; "
                                      "lower the learning rate")

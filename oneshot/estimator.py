@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import math
 import time
 from pathlib import Path
 from typing import Sequence
@@ -10,7 +9,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from evolution.estimators import Estimate, Parent
+from evolution.estimators import Estimate, Parent, population_steps
 from evolution.genome import Genome
 from oneshot.optim import LazyAdam
 from oneshot.module import SupernetModule, supernet_loss
@@ -106,14 +105,10 @@ class SupernetEstimator:
         """Population-guided training: ``update_steps`` steps on genomes drawn from the population."""
         if not self.update_steps or not population:
             return
-        for step in range(self.update_steps):
-            # Annealed to zero within each update, so the scores that follow do not favour the genomes
-            # drawn last: 1000 steps at 1e-2 ranked the broad set at tau 0.831, constant 3e-3 at 0.786.
-            for group in self.opt.param_groups:
-                group["lr"] = self.lr * 0.5 * (1 + math.cos(math.pi * step / self.update_steps))
-            pick = self.rng.choice(len(population), min(self.genomes_per_step, len(population)), replace=False)
-            x, y = self._batch()
-            loss = supernet_loss(self.supernet, [population[i] for i in pick], x, y)
+        # Annealed within each update: 1000 steps at 1e-2 ranked the broad set at tau 0.831, constant 3e-3 at 0.786.
+        for genomes, x, y in population_steps(self.opt, self.lr, self.update_steps, self.rng, population,
+                                              self.genomes_per_step, self.train, self.batch_size):
+            loss = supernet_loss(self.supernet, genomes, x, y)
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()
