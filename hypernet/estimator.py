@@ -12,9 +12,10 @@ from torch import Tensor
 
 from evolution.estimators import Estimate, Parent, population_steps
 from evolution.genome import Genome
-from evolution.network import SparseNet
+from evolution.network import SparseNet, compile, sparse_forward
+from hypernet.graph import to_batch
 from hypernet.init import predicted_sparsenet
-from hypernet.module import HypernetModule, hypernet_loss, predicted_logits
+from hypernet.module import HypernetModule, hypernet_loss
 
 CHUNK = 4096  # validation examples per forward, so large splits stay within memory
 
@@ -79,10 +80,13 @@ class HypernetEstimator:
     @torch.no_grad()
     def _scores(self, genomes: list[Genome]) -> list[float]:
         x, y = self.val
+        # Predicted and compiled once per batch of genomes, not once per chunk of examples.
+        weights = self.module.model(to_batch(genomes).to(self.device))
+        plans = [compile(g).to(self.device) for g in genomes]
         correct = torch.zeros(len(genomes), device=self.device)
         for i in range(0, len(y), CHUNK):
-            logits = predicted_logits(self.module.model, genomes, x[i:i + CHUNK])
-            correct += torch.stack([(z.argmax(1) == y[i:i + CHUNK]).sum() for z in logits])
+            correct += torch.stack([(sparse_forward(p, w, x[i:i + CHUNK]).argmax(1) == y[i:i + CHUNK]).sum()
+                                    for p, w in zip(plans, weights)])
         return (correct / len(y)).tolist()
 
     def estimate(self, genomes: Sequence[Genome], parents: Sequence[Parent | None] | None = None) -> list[Estimate]:
