@@ -39,14 +39,15 @@ def fourier(p: Tensor, bands: int) -> Tensor:
     return torch.cat([angles.sin(), angles.cos()], 1)
 
 
-def _adjacency(edge_index: Tensor, n: int) -> Tensor:
+def _adjacency(edge_index: Tensor, n: int) -> tuple[Tensor, Tensor]:
     """``(n, n)`` sparse CSR matrix with a one at (target, source) for every edge (no duplicates: a
-    genome holds each edge once); built by one argsort, half the time of a COO coalesce."""
+    genome holds each edge once), built by one argsort (half the time of a COO coalesce), and that
+    argsort: entry ``k`` of the CSR holds edge ``order[k]``."""
     src, dst = edge_index
     order = torch.argsort(dst * n + src)
     crow = torch.zeros(n + 1, dtype=torch.long, device=src.device)
     crow[1:] = torch.cumsum(torch.bincount(dst, minlength=n), 0)
-    return torch.sparse_csr_tensor(crow, src[order], torch.ones(len(order), device=src.device), (n, n))
+    return torch.sparse_csr_tensor(crow, src[order], torch.ones(len(order), device=src.device), (n, n)), order
 
 
 class DirectedLayer(nn.Module):
@@ -88,27 +89,31 @@ class HyperNet(nn.Module):
         nn.init.zeros_(self.node_head.weight)
         nn.init.zeros_(self.node_head.bias)
 
-    def encode(self, batch: Batch) -> Tensor:
-        """Node states ``(N, hidden)``."""
+    def encode(self, batch: Batch, along: Tensor, against: Tensor) -> Tensor:
+        """Node states ``(N, hidden)``; ``along`` / ``against``: ``_adjacency`` of the edges and of their reverse."""
         x = torch.cat([batch.x, fourier(batch.x[:, PLACE], self.bands)], 1)
         h = self.embed(x)
-        # Sparse adjacencies (rows: the aggregating node) let PyG aggregate with one sparse matmul
-        # instead of a gather and a scatter per layer: the same means, 2.8x faster on the CPU.
-        along, against = _adjacency(batch.edge_index, h.shape[0]), _adjacency(batch.edge_index.flip(0), h.shape[0])
         for layer in self.layers:
             h = layer(h, along, against)
         return h
 
     def forward(self, batch: Batch) -> list[Weights]:
-        h = self.encode(batch)
-        src, dst = batch.edge_index
-        # sum_k S_k T_k (1 + b_k + a W_k) as (S * T) @ [1 + b | W], weighted by [1 | a]: the same
-        # gated inner product without an (E, hidden) gate tensor.
-        # index_select, not h[src]: its backward is an index_add, where indexing's is an accumulating
-        # index_put that took half of a training step on the CPU.
-        prod = self.source(h).index_select(0, src) * self.target(h).index_select(0, dst)
-        mix = prod @ torch.cat([1.0 + self.modulate.bias[:, None], self.modulate.weight], 1)
-        raw = (mix[:, 0] + (mix[:, 1:] * batch.edge_attr).sum(1)) / math.sqrt(h.shape[1])
+        n, dst = batch.num_nodes, batch.edge_index[1]
+        # Sparse adjacencies (rows: the aggregating node) let PyG aggregate with one sparse matmul
+        # instead of a gather and a scatter per layer: the same means, 2.8x faster on the CPU.
+        along, order = _adjacency(batch.edge_index, n)
+        h = self.encode(batch, along, _adjacency(batch.edge_index.flip(0), n)[0])
+        # An edge's weight is sum_k S_k T_k (1 + b_k + a W_k) (S: source state, T: target state, a: edge
+        # features): one sampled dense-dense matmul per column of [1 + b | W] on along's pattern computes
+        # S_src . (T_dst * column) at the edges only. Gathering (E, hidden) rows and reducing them took
+        # 2.5x as long on the CPU and over half of a batched prediction.
+        s, t = self.source(h).T.contiguous(), self.target(h)
+        columns = torch.cat([1.0 + self.modulate.bias[:, None], self.modulate.weight], 1)
+        gates = batch.edge_attr.index_select(0, order)
+        raw = torch.sparse.sampled_addmm(along, t * columns[:, 0], s, beta=0.0).values()
+        for k in range(1, columns.shape[1]):
+            raw = raw + torch.sparse.sampled_addmm(along, t * columns[:, k], s, beta=0.0).values() * gates[:, k - 1]
+        raw = raw.new_empty(len(raw)).scatter(0, order, raw) / math.sqrt(h.shape[1])  # back to edge order
         fan_in = degree(dst, num_nodes=h.shape[0]).clamp(min=1)
         edge = raw / fan_in[dst].sqrt()
         node = self.node_head(h)
