@@ -4,10 +4,12 @@ The sets and their ground truth come from ``benchmarks/ranking_sets.py`` (broad:
 lineage: genomes of a real search). For each estimator and set: Kendall tau, Spearman, top-10 tau
 (tau among the 10 best by truth), precision@10, size-controlled tau (tau of the residuals after
 regressing estimate and truth on log #params: does it know anything beyond size?), correlation with
-#edges, and seconds per genome, always beside the baselines #edges and 50 steps from scratch, and
+#edges, tau within each depth and the depth bias (are deeper genomes ranked below their truth?),
+and seconds per genome, always beside the baselines #edges and 50 steps from scratch, and
 the seed-vs-seed noise ceiling. Writes ``benchmarks/results/ranking.json``.
 
     python benchmarks/ranking.py [--variants default] [--steps 1500] [--update-steps 1000] [--hypernet-steps 6000] [--hypernet-update-steps 1000]
+    python benchmarks/ranking.py --rescore   # recompute the metrics of the saved estimates only
 """
 from __future__ import annotations
 
@@ -34,8 +36,13 @@ REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / "runs" / "benchmarks"  # trained estimators, reused by benchmarks/predicted_weights.py
 
 
-def metrics(est: np.ndarray, truth: np.ndarray, params: np.ndarray, edges: np.ndarray) -> dict:
-    """Rank agreement of an estimate with the truth."""
+def metrics(est: np.ndarray, truth: np.ndarray, params: np.ndarray, edges: np.ndarray, depth: np.ndarray) -> dict:
+    """Rank agreement of an estimate with the truth.
+
+    ``depth``: hidden levels per genome. ``within_depth_tau`` is the mean tau among genomes of one
+    depth (depths with >= 5 genomes); ``depth_bias`` the tau of depth against the rank error
+    ``rank(est) - rank(truth)``: below 0, deeper genomes are ranked below their truth.
+    """
     top = np.argsort(-truth)[:10]
     top_est = set(np.argsort(-est)[:10].tolist())
     logp = np.log(params)
@@ -48,6 +55,10 @@ def metrics(est: np.ndarray, truth: np.ndarray, params: np.ndarray, edges: np.nd
         "precision_at_10": len(top_est & set(top.tolist())) / 10,
         "size_controlled_tau": float(kendalltau(res_e, res_t)[0]),
         "tau_with_edges": float(kendalltau(est, edges)[0]),
+        # nan_to_num: constant estimates within a depth (all at chance) tell nothing apart there.
+        "within_depth_tau": float(np.mean([np.nan_to_num(kendalltau(est[depth == d], truth[depth == d])[0])
+                                           for d in np.unique(depth) if (depth == d).sum() >= 5])),
+        "depth_bias": float(kendalltau(depth, rankdata(est) - rankdata(truth))[0]),
     }
 
 
@@ -106,6 +117,29 @@ def hypernet_checkpoint(data, steps: int, seed: int = 0) -> tuple[Path, float]:
     return path, seconds
 
 
+def rescore(sets: dict) -> None:
+    """Recompute the metrics of every saved estimate (after a metric was added), keeping its seconds."""
+    doc = json.loads(OUT.read_text())
+    for key, by_set in doc["estimates"].items():
+        for name, est in by_set.items():
+            s = sets[name]
+            m = metrics(np.asarray(est, dtype=float), s["truth"], s["params"], s["edges"], s["depth"])
+            if key == "seed_vs_seed":  # its tau compares the two seeds (see main), not a seed with the mean
+                m.pop("kendall_tau")
+            doc["estimators"][key].update(m if name == "broad" else {f"lineage_{k}": v for k, v in m.items()})
+    if "supernet_sandwich" in doc["estimators"]:
+        doc["estimators"]["supernet"] = dict(doc["estimators"]["supernet_sandwich"])
+    OUT.write_text(json.dumps(doc, indent=1))
+    keys = ["kendall_tau", "within_depth_tau", "depth_bias", "size_controlled_tau"]
+    for name in sets:
+        pre = "" if name == "broad" else "lineage_"
+        print(f"\n{name} set")
+        print(f"{'estimator':>40} " + " ".join(f"{k.replace('_', ' ')[:16]:>16}" for k in keys))
+        for key, r in doc["estimators"].items():
+            print(f"{key:>40} " + " ".join(f"{r.get(pre + k, float('nan')):>16.3f}" for k in keys))
+    print(f"rescored {OUT}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=1500, help="supernet training steps per variant")
@@ -119,6 +153,8 @@ def main() -> None:
     ap.add_argument("--hypernet-update-steps", type=int, default=1000,
                     help="population-guided hypernet steps on each set")
     ap.add_argument("--hypernet-update-lr", type=float, default=3e-3, help="their peak learning rate (cosine to 0)")
+    ap.add_argument("--rescore", action="store_true",
+                    help="only recompute every metric from the estimates saved in ranking.json (no training)")
     args = ap.parse_args()
     doc = ranking_sets.load()
     data = ranking_sets.data_module()
@@ -133,14 +169,18 @@ def main() -> None:
         sets[name] = {"genomes": genomes, "truth": accs.mean(1), "seeds": accs,
                       "params": np.array([cost.parameters(g) for g in genomes], dtype=float),
                       "edges": np.array([g.n_edges for g in genomes], dtype=float),
+                      "depth": np.array([len(g.levels_present()) for g in genomes]),
                       "epoch_seconds": float(np.mean([np.mean(e["epoch_seconds"]) for e in entries]))}
     results: dict[str, dict] = {}
     estimates: dict[str, dict[str, list[float]]] = {}
+    if args.rescore:
+        rescore(sets)
+        return
 
     def record(key: str, name: str, est: np.ndarray, seconds: float, prior: bool = False) -> None:
         s = sets[name]
         est = np.asarray(est, dtype=float)
-        m = metrics(est, s["truth"], s["params"], s["edges"])
+        m = metrics(est, s["truth"], s["params"], s["edges"], s["depth"])
         m["seconds_per_genome"] = seconds
         entry = results.setdefault(key, {})
         entry.update(m if name == "broad" else {f"lineage_{k}": v for k, v in m.items()})
@@ -220,8 +260,8 @@ def main() -> None:
                    prior=True)
         results["hypernet"].update(train_seconds=train_s, train_steps=args.hypernet_steps)
 
-    keys = ["kendall_tau", "spearman", "top10_tau", "precision_at_10", "size_controlled_tau", "tau_with_edges",
-            "seconds_per_genome"]
+    keys = ["kendall_tau", "spearman", "top10_tau", "precision_at_10", "size_controlled_tau", "within_depth_tau",
+            "depth_bias", "seconds_per_genome"]
     for name in sets:
         pre = "" if name == "broad" else "lineage_"
         print(f"\n{name} set: {len(sets[name]['truth'])} genomes, truth {doc['epochs']} epochs x 2 seeds "
