@@ -76,6 +76,21 @@ def test_batching_16_equals_one_by_one():
                 assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
 
 
+def test_inference_decoder_equals_the_training_decoder():
+    # Without grad the edge weights come from sampled matmuls, with grad from gathers: same values.
+    space = SearchSpace((1, 8, 8), 10, levels=3, width=32)
+    genomes = [random_genome(space, np.random.default_rng(i), density=0.2, skip=0.3) for i in range(4)]
+    model = _model()
+    torch.nn.init.normal_(model.modulate.weight)  # zero at init: make the edge features count
+    torch.nn.init.normal_(model.modulate.bias)
+    with torch.no_grad():
+        fast = model(to_batch(genomes))
+    trained = model(to_batch(genomes))
+    for a, b in zip(fast, trained):
+        assert b.edge.requires_grad and not a.edge.requires_grad
+        assert torch.allclose(a.edge, b.edge.detach(), rtol=1e-5, atol=1e-6)
+
+
 def test_genomes_wider_and_deeper_than_trained_get_finite_weights(checkpoint):
     model = HypernetModule.load_from_checkpoint(checkpoint, weights_only=False).model  # trained on 2 x 16
     bigger = SearchSpace((1, 8, 8), 10, levels=DIGITS.levels + 1, width=2 * DIGITS.width)
