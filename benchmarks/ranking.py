@@ -5,8 +5,8 @@ lineage: genomes of a real search). For each estimator and set: Kendall tau, Spe
 (tau among the 10 best by truth), precision@10, size-controlled tau (tau of the residuals after
 regressing estimate and truth on log #params: does it know anything beyond size?), correlation with
 #edges, tau within each depth and the depth bias (are deeper genomes ranked below their truth?),
-and seconds per genome, always beside the baselines #edges and 50 steps from scratch, and
-the seed-vs-seed noise ceiling. Writes ``benchmarks/results/ranking.json``.
+and seconds per genome, always beside the baselines #edges and 50 steps from scratch (and 20, at
+the cost of the estimators trained at a search's cadence), and the seed-vs-seed noise ceiling. Writes ``benchmarks/results/ranking.json``.
 
     python benchmarks/ranking.py [--variants default] [--steps 1500] [--update-steps 1000] [--hypernet-steps 6000] [--hypernet-update-steps 1000]
     python benchmarks/ranking.py --rescore   # recompute the metrics of the saved estimates only
@@ -130,14 +130,20 @@ def rescore(sets: dict) -> None:
     if "supernet_sandwich" in doc["estimators"]:
         doc["estimators"]["supernet"] = dict(doc["estimators"]["supernet_sandwich"])
     OUT.write_text(json.dumps(doc, indent=1))
-    keys = ["kendall_tau", "within_depth_tau", "depth_bias", "size_controlled_tau"]
     for name in sets:
-        pre = "" if name == "broad" else "lineage_"
         print(f"\n{name} set")
-        print(f"{'estimator':>40} " + " ".join(f"{k.replace('_', ' ')[:16]:>16}" for k in keys))
-        for key, r in doc["estimators"].items():
-            print(f"{key:>40} " + " ".join(f"{r.get(pre + k, float('nan')):>16.3f}" for k in keys))
+        table(doc["estimators"], name)
     print(f"rescored {OUT}")
+
+
+def table(results: dict[str, dict], name: str) -> None:
+    """Print one set's figures, an estimator per row."""
+    keys = ["kendall_tau", "spearman", "top10_tau", "precision_at_10", "size_controlled_tau", "within_depth_tau",
+            "depth_bias", "seconds_per_genome"]
+    pre = "" if name == "broad" else "lineage_"
+    print(f"{'estimator':>40} " + " ".join(f"{k.replace('_', ' ')[:12]:>12}" for k in keys))
+    for est_name, r in results.items():
+        print(f"{est_name:>40} " + " ".join(f"{r.get(pre + k, float('nan')):>12.3f}" for k in keys))
 
 
 def main() -> None:
@@ -263,15 +269,10 @@ def main() -> None:
                    prior=True)
         results["hypernet"].update(train_seconds=train_s, train_steps=args.hypernet_steps)
 
-    keys = ["kendall_tau", "spearman", "top10_tau", "precision_at_10", "size_controlled_tau", "within_depth_tau",
-            "depth_bias", "seconds_per_genome"]
     for name in sets:
-        pre = "" if name == "broad" else "lineage_"
         print(f"\n{name} set: {len(sets[name]['truth'])} genomes, truth {doc['epochs']} epochs x 2 seeds "
               f"({sets[name]['epoch_seconds']:.2f} s/epoch)")
-        print(f"{'estimator':>34} " + " ".join(f"{k.replace('_', ' ')[:12]:>12}" for k in keys))
-        for est_name, r in results.items():
-            print(f"{est_name:>34} " + " ".join(f"{r.get(pre + k, float('nan')):>12.3f}" for k in keys))
+        table(results, name)
     if OUT.exists():  # keep the entries of estimators this run did not measure again
         old = json.loads(OUT.read_text())
         results = {**old.get("estimators", {}), **results}
