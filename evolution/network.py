@@ -196,6 +196,12 @@ def sparse_forward(plan: Plan, weights: Weights, x: Tensor, mode: str = "auto") 
     """Logits ``(B, n_outputs)`` of the compiled genome for inputs ``x`` ``(B, n_inputs)`` (any
     trailing shape is flattened). ``mode``: ``"auto"``, ``"dense"`` (masked-dense) or ``"csr"``
     (inference only)."""
+    return level_outputs(plan, weights, x, mode)[-1]
+
+
+def level_outputs(plan: Plan, weights: Weights, x: Tensor, mode: str = "auto") -> list[Tensor]:
+    """What ``sparse_forward`` computes, level by level: ``[inputs used, hidden levels..., logits]``,
+    each ``(B, len(plan.levels[k]))``."""
     x = x.flatten(1)
     if x.shape[1] != plan.n_inputs:
         raise ValueError(f"input has {x.shape[1]} features; the genome expects {plan.n_inputs}")
@@ -223,7 +229,7 @@ def sparse_forward(plan: Plan, weights: Weights, x: Tensor, mode: str = "auto") 
         else:
             acc = acc + weights.bias.to(x.dtype)
         acts.append(acc)
-    return acts[-1]
+    return acts
 
 
 @torch.no_grad()
@@ -248,6 +254,40 @@ def init_scaled(genome: Genome, plan: Plan, weights: Weights) -> Weights:
         if power > 0:
             edge[idx] *= (init_var[idx].mean() / power).sqrt()
     return weights._replace(edge=edge)
+
+
+@torch.no_grad()
+def ridge_readout(plan: Plan, weights: Weights, x: Tensor, y: Tensor, ridge: float = 1.0) -> Weights:
+    """``weights`` with the output level refitted in closed form on ``(x, y)``: per output neuron,
+    ridge regression of its one-hot target on the activations its edges read, plus its bias (not
+    shrunk). The hidden levels keep their weights, so the score that follows measures the features
+    they compute rather than how well the output weights were matched to them. Tied output edges
+    are fitted one by one."""
+    acts = level_outputs(plan, weights, x)
+    pairs = plan.pairs_into[-1]
+    # One Gram matrix over the distinct neurons that feed outputs, shared by the ten per-output
+    # systems (ten separate ones cost 10x on a dense output level).
+    used = [torch.unique(p.flat // p.n_dst, return_inverse=True) for p in pairs]
+    feats = torch.cat([acts[p.src_level].index_select(1, u) for p, (u, _) in zip(pairs, used)], 1)
+    offsets = np.cumsum([0] + [len(u) for u, _ in used])
+    col = torch.cat([inv + int(off) for (_, inv), off in zip(used, offsets)])  # each output edge's feature
+    dst = torch.cat([p.flat % p.n_dst for p in pairs])
+    index = torch.cat([p.edges for p in pairs])
+    target = F.one_hot(y, plan.n_outputs).to(feats.dtype)
+    gram, rhs = (feats.T @ feats).double(), (feats.T @ target).double()
+    sums, counts = feats.sum(0).double(), target.sum(0).double()
+    edge, bias = weights.edge.detach().clone(), weights.bias.detach().clone()
+    for o in range(plan.n_outputs):
+        sel = (dst == o).nonzero().squeeze(1)
+        c, k = col[sel], len(sel)
+        system = gram.new_empty(k + 1, k + 1)  # [features | 1]^T [features | 1], ridge on the features
+        system[:k, :k] = gram[c][:, c] + ridge * torch.eye(k, dtype=gram.dtype, device=gram.device)
+        system[:k, k] = system[k, :k] = sums[c]
+        system[k, k] = len(y)
+        sol = torch.linalg.solve(system, torch.cat([rhs[c, o], counts[o:o + 1]]))
+        edge[index[sel]] = sol[:k].to(edge.dtype)
+        bias[o] = sol[k].to(bias.dtype)
+    return weights._replace(edge=edge, bias=bias)
 
 
 class LoadReport(NamedTuple):

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from evolution.estimators import Estimate, Parent, population_steps
 from evolution.genome import Genome
-from evolution.network import SparseNet, compile, sparse_forward
+from evolution.network import SparseNet, compile, ridge_readout, sparse_forward
 from hypernet.graph import to_batch
 from hypernet.init import predicted_sparsenet
 from hypernet.module import HypernetModule, hypernet_loss
@@ -42,18 +42,24 @@ class HypernetEstimator:
         lr: Adam learning rate of the updates; each update anneals it to zero (cosine), so the scores
             that follow do not favour the genomes drawn last (at a constant rate, Kendall tau on the
             broad ranking set swung 0.45-0.75 between step counts).
+        readout: before scoring, refit each genome's output level in closed form
+            (``evolution.network.ridge_readout``) on the first ``readout`` training examples (0: off).
+            The predicted hidden features are kept; the score then says how good they are, not how
+            well the hypernet matched the output weights to them.
+        ridge: the readout's ridge penalty.
         device: where the hypernet runs.
         seed: seeds the update draws.
     """
 
     def __init__(self, data=None, checkpoint: str = "", batch: int = 16, max_val: int | None = None,
                  update_steps: int = 0, genomes_per_step: int = 4, batch_size: int = 128, lr: float = 3e-3,
-                 device: str = "cpu", seed: int = 0) -> None:
-        if batch < 1 or update_steps < 0 or genomes_per_step < 1 or batch_size < 1:
+                 readout: int = 0, ridge: float = 1.0, device: str = "cpu", seed: int = 0) -> None:
+        if batch < 1 or update_steps < 0 or genomes_per_step < 1 or batch_size < 1 or readout < 0 or ridge <= 0:
             raise ValueError(f"batch {batch}, update_steps {update_steps}, genomes_per_step {genomes_per_step}, "
-                             f"batch_size {batch_size}: expected update_steps >= 0 and the others >= 1")
-        if update_steps and data is None:
-            raise ValueError("HypernetEstimator(update_steps > 0) needs data to train on")
+                             f"batch_size {batch_size}, readout {readout}, ridge {ridge}: expected update_steps, "
+                             "readout >= 0, ridge > 0 and the others >= 1")
+        if (update_steps or readout) and data is None:
+            raise ValueError("HypernetEstimator(update_steps > 0 or readout > 0) needs data to train on")
         path = Path(checkpoint)
         if not checkpoint or not path.is_file():
             raise FileNotFoundError(f"hypernet checkpoint {checkpoint!r} does not exist; train one with "
@@ -61,7 +67,7 @@ class HypernetEstimator:
         self.module = HypernetModule.load_from_checkpoint(path, map_location=device, weights_only=False).eval()
         self.batch, self.device = batch, torch.device(device)
         self.update_steps, self.genomes_per_step, self.batch_size = update_steps, genomes_per_step, batch_size
-        self.rng, self.lr = np.random.default_rng(seed), lr
+        self.rng, self.lr, self.readout, self.ridge = np.random.default_rng(seed), lr, readout, ridge
         self.opt = torch.optim.Adam(self.module.model.parameters(), lr=lr) if update_steps else None
         self.val: tuple[Tensor, Tensor] | None = None
         if data is None:
@@ -74,7 +80,7 @@ class HypernetEstimator:
         if max_val:
             x, y = x[:max_val], y[:max_val]
         self.val = (x.to(self.device), y.to(self.device))
-        if update_steps:
+        if update_steps or readout:
             self.train = tuple(t.to(self.device) for t in data.tensors("train"))
 
     @torch.no_grad()
@@ -83,6 +89,9 @@ class HypernetEstimator:
         # Predicted and compiled once per batch of genomes, not once per chunk of examples.
         weights = self.module.model(to_batch(genomes).to(self.device))
         plans = [compile(g).to(self.device) for g in genomes]
+        if self.readout:
+            x_fit, y_fit = self.train[0][:self.readout], self.train[1][:self.readout]
+            weights = [ridge_readout(p, w, x_fit, y_fit, self.ridge) for p, w in zip(plans, weights)]
         correct = torch.zeros(len(genomes), device=self.device)
         for i in range(0, len(y), CHUNK):
             correct += torch.stack([(sparse_forward(p, w, x[i:i + CHUNK]).argmax(1) == y[i:i + CHUNK]).sum()

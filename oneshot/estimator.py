@@ -11,6 +11,7 @@ import torch
 
 from evolution.estimators import Estimate, Parent, population_steps
 from evolution.genome import Genome
+from evolution.network import ridge_readout, sparse_forward
 from oneshot.optim import LazyAdam
 from oneshot.module import SupernetModule, supernet_loss
 
@@ -33,13 +34,18 @@ class SupernetEstimator:
         batch_size: training batch size for updates and fine-tuning.
         lr: learning rate of fine-tuning, and the peak of each update's cosine schedule.
         max_val: score on the first ``max_val`` validation examples only.
+        readout: training examples of the closed-form output refit (0: off; not with fine-tuning).
+        ridge: the readout's ridge penalty.
         device: where the supernet runs.
         seed: seeds the update batches.
     """
 
     def __init__(self, data, checkpoint: str, update_steps: int = 0, genomes_per_step: int = 4,
                  finetune_steps: int = 0, batch_size: int = 128, lr: float = 3e-3, max_val: int | None = None,
-                 device: str = "cpu", seed: int = 0) -> None:
+                 readout: int = 0, ridge: float = 1.0, device: str = "cpu", seed: int = 0) -> None:
+        if readout < 0 or ridge <= 0 or (readout and finetune_steps):
+            raise ValueError(f"readout {readout}, ridge {ridge}, finetune_steps {finetune_steps}: expected readout >= 0, "
+                             "ridge > 0, and no readout with fine-tuning")
         path = Path(checkpoint)
         if not path.is_file():
             raise FileNotFoundError(f"supernet checkpoint {path} does not exist; train one with python -m oneshot fit")
@@ -52,7 +58,7 @@ class SupernetEstimator:
         self.space = self.module.space
         self.data, self.device = data, torch.device(device)
         self.update_steps, self.genomes_per_step, self.finetune_steps = update_steps, genomes_per_step, finetune_steps
-        self.batch_size, self.lr, self.max_val = batch_size, lr, max_val
+        self.batch_size, self.lr, self.max_val, self.readout, self.ridge = batch_size, lr, max_val, readout, ridge
         self.rng = np.random.default_rng(seed)
         self.opt = LazyAdam(list(self.supernet.parameters()), lr=lr, rows=self.supernet.touched_rows) if update_steps else None
         x, y = data.tensors("val")
@@ -68,7 +74,10 @@ class SupernetEstimator:
     @torch.no_grad()
     def _score(self, genome: Genome) -> float:
         x, y = self.val
-        correct = sum(int((self.supernet(genome, x[i:i + 4096]).argmax(1) == y[i:i + 4096]).sum())
+        plan, weights = self.supernet.plan_for(genome), self.supernet.weights_for(genome)
+        if self.readout:
+            weights = ridge_readout(plan, weights, self.train[0][:self.readout], self.train[1][:self.readout], self.ridge)
+        correct = sum(int((sparse_forward(plan, weights, x[i:i + 4096]).argmax(1) == y[i:i + 4096]).sum())
                       for i in range(0, len(y), 4096))
         return correct / len(y)
 

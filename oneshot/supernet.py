@@ -113,10 +113,13 @@ class Supernet(nn.Module):
         rows = self._touched.pop(id(param), [])
         return torch.cat(rows) if rows else param.new_zeros(0, dtype=torch.long)
 
+    def plan_for(self, genome: Genome) -> Plan:
+        """The genome's compiled plan (cached), on the bank's device."""
+        return self._compiled(genome)[0]
+
     def forward(self, genome: Genome, x: Tensor) -> Tensor:
         """Logits ``(B, n_outputs)`` of ``genome`` with its inherited weights."""
-        plan, _ = self._compiled(genome)
-        return sparse_forward(plan, self.weights_for(genome), x)
+        return sparse_forward(self.plan_for(genome), self.weights_for(genome), x)
 
     def _apply(self, fn, recurse=True):  # type: ignore[override]
         self._plans.clear()  # cached index tensors live on the old device
@@ -149,6 +152,9 @@ class FewShotSupernet(nn.Module):
 
     def weights_for(self, genome: Genome) -> Weights:
         return self.bank_for(genome).weights_for(genome)
+
+    def plan_for(self, genome: Genome) -> Plan:
+        return self.bank_for(genome).plan_for(genome)
 
     def forward(self, genome: Genome, x: Tensor) -> Tensor:
         return self.bank_for(genome)(genome, x)

@@ -5,7 +5,7 @@ from torch import nn
 
 from evolution import seeds
 from evolution.genome import Genome, SearchSpace
-from evolution.network import SparseNet, compile, pair_mode, sparse_forward
+from evolution.network import SparseNet, Weights, compile, level_outputs, pair_mode, ridge_readout, sparse_forward
 from evolution.sampling import random_genome
 
 
@@ -210,3 +210,27 @@ def test_set_weights_round_trip_with_ties():
     b.set_weights(a.weights())
     x = torch.rand(3, 4)
     assert torch.equal(a(x), b(x))
+
+
+def test_ridge_readout_solves_each_outputs_ridge_regression_and_keeps_the_hidden_levels():
+    space = SearchSpace((1, 6, 6), 4, levels=2, width=12)
+    g = random_genome(space, np.random.default_rng(5), density=0.3, skip=0.6)  # outputs read 2-3 levels
+    plan, net = compile(g), SparseNet(g, torch.Generator().manual_seed(0))
+    x, y = torch.rand(300, 36), torch.randint(0, 4, (300,))
+    w = Weights(*(t.detach() for t in net.weights()))
+    fit = ridge_readout(plan, w, x, y, ridge=0.5)
+    acts = level_outputs(plan, w, x)
+    where = {int(n): (k, i) for k, ids in enumerate(plan.levels) for i, n in enumerate(ids)}
+    into = np.isin(g.edges[:, 1], space.outputs)
+    assert len({where[int(s)][0] for s in g.edges[into, 0]}) >= 2
+    assert torch.equal(fit.edge[~torch.as_tensor(into)], w.edge[~torch.as_tensor(into)])
+    assert torch.equal(fit.norm_weight, w.norm_weight) and torch.equal(fit.norm_bias, w.norm_bias)
+    for o, out in enumerate(space.outputs):
+        rows = np.flatnonzero(g.edges[:, 1] == out)
+        a = np.stack([acts[where[int(s)][0]][:, where[int(s)][1]].double().numpy() for s in g.edges[rows, 0]], 1)
+        a1 = np.concatenate([a, np.ones((300, 1))], 1)
+        penalty = np.diag([0.5] * len(rows) + [0.0])  # the bias is not shrunk
+        sol = np.linalg.solve(a1.T @ a1 + penalty, a1.T @ (y.numpy() == o).astype(float))
+        assert np.allclose(fit.edge[rows].numpy(), sol[:-1], atol=1e-4)
+        assert abs(float(fit.bias[o]) - sol[-1]) < 1e-4
+    assert torch.equal(sparse_forward(plan, w, x), acts[-1])

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from evolution.data import DigitsDataModule
 from evolution.genome import Genome, SearchSpace
-from evolution.network import compile, sparse_forward
+from evolution.network import compile, ridge_readout, sparse_forward
 from evolution.sampling import random_genome
 from hypernet.estimator import HypernetEstimator
 from hypernet.graph import to_batch
@@ -253,9 +253,27 @@ def test_population_guided_update_lowers_the_population_loss_and_resumes(checkpo
                                                   HypernetEstimator(data, checkpoint).module.model.state_dict().values()))
 
 
+def test_readout_scores_the_predicted_hidden_levels_with_a_refitted_output_level(checkpoint):
+    data = DigitsDataModule()
+    frozen, ro = HypernetEstimator(data, checkpoint), HypernetEstimator(data, checkpoint, readout=400, ridge=2.0)
+    genomes = [random_genome(DIGITS, np.random.default_rng(i), density=0.3) for i in range(3)]
+    x, y = data.tensors("train")
+    xv, yv = data.tensors("val")
+    with torch.no_grad():
+        for g, e in zip(genomes, ro.estimate(genomes)):
+            plan = compile(g)
+            w = ridge_readout(plan, ro.module.model(to_batch([g]))[0], x[:400], y[:400], 2.0)
+            assert e.score == pytest.approx(float((sparse_forward(plan, w, xv).argmax(1) == yv).float().mean()))
+    assert [e.score for e in ro.estimate(genomes)] != [e.score for e in frozen.estimate(genomes)]
+
+
 def test_update_settings_are_checked_in_one_line(checkpoint):
     with pytest.raises(ValueError, match="needs data"):
         HypernetEstimator(None, checkpoint, update_steps=3)
+    with pytest.raises(ValueError, match="needs data"):
+        HypernetEstimator(None, checkpoint, readout=100)
+    with pytest.raises(ValueError, match="ridge 0"):
+        HypernetEstimator(DigitsDataModule(), checkpoint, readout=100, ridge=0)
     with pytest.raises(ValueError, match="genomes_per_step 0"):
         HypernetEstimator(DigitsDataModule(), checkpoint, update_steps=3, genomes_per_step=0)
 

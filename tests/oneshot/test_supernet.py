@@ -7,7 +7,7 @@ import torch
 
 from evolution.data import DigitsDataModule
 from evolution.genome import SearchSpace
-from evolution.network import SparseNet
+from evolution.network import SparseNet, ridge_readout, sparse_forward
 from evolution.sampling import GenomeSampler, random_genome
 from evolution import seeds
 from oneshot.__main__ import main as cli
@@ -113,6 +113,16 @@ def test_fit_resume_and_estimator(tmp_path, capsys):
     assert a.ok and a.score == b.score and 0 <= a.score <= 1 and a.seconds < 1
     with pytest.raises(FileNotFoundError, match="supernet checkpoint .*nope.ckpt does not exist"):
         SupernetEstimator(data, str(tmp_path / "nope.ckpt"))
+    # readout: the inherited hidden levels with the output level refitted on 500 training examples
+    ro = SupernetEstimator(data, str(last), readout=500)
+    plan, w = ro.supernet.plan_for(g), ro.supernet.weights_for(g)
+    x, y = data.tensors("train")
+    fit = ridge_readout(plan, w, x[:500], y[:500])
+    xv, yv = data.tensors("val")
+    assert ro.estimate([g])[0].score == pytest.approx(float((sparse_forward(plan, fit, xv).argmax(1) == yv).float().mean()))
+    assert ro.estimate([g])[0].score != a.score
+    with pytest.raises(ValueError, match="no readout with fine-tuning"):
+        SupernetEstimator(data, str(last), readout=500, finetune_steps=5)
 
 
 def test_checkpoint_of_another_shape_is_one_line(tmp_path, mnist_t10k):
