@@ -6,7 +6,11 @@ lineage: genomes of a real search). For each estimator and set: Kendall tau, Spe
 regressing estimate and truth on log #params: does it know anything beyond size?), correlation with
 #edges, tau within each depth and the depth bias (are deeper genomes ranked below their truth?),
 and seconds per genome, always beside the baselines #edges and 50 steps from scratch (and 20, at
-the cost of the estimators trained at a search's cadence), and the seed-vs-seed noise ceiling. Writes ``benchmarks/results/ranking.json``.
+the cost of the estimators trained at a search's cadence), and the seed-vs-seed noise ceiling.
+Estimator entries: ``supernet_<variant>`` (inherited weights) and ``hypernet`` (predicted weights),
+each also ``+population`` (trained on the set first: an upper bound), ``+cadence`` (trained as a
+search trains it), ``+readout`` (output level refitted in closed form) and ``+finetune50``.
+Writes ``benchmarks/results/ranking.json``.
 
     python benchmarks/ranking.py [--variants default] [--steps 1500] [--update-steps 1000] [--hypernet-steps 6000] [--hypernet-update-steps 1000]
     python benchmarks/ranking.py --rescore   # recompute the metrics of the saved estimates only
@@ -159,6 +163,8 @@ def main() -> None:
     ap.add_argument("--hypernet-update-steps", type=int, default=1000,
                     help="population-guided hypernet steps on each set")
     ap.add_argument("--hypernet-update-lr", type=float, default=3e-3, help="their peak learning rate (cosine to 0)")
+    ap.add_argument("--readout", type=int, default=2000,
+                    help="training examples of the closed-form output refit of the +readout entries")
     ap.add_argument("--rescore", action="store_true",
                     help="only recompute every metric from the estimates saved in ranking.json (no training)")
     args = ap.parse_args()
@@ -222,6 +228,11 @@ def main() -> None:
             start = time.perf_counter()
             scores = [e.score for e in est.estimate(s["genomes"])]
             record(f"supernet_{v}", name, np.array(scores), (time.perf_counter() - start) / len(scores), prior=True)
+            # Inherited hidden levels, output level refitted in closed form (ridge_readout).
+            est = SupernetEstimator(data, str(ckpt), readout=args.readout)
+            start = time.perf_counter()
+            scores = [e.score for e in est.estimate(s["genomes"])]
+            record(f"supernet_{v}+readout", name, np.array(scores), (time.perf_counter() - start) / len(scores))
             # Population-guided training, upper bound: the bank also trains on the set's own genomes
             # (as a search trains it on the population it then scores).
             est = SupernetEstimator(data, str(ckpt), update_steps=args.update_steps, genomes_per_step=4, lr=args.update_lr)
@@ -230,8 +241,11 @@ def main() -> None:
             scores = [e.score for e in est.estimate(s["genomes"])]
             record(f"supernet_{v}+population", name, np.array(scores),
                    (time.perf_counter() - start) / len(scores), prior=True)
-            est = SupernetEstimator(data, str(ckpt), update_steps=40, genomes_per_step=4, lr=args.cadence_lr)
-            record(f"supernet_{v}+cadence", name, *at_search_cadence(est, s["genomes"]))
+            for readout in (0, args.readout):
+                est = SupernetEstimator(data, str(ckpt), update_steps=40, genomes_per_step=4, lr=args.cadence_lr,
+                                        readout=readout)
+                record(f"supernet_{v}+cadence" + ("+readout" if readout else ""), name,
+                       *at_search_cadence(est, s["genomes"]))
             ft = SupernetEstimator(data, str(ckpt), finetune_steps=50)
             start = time.perf_counter()
             scores = [e.score for e in ft.estimate(s["genomes"])]
@@ -250,6 +264,10 @@ def main() -> None:
             start = time.perf_counter()
             scores = [e.score for e in est.estimate(s["genomes"])]
             record("hypernet", name, np.array(scores), (time.perf_counter() - start) / len(scores), prior=True)
+            readout = HypernetEstimator(data, str(ckpt), batch=16, readout=args.readout)
+            start = time.perf_counter()
+            scores = [e.score for e in readout.estimate(s["genomes"])]
+            record("hypernet+readout", name, np.array(scores), (time.perf_counter() - start) / len(scores))
             # Population-guided, as the supernet's: the hypernet also trains on the set's own genomes.
             guided = HypernetEstimator(data, str(ckpt), batch=16, update_steps=args.hypernet_update_steps,
                                        genomes_per_step=4, lr=args.hypernet_update_lr)
@@ -258,9 +276,11 @@ def main() -> None:
             scores = [e.score for e in guided.estimate(s["genomes"])]
             record("hypernet+population", name, np.array(scores), (time.perf_counter() - start) / len(scores),
                    prior=True)
-            guided = HypernetEstimator(data, str(ckpt), batch=16, update_steps=40, genomes_per_step=4,
-                                       lr=args.hypernet_update_lr)
-            record("hypernet+cadence", name, *at_search_cadence(guided, s["genomes"]))
+            for readout in (0, args.readout):
+                guided = HypernetEstimator(data, str(ckpt), batch=16, update_steps=40, genomes_per_step=4,
+                                           lr=args.hypernet_update_lr, readout=readout)
+                record("hypernet+cadence" + ("+readout" if readout else ""), name,
+                       *at_search_cadence(guided, s["genomes"]))
             # Predict, then fine-tune: the same 50 steps as the scratch baseline, from predicted weights.
             ft = TrainEstimator(data, steps=50, batch_size=128, lr=3e-3, seed=0, initializer=est)
             start = time.perf_counter()
@@ -286,6 +306,7 @@ def main() -> None:
                                  "supernet_cadence_lr": args.cadence_lr, "hypernet_cadence_lr": args.hypernet_update_lr,
                                  "hypernet_steps": args.hypernet_update_steps,
                                  "hypernet_lr": args.hypernet_update_lr, "schedule": "cosine per update"},
+           "readout_examples": args.readout,
            "estimators": results,
            "estimates": estimates}
     OUT.write_text(json.dumps(out, indent=1))

@@ -263,8 +263,10 @@ def ridge_readout(plan: Plan, weights: Weights, x: Tensor, y: Tensor, ridge: flo
     shrunk). The hidden levels keep their weights, so the score that follows measures the features
     they compute rather than how well the output weights were matched to them. Tied output edges
     are fitted one by one."""
-    acts = level_outputs(plan, weights, x)
     pairs = plan.pairs_into[-1]
+    if not pairs:  # no edge reaches an output: nothing to refit
+        return weights
+    acts = level_outputs(plan, weights, x)
     # One Gram matrix over the distinct neurons that feed outputs, shared by the ten per-output
     # systems (ten separate ones cost 10x on a dense output level).
     used = [torch.unique(p.flat // p.n_dst, return_inverse=True) for p in pairs]
