@@ -79,6 +79,16 @@ def at_search_cadence(est, genomes: list[Genome], children: int = 8, population:
     return np.array(scores), (time.perf_counter() - start) / len(scores)
 
 
+def scored(est, genomes: list[Genome], update: bool = False) -> tuple[np.ndarray, float]:
+    """Scores of an estimator and seconds per genome; with ``update``, after one ``est.update`` on
+    the genomes themselves (population-guided upper bound), its cost shared among them."""
+    start = time.perf_counter()
+    if update:
+        est.update(genomes)
+    scores = [e.score for e in est.estimate(genomes)]
+    return np.array(scores), (time.perf_counter() - start) / len(scores)
+
+
 def supernet_variant(name: str, data, steps: int, sampler: str, distill: bool, few_shot: bool = False, seed: int = 0):
     """Train a supernet on the mnist-t10k grid with Lightning for ``steps`` steps; its checkpoint path."""
     from oneshot.module import SupernetModule
@@ -131,13 +141,18 @@ def rescore(sets: dict) -> None:
             if key == "seed_vs_seed":  # its tau compares the two seeds (see main), not a seed with the mean
                 m.pop("kendall_tau")
             doc["estimators"][key].update(m if name == "broad" else {f"lineage_{k}": v for k, v in m.items()})
-    if "supernet_sandwich" in doc["estimators"]:
-        doc["estimators"]["supernet"] = dict(doc["estimators"]["supernet_sandwich"])
+    alias_supernet(doc["estimators"])
     OUT.write_text(json.dumps(doc, indent=1))
     for name in sets:
         print(f"\n{name} set")
         table(doc["estimators"], name)
     print(f"rescored {OUT}")
+
+
+def alias_supernet(results: dict[str, dict]) -> None:
+    """The issue's ``supernet`` entry: the sandwich-trained variant's figures."""
+    if "supernet_sandwich" in results:
+        results["supernet"] = dict(results["supernet_sandwich"])
 
 
 def table(results: dict[str, dict], name: str) -> None:
@@ -212,10 +227,7 @@ def main() -> None:
         # scratch20: the same at the cost of the estimators trained at a search's cadence (+cadence).
         for steps in (50, 20):
             est = TrainEstimator(data, steps=steps, batch_size=128, lr=3e-3, seed=0)
-            start = time.perf_counter()
-            scores = [e.score for e in est.estimate(s["genomes"])]
-            record(f"scratch{steps}", name, np.array(scores), (time.perf_counter() - start) / len(scores),
-                   prior=steps == 50)
+            record(f"scratch{steps}", name, *scored(est, s["genomes"]), prior=steps == 50)
 
     from oneshot.estimator import SupernetEstimator
 
@@ -225,32 +237,21 @@ def main() -> None:
         ckpt, train_s = supernet_variant(v, data, args.steps, sampler, "distill" in flags, "fewshot" in flags)
         for name, s in sets.items():
             est = SupernetEstimator(data, str(ckpt))
-            start = time.perf_counter()
-            scores = [e.score for e in est.estimate(s["genomes"])]
-            record(f"supernet_{v}", name, np.array(scores), (time.perf_counter() - start) / len(scores), prior=True)
+            record(f"supernet_{v}", name, *scored(est, s["genomes"]), prior=True)
             # Inherited hidden levels, output level refitted in closed form (ridge_readout).
             est = SupernetEstimator(data, str(ckpt), readout=args.readout)
-            start = time.perf_counter()
-            scores = [e.score for e in est.estimate(s["genomes"])]
-            record(f"supernet_{v}+readout", name, np.array(scores), (time.perf_counter() - start) / len(scores))
+            record(f"supernet_{v}+readout", name, *scored(est, s["genomes"]))
             # Population-guided training, upper bound: the bank also trains on the set's own genomes
             # (as a search trains it on the population it then scores).
             est = SupernetEstimator(data, str(ckpt), update_steps=args.update_steps, genomes_per_step=4, lr=args.update_lr)
-            start = time.perf_counter()
-            est.update(s["genomes"])  # its cost is part of seconds_per_genome below
-            scores = [e.score for e in est.estimate(s["genomes"])]
-            record(f"supernet_{v}+population", name, np.array(scores),
-                   (time.perf_counter() - start) / len(scores), prior=True)
+            record(f"supernet_{v}+population", name, *scored(est, s["genomes"], update=True), prior=True)
             for readout in (0, args.readout):
                 est = SupernetEstimator(data, str(ckpt), update_steps=40, genomes_per_step=4, lr=args.cadence_lr,
                                         readout=readout)
                 record(f"supernet_{v}+cadence" + ("+readout" if readout else ""), name,
                        *at_search_cadence(est, s["genomes"]))
             ft = SupernetEstimator(data, str(ckpt), finetune_steps=50)
-            start = time.perf_counter()
-            scores = [e.score for e in ft.estimate(s["genomes"])]
-            record(f"supernet_{v}+finetune50", name, np.array(scores), (time.perf_counter() - start) / len(scores),
-                   prior=True)
+            record(f"supernet_{v}+finetune50", name, *scored(ft, s["genomes"]), prior=True)
         results[f"supernet_{v}"]["train_seconds"] = train_s
         print(f"trained supernet {v}: {args.steps} steps in {train_s:.0f} s", flush=True)
 
@@ -261,21 +262,13 @@ def main() -> None:
         print(f"hypernet: {args.hypernet_steps} steps, trained in {train_s:.0f} s", flush=True)
         for name, s in sets.items():
             est = HypernetEstimator(data, str(ckpt), batch=16)
-            start = time.perf_counter()
-            scores = [e.score for e in est.estimate(s["genomes"])]
-            record("hypernet", name, np.array(scores), (time.perf_counter() - start) / len(scores), prior=True)
+            record("hypernet", name, *scored(est, s["genomes"]), prior=True)
             readout = HypernetEstimator(data, str(ckpt), batch=16, readout=args.readout)
-            start = time.perf_counter()
-            scores = [e.score for e in readout.estimate(s["genomes"])]
-            record("hypernet+readout", name, np.array(scores), (time.perf_counter() - start) / len(scores))
+            record("hypernet+readout", name, *scored(readout, s["genomes"]))
             # Population-guided, as the supernet's: the hypernet also trains on the set's own genomes.
             guided = HypernetEstimator(data, str(ckpt), batch=16, update_steps=args.hypernet_update_steps,
                                        genomes_per_step=4, lr=args.hypernet_update_lr)
-            start = time.perf_counter()
-            guided.update(s["genomes"])  # its cost is part of seconds_per_genome below
-            scores = [e.score for e in guided.estimate(s["genomes"])]
-            record("hypernet+population", name, np.array(scores), (time.perf_counter() - start) / len(scores),
-                   prior=True)
+            record("hypernet+population", name, *scored(guided, s["genomes"], update=True), prior=True)
             for readout in (0, args.readout):
                 guided = HypernetEstimator(data, str(ckpt), batch=16, update_steps=40, genomes_per_step=4,
                                            lr=args.hypernet_update_lr, readout=readout)
@@ -283,10 +276,7 @@ def main() -> None:
                        *at_search_cadence(guided, s["genomes"]))
             # Predict, then fine-tune: the same 50 steps as the scratch baseline, from predicted weights.
             ft = TrainEstimator(data, steps=50, batch_size=128, lr=3e-3, seed=0, initializer=est)
-            start = time.perf_counter()
-            scores = [e.score for e in ft.estimate(s["genomes"])]
-            record("hypernet+finetune50", name, np.array(scores), (time.perf_counter() - start) / len(scores),
-                   prior=True)
+            record("hypernet+finetune50", name, *scored(ft, s["genomes"]), prior=True)
         results["hypernet"].update(train_seconds=train_s, train_steps=args.hypernet_steps)
 
     for name in sets:
@@ -297,8 +287,7 @@ def main() -> None:
         old = json.loads(OUT.read_text())
         results = {**old.get("estimators", {}), **results}
         estimates = {**old.get("estimates", {}), **estimates}
-    if "supernet_sandwich" in results:
-        results["supernet"] = dict(results["supernet_sandwich"])
+    alias_supernet(results)
     out = {"n_genomes": len(sets["broad"]["truth"]), "n_lineage": len(sets.get("lineage", {}).get("truth", [])),
            "epoch_seconds": sets["broad"]["epoch_seconds"], "supernet_steps": args.steps,
            "population_update": {"supernet_steps": args.update_steps, "supernet_lr": args.update_lr,

@@ -283,7 +283,7 @@ def ridge_readout(plan: Plan, weights: Weights, x: Tensor, y: Tensor, ridge: flo
         sel = (dst == o).nonzero().squeeze(1)
         c, k = col[sel], len(sel)
         system = gram.new_empty(k + 1, k + 1)  # [features | 1]^T [features | 1], ridge on the features
-        system[:k, :k] = gram[c][:, c] + ridge * torch.eye(k, dtype=gram.dtype, device=gram.device)
+        system[:k, :k] = gram[c[:, None], c] + ridge * torch.eye(k, dtype=gram.dtype, device=gram.device)
         system[:k, k] = system[k, :k] = sums[c]
         system[k, k] = len(y)
         sol = torch.linalg.solve(system, torch.cat([rhs[c, o], counts[o:o + 1]]))
