@@ -134,9 +134,16 @@ def read_offline_run(run_path: Path, wait: float = 0.0) -> dict:
     and for looking at a run without syncing it: ``{"history": [dict], "summary": dict, "config": dict,
     "finished": bool}``. W&B writes the file from a service process, which may still be writing after
     ``wandb.finish()`` returns: ``wait`` polls up to that many seconds until every file holds its exit record."""
+    from google.protobuf.message import DecodeError
+
     deadline = time.monotonic() + wait
     while True:
-        out = _read_offline(run_path)
+        try:
+            out = _read_offline(run_path)
+        except DecodeError:  # a record caught mid-write; a finished file never raises this
+            if time.monotonic() >= deadline:
+                raise
+            out = {"finished": False}
         if out["finished"] or time.monotonic() >= deadline:
             return out
         time.sleep(0.1)
@@ -159,7 +166,7 @@ def _read_offline(run_path: Path) -> dict:
                 continue
             _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
             payload, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
-            if kind == 0:
+            if kind == 0 or len(payload) < length:  # padding, or a record still being written
                 break
             pending = payload if kind in (1, 2) else pending + payload
             if kind not in (1, 4):

@@ -57,6 +57,14 @@ def test_fit_with_the_wandb_logger_writes_metrics(tmp_path):
     # The resolved config, not only the model's hyperparameters.
     assert rec["config"]["data"]["class_path"] == "evolution.data.DigitsDataModule"
     assert rec["config"]["trainer"]["max_epochs"] == 2
+    # The file caught while W&B still writes it (cut anywhere in its first 90 %, well before the exit
+    # record at its end): every prefix reads without error, none as finished.
+    data = next((tmp_path / "wandb").rglob("run-*.wandb")).read_bytes()
+    partial = tmp_path / "partial" / "run-x.wandb"
+    partial.parent.mkdir()
+    for cut in range(7, len(data) * 9 // 10, max(1, len(data) // 40)):
+        partial.write_bytes(data[:cut])
+        assert not read_offline_run(partial.parent)["finished"]
 
 
 def test_wandb_settings_fail_in_one_line(tmp_path, monkeypatch, capsys):
