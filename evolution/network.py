@@ -256,40 +256,72 @@ def init_scaled(genome: Genome, plan: Plan, weights: Weights) -> Weights:
     return weights._replace(edge=edge)
 
 
-@torch.no_grad()
-def ridge_readout(plan: Plan, weights: Weights, x: Tensor, y: Tensor, ridge: float = 1.0) -> Weights:
-    """``weights`` with the output level refitted in closed form on ``(x, y)``: per output neuron,
-    ridge regression of its one-hot target on the activations its edges read, plus its bias (not
-    shrunk). The hidden levels keep their weights, so the score that follows measures the features
-    they compute rather than how well the output weights were matched to them. Tied output edges
-    are fitted one by one."""
+class Readout(NamedTuple):
+    """The output level's inputs as one feature matrix: ``feats`` ``(B, F)`` over the distinct
+    neurons that feed outputs; per output edge, its feature column ``col``, its output ``dst`` and
+    its index ``edge`` into the genome's edge vector."""
+
+    feats: Tensor
+    col: Tensor
+    dst: Tensor
+    edge: Tensor
+
+
+def readout_features(plan: Plan, acts: list[Tensor]) -> Readout | None:
+    """``Readout`` of ``level_outputs``' activations; None when no edge reaches an output."""
     pairs = plan.pairs_into[-1]
-    if not pairs:  # no edge reaches an output: nothing to refit
-        return weights
-    acts = level_outputs(plan, weights, x)
-    # One Gram matrix over the distinct neurons that feed outputs, shared by the ten per-output
-    # systems (ten separate ones cost 10x on a dense output level).
+    if not pairs:
+        return None
+    # One feature matrix over the distinct neurons that feed outputs, so the ten per-output
+    # systems share one Gram matrix (ten separate ones cost 10x on a dense output level).
     used = [torch.unique(p.flat // p.n_dst, return_inverse=True) for p in pairs]
     feats = torch.cat([acts[p.src_level].index_select(1, u) for p, (u, _) in zip(pairs, used)], 1)
     offsets = np.cumsum([0] + [len(u) for u, _ in used])
-    col = torch.cat([inv + int(off) for (_, inv), off in zip(used, offsets)])  # each output edge's feature
-    dst = torch.cat([p.flat % p.n_dst for p in pairs])
-    index = torch.cat([p.edges for p in pairs])
-    target = F.one_hot(y, plan.n_outputs).to(feats.dtype)
-    gram, rhs = (feats.T @ feats).double(), (feats.T @ target).double()
-    sums, counts = feats.sum(0).double(), target.sum(0).double()
-    edge, bias = weights.edge.detach().clone(), weights.bias.detach().clone()
-    for o in range(plan.n_outputs):
-        sel = (dst == o).nonzero().squeeze(1)
-        c, k = col[sel], len(sel)
-        system = gram.new_empty(k + 1, k + 1)  # [features | 1]^T [features | 1], ridge on the features
-        system[:k, :k] = gram[c[:, None], c] + ridge * torch.eye(k, dtype=gram.dtype, device=gram.device)
-        system[:k, k] = system[k, :k] = sums[c]
-        system[k, k] = len(y)
-        sol = torch.linalg.solve(system, torch.cat([rhs[c, o], counts[o:o + 1]]))
-        edge[index[sel]] = sol[:k].to(edge.dtype)
-        bias[o] = sol[k].to(bias.dtype)
-    return weights._replace(edge=edge, bias=bias)
+    col = torch.cat([inv + int(off) for (_, inv), off in zip(used, offsets)])
+    return Readout(feats, col, torch.cat([p.flat % p.n_dst for p in pairs]), torch.cat([p.edges for p in pairs]))
+
+
+def ridge_solve(r: Readout, y: Tensor, n_outputs: int, ridge: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Per output neuron, ridge regression of its one-hot target on the features its edges read,
+    plus its bias (not shrunk): ``(coef per output edge, bias per output)``, in float64.
+    Differentiable in ``r.feats`` (a hypernet can train through it: Bertinetto et al. 2019)."""
+    feats = r.feats.double()
+    target = F.one_hot(y, n_outputs).to(feats.dtype)
+    gram, rhs = feats.T @ feats, feats.T @ target
+    sums, counts = feats.sum(0), target.sum(0)
+    coef, bias = [], []
+    for o in range(n_outputs):
+        sel = (r.dst == o).nonzero().squeeze(1)
+        c, k = r.col[sel], len(sel)
+        # [features | 1]^T [features | 1], ridge on the features only
+        top = torch.cat([gram[c[:, None], c] + ridge * torch.eye(k, dtype=gram.dtype, device=gram.device),
+                         sums[c, None]], 1)
+        bottom = torch.cat([sums[c], counts.new_full((1,), float(len(y)))])[None]
+        sol = torch.linalg.solve(torch.cat([top, bottom]), torch.cat([rhs[c, o], counts[o:o + 1]]))
+        coef.append(sol[:k])
+        bias.append(sol[k:])
+    order = torch.cat([(r.dst == o).nonzero().squeeze(1) for o in range(n_outputs)])
+    return torch.empty_like(torch.cat(coef)).scatter(0, order, torch.cat(coef)), torch.cat(bias)
+
+
+def readout_logits(r: Readout, coef: Tensor, bias: Tensor) -> Tensor:
+    """Logits ``(B, n_outputs)`` of a fitted readout on ``r.feats``."""
+    terms = r.feats.index_select(1, r.col) * coef.to(r.feats.dtype)
+    return bias.to(r.feats.dtype).expand(len(r.feats), -1).index_add(1, r.dst, terms)
+
+
+@torch.no_grad()
+def ridge_readout(plan: Plan, weights: Weights, x: Tensor, y: Tensor, ridge: float = 1.0) -> Weights:
+    """``weights`` with the output level refitted in closed form on ``(x, y)`` (``ridge_solve``). The
+    hidden levels keep their weights, so the score that follows measures the features they compute
+    rather than how well the output weights were matched to them. Tied output edges are fitted one by one."""
+    r = readout_features(plan, level_outputs(plan, weights, x))
+    if r is None:  # no edge reaches an output: nothing to refit
+        return weights
+    coef, bias = ridge_solve(r, y, plan.n_outputs, ridge)
+    edge = weights.edge.detach().clone()
+    edge[r.edge] = coef.to(edge.dtype)
+    return weights._replace(edge=edge, bias=bias.to(weights.bias.dtype))
 
 
 class LoadReport(NamedTuple):

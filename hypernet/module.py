@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from evolution.genome import Genome, SearchSpace
-from evolution.network import compile, sparse_forward
+from evolution.network import compile, level_outputs, readout_features, readout_logits, ridge_solve, sparse_forward
 from evolution.sampling import GenomeSampler
 from hypernet.graph import to_batch
 from hypernet.model import HyperNet
@@ -24,6 +24,28 @@ def predicted_logits(model: HyperNet, genomes: list[Genome], x: Tensor) -> list[
 def hypernet_loss(model: HyperNet, genomes: list[Genome], x: Tensor, y: Tensor) -> Tensor:
     """Mean cross-entropy of the genomes on one batch, with the weights ``model`` predicts for them."""
     return torch.stack([F.cross_entropy(z, y) for z in predicted_logits(model, genomes, x)]).mean()
+
+
+def readout_loss(model: HyperNet, genomes: list[Genome], x: Tensor, y: Tensor, support: int, ridge: float,
+                 scale: Tensor) -> Tensor:
+    """``hypernet_loss`` on ``x[support:]`` plus the cross-entropy there of each genome's output level
+    refitted by ridge regression on ``x[:support]`` (``evolution.network.ridge_solve``), its logits
+    times ``scale``: trains the predicted hidden features for the closed-form readout that scores
+    them (``HypernetEstimator(readout=...)``), as R2D2 (Bertinetto et al. 2019) trains a feature
+    extractor through a differentiable ridge solver."""
+    weights = model(to_batch(genomes).to(x.device))
+    losses = []
+    for g, w in zip(genomes, weights):
+        plan = compile(g).to(x.device)
+        acts = level_outputs(plan, w, x)
+        loss = F.cross_entropy(acts[-1][support:], y[support:])
+        r = readout_features(plan, acts)
+        if r is not None:
+            coef, bias = ridge_solve(r._replace(feats=r.feats[:support]), y[:support], plan.n_outputs, ridge)
+            query = readout_logits(r._replace(feats=r.feats[support:]), coef, bias)
+            loss = loss + F.cross_entropy(scale * query.float(), y[support:])
+        losses.append(loss)
+    return torch.stack(losses).mean()
 
 
 class HypernetModule(pl.LightningModule):
@@ -49,6 +71,10 @@ class HypernetModule(pl.LightningModule):
         bands: Fourier bands of the node positions.
         lr: Adam learning rate (3e-3 collapsed to constant logits on digits; 1e-3 learns).
         scheduler: ``none`` or ``cosine`` (per step, to zero at the trainer's last step).
+        readout: the first ``readout`` examples of each batch fit every genome's output level by
+            ridge regression, and the loss adds that readout's cross-entropy on the rest (``readout_loss``);
+            0: off. The batch size should exceed it (a shorter batch fits on half of its examples).
+        ridge: the readout's ridge penalty.
         seed: seeds the hypernet's init and the sampler's stream.
     """
 
@@ -56,13 +82,15 @@ class HypernetModule(pl.LightningModule):
                  width: int = 256, channels: int = 1, sampler: str = "uniform",
                  density: tuple[float, float] = (0.02, 0.3), fill: tuple[float, float] = (0.25, 1.0),
                  genomes_per_step: int = 4, hidden: int = 64, layers: int = 3, bands: int = 4, lr: float = 1e-3,
-                 scheduler: str = "none", seed: int = 0) -> None:
+                 scheduler: str = "none", readout: int = 0, ridge: float = 1.0, seed: int = 0) -> None:
         super().__init__()
         if input_shape is None or num_classes is None:
             raise ValueError("HypernetModule needs the data's input_shape and num_classes")
         if genomes_per_step < 1 or hidden < 1 or layers < 0 or bands < 0:
             raise ValueError(f"genomes_per_step {genomes_per_step}, hidden {hidden}, layers {layers}, bands {bands}: "
                              "expected genomes_per_step, hidden >= 1 and layers, bands >= 0")
+        if readout < 0 or ridge <= 0:
+            raise ValueError(f"readout {readout}, ridge {ridge}: expected readout >= 0 and ridge > 0")
         if scheduler not in ("none", "cosine"):
             raise ValueError(f"scheduler {scheduler!r}: expected 'none' or 'cosine'")
         self.save_hyperparameters()
@@ -71,6 +99,8 @@ class HypernetModule(pl.LightningModule):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.model = HyperNet(hidden, layers, bands)
+        # The readout's ridge logits lie near [0, 1]; cross-entropy needs them scaled (learned, as R2D2's).
+        self.readout_scale = torch.nn.Parameter(torch.tensor(10.0)) if readout else None
         self.sampler = GenomeSampler(self.space, sampler, tuple(density), tuple(fill), seed)
         self.rng = np.random.default_rng(seed)
         draws = self.sampler.sample(np.random.default_rng(seed + 10_000), 5)
@@ -83,7 +113,10 @@ class HypernetModule(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         genomes = self.sampler.sample(self.rng, self.hparams.genomes_per_step)
-        loss = hypernet_loss(self.model, genomes, x, y)
+        # An epoch's short last batch keeps half of its examples to score the readout on.
+        n = min(self.hparams.readout, len(y) // 2)
+        loss = (readout_loss(self.model, genomes, x, y, n, self.hparams.ridge, self.readout_scale) if n
+                else hypernet_loss(self.model, genomes, x, y))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"hypernet training diverged at step {self.global_step}: loss is {loss.item()}; "
                                      "lower the learning rate")
@@ -100,7 +133,7 @@ class HypernetModule(pl.LightningModule):
         self.log("val_loss", torch.stack([F.cross_entropy(z, y) for z in logits]).mean(), batch_size=len(y))
 
     def configure_optimizers(self):
-        opt = torch.optim.Adam(self.model.parameters(), lr=self.hparams.lr)
+        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
         if self.hparams.scheduler == "none":
             return opt
         steps = max(1, int(self.trainer.estimated_stepping_batches))

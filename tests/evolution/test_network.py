@@ -1,11 +1,13 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from evolution import seeds
 from evolution.genome import Genome, SearchSpace
-from evolution.network import SparseNet, Weights, compile, level_outputs, pair_mode, ridge_readout, sparse_forward
+from evolution.network import (SparseNet, Weights, compile, level_outputs, pair_mode, readout_features, readout_logits,
+                               ridge_readout, ridge_solve, sparse_forward)
 from evolution.sampling import random_genome
 
 
@@ -234,3 +236,25 @@ def test_ridge_readout_solves_each_outputs_ridge_regression_and_keeps_the_hidden
         assert np.allclose(fit.edge[rows].numpy(), sol[:-1], atol=1e-4)
         assert abs(float(fit.bias[o]) - sol[-1]) < 1e-4
     assert torch.equal(sparse_forward(plan, w, x), acts[-1])
+
+
+def test_readout_logits_are_the_refitted_networks_and_their_gradient_reaches_the_hidden_weights():
+    space = SearchSpace((1, 6, 6), 4, levels=2, width=12)
+    g = random_genome(space, np.random.default_rng(5), density=0.3, skip=0.6)
+    plan, net = compile(g), SparseNet(g, torch.Generator().manual_seed(0))
+    x, y = torch.rand(200, 36, dtype=torch.float64), torch.randint(0, 4, (200,))
+    w = Weights(*(t.detach().double() for t in net.weights()))
+    r = readout_features(plan, level_outputs(plan, w, x))
+    coef, bias = ridge_solve(r._replace(feats=r.feats[:150]), y[:150], 4, ridge=0.5)
+    refit = ridge_readout(plan, w, x[:150], y[:150], ridge=0.5)
+    assert torch.allclose(readout_logits(r._replace(feats=r.feats[150:]), coef, bias), sparse_forward(plan, refit, x[150:]))
+    hidden = ~torch.as_tensor(np.isin(g.edges[:, 1], space.outputs))
+
+    def query_loss(h: torch.Tensor) -> torch.Tensor:  # the readout's loss as a function of the hidden edges
+        edge = w.edge.masked_scatter(hidden, h)
+        r = readout_features(plan, level_outputs(plan, w._replace(edge=edge), x))
+        c, b = ridge_solve(r._replace(feats=r.feats[:150]), y[:150], 4, ridge=0.5)
+        return F.cross_entropy(readout_logits(r._replace(feats=r.feats[150:]), c, b), y[150:])
+
+    h = w.edge[hidden].clone().requires_grad_()
+    assert torch.autograd.gradcheck(query_loss, (h,), eps=1e-6, atol=1e-5)

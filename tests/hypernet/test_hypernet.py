@@ -16,7 +16,7 @@ from hypernet.estimator import HypernetEstimator
 from hypernet.graph import to_batch
 from hypernet.init import predicted_sparsenet
 from hypernet.model import HyperNet
-from hypernet.module import HypernetModule
+from hypernet.module import HypernetModule, readout_loss
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 DIGITS = SearchSpace((1, 8, 8), 10, levels=2, width=16)
@@ -251,6 +251,28 @@ def test_population_guided_update_lowers_the_population_loss_and_resumes(checkpo
     frozen.update(pop)  # update_steps=0: the hypernet stays as trained
     assert all(torch.equal(p, q) for p, q in zip(frozen.module.model.state_dict().values(),
                                                   HypernetEstimator(data, checkpoint).module.model.state_dict().values()))
+
+
+def test_training_through_the_readout_lowers_the_readout_loss_and_the_estimator_loads_it(tmp_path):
+    module = HypernetModule(DIGITS.input_shape, 10, levels=1, width=32, sampler="nested", density=(0.5, 0.5),
+                            fill=(1.0, 1.0), hidden=32, readout=96, seed=0)
+    data = DigitsDataModule(batch_size=128)
+    x, y = data.tensors("train")
+    genomes = module.sampler.sample(np.random.default_rng(0), 2)
+
+    def loss() -> float:  # readout fitted on 96 examples, scored on 600 others
+        with torch.no_grad():
+            return float(readout_loss(module.model, genomes, x[:696], y[:696], 96, 1.0, module.readout_scale))
+
+    before, scale = loss(), float(module.readout_scale)
+    trainer = pl.Trainer(max_steps=40, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=data)
+    assert loss() < 0.85 * before and float(module.readout_scale) != scale
+    trainer.save_checkpoint(tmp_path / "r.ckpt")
+    est = HypernetEstimator(data, str(tmp_path / "r.ckpt"), readout=96)
+    assert torch.equal(est.module.readout_scale, module.readout_scale)
+    assert all(0.0 <= e.score <= 1.0 for e in est.estimate(genomes))
 
 
 def test_readout_scores_the_predicted_hidden_levels_with_a_refitted_output_level(checkpoint):
