@@ -310,6 +310,22 @@ def readout_logits(r: Readout, coef: Tensor, bias: Tensor) -> Tensor:
     return bias.to(r.feats.dtype).expand(len(r.feats), -1).index_add(1, r.dst, terms)
 
 
+def readout_loss(plan: Plan, weights: Weights, x: Tensor, y: Tensor, support: int, ridge: float,
+                 scale: Tensor) -> Tensor:
+    """Cross-entropy on ``x[support:]`` of the network plus that of its output level refitted by
+    ``ridge_solve`` on ``x[:support]``, its logits times ``scale``. Trains the hidden levels (of a
+    hypernet's predictions, a supernet's bank) for the closed-form readout that then scores them, as
+    R2D2 (Bertinetto et al. 2019) trains a feature extractor through a differentiable ridge solver."""
+    acts = level_outputs(plan, weights, x)
+    loss = F.cross_entropy(acts[-1][support:], y[support:])
+    r = readout_features(plan, acts)
+    if r is None:
+        return loss
+    coef, bias = ridge_solve(r._replace(feats=r.feats[:support]), y[:support], plan.n_outputs, ridge)
+    query = readout_logits(r._replace(feats=r.feats[support:]), coef, bias)
+    return loss + F.cross_entropy(scale * query.to(scale.dtype), y[support:])
+
+
 @torch.no_grad()
 def ridge_readout(plan: Plan, weights: Weights, x: Tensor, y: Tensor, ridge: float = 1.0) -> Weights:
     """``weights`` with the output level refitted in closed form on ``(x, y)`` (``ridge_solve``). The

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from evolution.genome import Genome, SearchSpace
-from evolution.network import compile, level_outputs, readout_features, readout_logits, ridge_solve, sparse_forward
+from evolution.network import compile, readout_loss, sparse_forward
 from evolution.sampling import GenomeSampler
 from hypernet.graph import to_batch
 from hypernet.model import HyperNet
@@ -26,26 +26,12 @@ def hypernet_loss(model: HyperNet, genomes: list[Genome], x: Tensor, y: Tensor) 
     return torch.stack([F.cross_entropy(z, y) for z in predicted_logits(model, genomes, x)]).mean()
 
 
-def readout_loss(model: HyperNet, genomes: list[Genome], x: Tensor, y: Tensor, support: int, ridge: float,
-                 scale: Tensor) -> Tensor:
-    """``hypernet_loss`` on ``x[support:]`` plus the cross-entropy there of each genome's output level
-    refitted by ridge regression on ``x[:support]`` (``evolution.network.ridge_solve``), its logits
-    times ``scale``: trains the predicted hidden features for the closed-form readout that scores
-    them (``HypernetEstimator(readout=...)``), as R2D2 (Bertinetto et al. 2019) trains a feature
-    extractor through a differentiable ridge solver."""
+def hypernet_readout_loss(model: HyperNet, genomes: list[Genome], x: Tensor, y: Tensor, support: int, ridge: float,
+                          scale: Tensor) -> Tensor:
+    """Mean ``evolution.network.readout_loss`` of the genomes with the weights ``model`` predicts for them."""
     weights = model(to_batch(genomes).to(x.device))
-    losses = []
-    for g, w in zip(genomes, weights):
-        plan = compile(g).to(x.device)
-        acts = level_outputs(plan, w, x)
-        loss = F.cross_entropy(acts[-1][support:], y[support:])
-        r = readout_features(plan, acts)
-        if r is not None:
-            coef, bias = ridge_solve(r._replace(feats=r.feats[:support]), y[:support], plan.n_outputs, ridge)
-            query = readout_logits(r._replace(feats=r.feats[support:]), coef, bias)
-            loss = loss + F.cross_entropy(scale * query.float(), y[support:])
-        losses.append(loss)
-    return torch.stack(losses).mean()
+    return torch.stack([readout_loss(compile(g).to(x.device), w, x, y, support, ridge, scale)
+                        for g, w in zip(genomes, weights)]).mean()
 
 
 class HypernetModule(pl.LightningModule):
@@ -72,7 +58,9 @@ class HypernetModule(pl.LightningModule):
         lr: Adam learning rate (3e-3 collapsed to constant logits on digits; 1e-3 learns).
         scheduler: ``none`` or ``cosine`` (per step, to zero at the trainer's last step).
         readout: the first ``readout`` examples of each batch fit every genome's output level by
-            ridge regression, and the loss adds that readout's cross-entropy on the rest (``readout_loss``);
+            ridge regression, and the loss adds that readout's cross-entropy on the rest
+            (``evolution.network.readout_loss``): the hidden features train for the readout that scores
+            them (``HypernetEstimator(readout=...)``);
             0: off. The batch size should exceed it (a shorter batch fits on half of its examples).
         ridge: the readout's ridge penalty.
         seed: seeds the hypernet's init and the sampler's stream.
@@ -115,7 +103,7 @@ class HypernetModule(pl.LightningModule):
         genomes = self.sampler.sample(self.rng, self.hparams.genomes_per_step)
         # An epoch's short last batch keeps half of its examples to score the readout on.
         n = min(self.hparams.readout, len(y) // 2)
-        loss = (readout_loss(self.model, genomes, x, y, n, self.hparams.ridge, self.readout_scale) if n
+        loss = (hypernet_readout_loss(self.model, genomes, x, y, n, self.hparams.ridge, self.readout_scale) if n
                 else hypernet_loss(self.model, genomes, x, y))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"hypernet training diverged at step {self.global_step}: loss is {loss.item()}; "

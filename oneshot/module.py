@@ -5,9 +5,10 @@ import numpy as np
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from evolution.genome import Genome, SearchSpace
+from evolution.network import readout_loss
 from evolution.sampling import GenomeSampler
 from oneshot.optim import LazyAdam
 from oneshot.supernet import FewShotSupernet, Supernet
@@ -45,6 +46,11 @@ class SupernetModule(pl.LightningModule):
         distill: in-place distillation from the first (largest, with ``sandwich``) genome.
         few_shot: one bank per depth (number of hidden levels) instead of one for all.
         lr: LazyAdam learning rate (only the entries a step used move).
+        readout: the first ``readout`` examples of each batch fit every genome's output level by
+            ridge regression, and the loss adds that readout's cross-entropy on the rest
+            (``evolution.network.readout_loss``), training the bank's hidden levels for the readout
+            that scores them (``SupernetEstimator(readout=...)``); 0: off. Not with ``distill``.
+        ridge: the readout's ridge penalty.
         seed: seeds the bank and the sampler's stream.
     """
 
@@ -52,18 +58,23 @@ class SupernetModule(pl.LightningModule):
                  width: int = 256, channels: int = 1, sampler: str = "uniform",
                  density: tuple[float, float] = (0.02, 0.3), fill: tuple[float, float] = (0.25, 1.0),
                  genomes_per_step: int = 4, distill: bool = False, few_shot: bool = False, lr: float = 3e-3,
-                 seed: int = 0) -> None:
+                 readout: int = 0, ridge: float = 1.0, seed: int = 0) -> None:
         super().__init__()
         if input_shape is None or num_classes is None:
             raise ValueError("SupernetModule needs the data's input_shape and num_classes")
         if genomes_per_step < 1:
             raise ValueError(f"genomes_per_step {genomes_per_step}: must be positive")
+        if readout < 0 or ridge <= 0 or (readout and distill):
+            raise ValueError(f"readout {readout}, ridge {ridge}, distill {distill}: expected readout >= 0, ridge > 0, "
+                             "and not both readout and distill")
         self.save_hyperparameters()
         self.space = SearchSpace(tuple(input_shape), num_classes, levels, width, channels)
         bank = FewShotSupernet if few_shot else Supernet
         self.supernet = bank(self.space, torch.Generator().manual_seed(seed))
         self.sampler = GenomeSampler(self.space, sampler, tuple(density), tuple(fill), seed)
         self.rng = np.random.default_rng(seed)
+        # The readout's ridge logits lie near [0, 1]; cross-entropy needs them scaled (learned, as R2D2's).
+        self.readout_scale = nn.Parameter(torch.tensor([10.0])) if readout else None
         # The validation panel: the extremes and three genomes of the training distribution.
         draws = self.sampler.sample(np.random.default_rng(seed + 10_000), 5)
         self.panel = [self.sampler.largest(), self.sampler.smallest()] + (draws[2:] if sampler == "sandwich" else draws[:3])
@@ -74,7 +85,13 @@ class SupernetModule(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         genomes = self.sampler.sample(self.rng, self.hparams.genomes_per_step)
-        loss = supernet_loss(self.supernet, genomes, x, y, self.hparams.distill)
+        # An epoch's short last batch keeps half of its examples to score the readout on.
+        n = min(self.hparams.readout, len(y) // 2)
+        if n:
+            loss = torch.stack([readout_loss(self.supernet.plan_for(g), self.supernet.weights_for(g), x, y, n,
+                                             self.hparams.ridge, self.readout_scale) for g in genomes]).mean()
+        else:
+            loss = supernet_loss(self.supernet, genomes, x, y, self.hparams.distill)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"supernet training diverged at step {self.global_step}: loss is {loss.item()}")
         self.log("train_loss", loss, prog_bar=True, batch_size=len(y), on_step=False, on_epoch=True)
@@ -93,7 +110,7 @@ class SupernetModule(pl.LightningModule):
         self.log("val_loss", torch.stack(losses).mean(), batch_size=len(y))
 
     def configure_optimizers(self):
-        return LazyAdam(list(self.supernet.parameters()), lr=self.hparams.lr, rows=self.supernet.touched_rows)
+        return LazyAdam(list(self.parameters()), lr=self.hparams.lr, rows=self.supernet.touched_rows)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The sampler's stream continues where it stopped when a fit resumes.

@@ -7,7 +7,7 @@ import torch
 
 from evolution.data import DigitsDataModule
 from evolution.genome import SearchSpace
-from evolution.network import SparseNet, ridge_readout, sparse_forward
+from evolution.network import SparseNet, readout_loss, ridge_readout, sparse_forward
 from evolution.sampling import GenomeSampler, random_genome
 from evolution import seeds
 from oneshot.__main__ import main as cli
@@ -72,6 +72,33 @@ def test_a_step_moves_only_the_sampled_genomes_entries(space):
     slots = np.zeros(space.levels * space.width, dtype=bool)
     slots[np.concatenate([g1.hidden, g2.hidden]) - space.n_inputs] = True
     assert not ((sup.norm_weight.detach() != before["norm_weight"]).squeeze(1).numpy() & ~slots).any()
+
+
+def test_readout_training_lowers_the_readout_loss_and_moves_only_sampled_entries():
+    module = SupernetModule((1, 8, 8), 10, levels=1, width=32, sampler="nested", density=(0.5, 0.5), fill=(1.0, 1.0),
+                            genomes_per_step=1, readout=96, seed=0)
+    opt = module.configure_optimizers()
+    x, y = DigitsDataModule().tensors("train")
+    g = module.sampler.sample(np.random.default_rng(0), 1)[0]
+
+    def loss() -> torch.Tensor:
+        return readout_loss(module.supernet.plan_for(g), module.supernet.weights_for(g), x[:696], y[:696], 96, 1.0,
+                            module.readout_scale)
+
+    before_loss, bank, scale = float(loss()), module.supernet.bank.detach().clone(), float(module.readout_scale)
+    for step in range(30):
+        idx = torch.as_tensor(np.random.default_rng(step).choice(len(y), 224, replace=False))
+        step_loss = module.training_step((x[idx], y[idx]), step)
+        opt.zero_grad()
+        step_loss.backward()
+        opt.step()
+    assert float(loss()) < 0.85 * before_loss and float(module.readout_scale) != scale
+    moved = (module.supernet.bank.detach() != bank).squeeze(1).numpy()
+    used = np.zeros(module.supernet.n_bank, dtype=bool)
+    used[module.supernet.bank_index(g.edges)] = True
+    assert moved.any() and not (moved & ~used).any()
+    with pytest.raises(ValueError, match="not both readout and distill"):
+        SupernetModule((1, 8, 8), 10, readout=64, distill=True)
 
 
 def test_tied_genome_uses_one_weight_per_group():
