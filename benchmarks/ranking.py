@@ -9,11 +9,14 @@ and seconds per genome, always beside the baselines #edges and 50 steps from scr
 the cost of the estimators trained at a search's cadence), and the seed-vs-seed noise ceiling.
 Estimator entries: ``supernet_<variant>`` (inherited weights) and ``hypernet`` (predicted weights),
 each also ``+population`` (trained on the set first: an upper bound), ``+cadence`` (trained as a
-search trains it), ``+readout`` (output level refitted in closed form) and ``+finetune50``.
+search trains it), ``+readout`` (output level refitted in closed form) and ``+finetune50``. The
+hypernet is trained as ``configs/hypernet/mnist-t10k.yaml`` sets it up (through the readout); the
+``+rotrain`` supernet variants are trained through it too.
 Writes ``benchmarks/results/ranking.json``.
 
-    python benchmarks/ranking.py [--variants default] [--steps 1500] [--update-steps 1000] [--hypernet-steps 6000] [--hypernet-update-steps 1000]
+    python benchmarks/ranking.py [--variants default] [--steps 1500] [--update-steps 1000] [--hypernet-steps 12000] [--hypernet-update-steps 1000]
     python benchmarks/ranking.py --rescore   # recompute the metrics of the saved estimates only
+    python benchmarks/ranking.py --variants none --hypernet-steps 0 --extra-hypernet NAME=CKPT   # one more hypernet
 """
 from __future__ import annotations
 
@@ -89,14 +92,21 @@ def scored(est, genomes: list[Genome], update: bool = False) -> tuple[np.ndarray
     return np.array(scores), (time.perf_counter() - start) / len(scores)
 
 
-def supernet_variant(name: str, data, steps: int, sampler: str, distill: bool, few_shot: bool = False, seed: int = 0):
-    """Train a supernet on the mnist-t10k grid with Lightning for ``steps`` steps; its checkpoint path."""
+def supernet_variant(name: str, data, steps: int, sampler: str, distill: bool, few_shot: bool = False,
+                     readout: int = 0, seed: int = 0):
+    """Train a supernet on the mnist-t10k grid with Lightning for ``steps`` steps; its checkpoint path.
+    ``readout``: train through the closed-form readout (``SupernetModule(readout=...)``), on batches
+    of 128 + ``readout`` examples."""
+    from evolution.data import IDXDataModule
     from oneshot.module import SupernetModule
 
     pl.seed_everything(seed, verbose=False)
     module = SupernetModule(data.input_shape, data.num_classes, levels=3, width=256, sampler=sampler,
                             density=(0.003, 0.3), genomes_per_step=4, distill=distill, few_shot=few_shot, lr=3e-3,
-                            seed=seed)
+                            readout=readout, seed=seed)
+    if readout:
+        data = IDXDataModule(data.root, seed=data.seed, batch_size=data.batch_size + readout,
+                             val_fraction=data.val_fraction, test_fraction=data.test_fraction)
     trainer = pl.Trainer(max_steps=steps, max_epochs=-1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, accelerator="cpu")
     start = time.perf_counter()
@@ -108,26 +118,38 @@ def supernet_variant(name: str, data, steps: int, sampler: str, distill: bool, f
 
 def hypernet_checkpoint(data, steps: int, seed: int = 0) -> tuple[Path, float]:
     """A hypernet trained with Lightning for ``steps`` steps on the mnist-t10k grid, as
-    ``configs/hypernet/mnist-t10k.yaml`` sets it up; cached under ``runs/benchmarks``. Its path and
-    training seconds."""
+    ``configs/hypernet/mnist-t10k.yaml`` sets it up (model and batch size); cached under
+    ``runs/benchmarks``. A cached shorter run of the same config is continued from its checkpoint
+    (optimizer and sampler state included), not restarted. Its path and total training seconds."""
+    from evolution.data import IDXDataModule
     from hypernet.module import HypernetModule
 
-    model = yaml.safe_load((REPO / "configs" / "hypernet" / "mnist-t10k.yaml").read_text())["model"]
-    # Keyed by the config too, so an edited config trains a new hypernet.
-    key = hashlib.sha1(json.dumps(model, sort_keys=True).encode()).hexdigest()[:8]
+    config = yaml.safe_load((REPO / "configs" / "hypernet" / "mnist-t10k.yaml").read_text())
+    model, batch_size = config["model"], config["data"]["init_args"]["batch_size"]
+    # Keyed by the config too, so an edited config trains a new hypernet (the batch size only
+    # where it is not the default 128, so earlier checkpoints keep their keys).
+    keyed = model if batch_size == 128 else {**model, "batch_size": batch_size}
+    key = hashlib.sha1(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:8]
     path = CACHE / f"hypernet-{steps}-seed{seed}-{key}.ckpt"
     meta = path.with_suffix(".json")
     if path.exists() and meta.exists():
         return path, json.loads(meta.read_text())["train_seconds"]
+    shorter = sorted((int(p.name.split("-")[1]), p) for p in CACHE.glob(f"hypernet-*-seed{seed}-{key}.ckpt")
+                     if int(p.name.split("-")[1]) < steps and p.with_suffix(".json").exists())
+    resume, before = (shorter[-1][1], json.loads(shorter[-1][1].with_suffix(".json").read_text())["train_seconds"]) \
+        if shorter else (None, 0.0)
+    data = IDXDataModule(data.root, seed=data.seed, batch_size=batch_size, val_fraction=data.val_fraction,
+                         test_fraction=data.test_fraction)
     module = HypernetModule(data.input_shape, data.num_classes, **{**model, "seed": seed})
     trainer = pl.Trainer(max_steps=steps, max_epochs=-1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, accelerator="cpu")
     start = time.perf_counter()
-    trainer.fit(module, train_dataloaders=data.train_dataloader())
-    seconds = time.perf_counter() - start
+    trainer.fit(module, train_dataloaders=data.train_dataloader(), ckpt_path=resume)
+    seconds = before + time.perf_counter() - start
     CACHE.mkdir(parents=True, exist_ok=True)
     trainer.save_checkpoint(path)
-    meta.write_text(json.dumps({"steps": steps, "seed": seed, "train_seconds": seconds, "model": model}))
+    meta.write_text(json.dumps({"steps": steps, "seed": seed, "train_seconds": seconds, "model": model,
+                                "batch_size": batch_size, "continued_from": None if resume is None else resume.name}))
     return path, seconds
 
 
@@ -169,17 +191,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=1500, help="supernet training steps per variant")
     ap.add_argument("--variants", default="uniform,sandwich,sandwich+distill,nested,fair,sandwich+fewshot",
-                    help="comma-separated supernet variants (sampler[+distill][+fewshot]) to train, or none")
+                    help="comma-separated supernet variants (sampler[+distill][+fewshot][+rotrain]) to train, or none; "
+                         "rotrain: trained through the readout on 512 examples a step")
     ap.add_argument("--update-steps", type=int, default=1000, help="population-guided supernet steps on each set")
     ap.add_argument("--update-lr", type=float, default=1e-2, help="their peak learning rate (cosine to 0)")
     ap.add_argument("--cadence-lr", type=float, default=3e-2,
                     help="peak learning rate of the supernet's 40-step updates at a search's cadence (+cadence)")
-    ap.add_argument("--hypernet-steps", type=int, default=6000, help="hypernet training steps (0: no hypernet)")
+    ap.add_argument("--hypernet-steps", type=int, default=12000, help="hypernet training steps (0: no hypernet)")
     ap.add_argument("--hypernet-update-steps", type=int, default=1000,
                     help="population-guided hypernet steps on each set")
     ap.add_argument("--hypernet-update-lr", type=float, default=3e-3, help="their peak learning rate (cosine to 0)")
     ap.add_argument("--readout", type=int, default=2000,
                     help="training examples of the closed-form output refit of the +readout entries")
+    ap.add_argument("--extra-hypernet", action="append", default=[], metavar="NAME=CKPT",
+                    help="also score this hypernet checkpoint, frozen and with the readout, as entries NAME and NAME+readout")
     ap.add_argument("--rescore", action="store_true",
                     help="only recompute every metric from the estimates saved in ranking.json (no training)")
     args = ap.parse_args()
@@ -234,7 +259,8 @@ def main() -> None:
     variants = [] if args.variants == "none" else args.variants.split(",")
     for v in variants:
         sampler, flags = v.split("+")[0], set(v.split("+")[1:])
-        ckpt, train_s = supernet_variant(v, data, args.steps, sampler, "distill" in flags, "fewshot" in flags)
+        ckpt, train_s = supernet_variant(v, data, args.steps, sampler, "distill" in flags, "fewshot" in flags,
+                                         512 if "rotrain" in flags else 0)
         for name, s in sets.items():
             est = SupernetEstimator(data, str(ckpt))
             record(f"supernet_{v}", name, *scored(est, s["genomes"]), prior=True)
@@ -278,6 +304,13 @@ def main() -> None:
             ft = TrainEstimator(data, steps=50, batch_size=128, lr=3e-3, seed=0, initializer=est)
             record("hypernet+finetune50", name, *scored(ft, s["genomes"]), prior=True)
         results["hypernet"].update(train_seconds=train_s, train_steps=args.hypernet_steps)
+    for extra in args.extra_hypernet:
+        from hypernet.estimator import HypernetEstimator
+
+        key, ckpt = extra.split("=", 1)
+        for name, s in sets.items():
+            record(key, name, *scored(HypernetEstimator(data, ckpt, batch=16), s["genomes"]))
+            record(f"{key}+readout", name, *scored(HypernetEstimator(data, ckpt, batch=16, readout=args.readout), s["genomes"]))
 
     for name in sets:
         print(f"\n{name} set: {len(sets[name]['truth'])} genomes, truth {doc['epochs']} epochs x 2 seeds "
