@@ -92,12 +92,19 @@ def scored(est, genomes: list[Genome], update: bool = False) -> tuple[np.ndarray
     return np.array(scores), (time.perf_counter() - start) / len(scores)
 
 
+def rebatched(data, batch_size: int):
+    """The same IDX data and split, in batches of ``batch_size``."""
+    from evolution.data import IDXDataModule
+
+    return IDXDataModule(data.root, seed=data.seed, batch_size=batch_size, val_fraction=data.val_fraction,
+                         test_fraction=data.test_fraction)
+
+
 def supernet_variant(name: str, data, steps: int, sampler: str, distill: bool, few_shot: bool = False,
                      readout: int = 0, seed: int = 0):
     """Train a supernet on the mnist-t10k grid with Lightning for ``steps`` steps; its checkpoint path.
     ``readout``: train through the closed-form readout (``SupernetModule(readout=...)``), on batches
     of 128 + ``readout`` examples."""
-    from evolution.data import IDXDataModule
     from oneshot.module import SupernetModule
 
     pl.seed_everything(seed, verbose=False)
@@ -105,8 +112,7 @@ def supernet_variant(name: str, data, steps: int, sampler: str, distill: bool, f
                             density=(0.003, 0.3), genomes_per_step=4, distill=distill, few_shot=few_shot, lr=3e-3,
                             readout=readout, seed=seed)
     if readout:
-        data = IDXDataModule(data.root, seed=data.seed, batch_size=data.batch_size + readout,
-                             val_fraction=data.val_fraction, test_fraction=data.test_fraction)
+        data = rebatched(data, data.batch_size + readout)
     trainer = pl.Trainer(max_steps=steps, max_epochs=-1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, accelerator="cpu")
     start = time.perf_counter()
@@ -121,7 +127,6 @@ def hypernet_checkpoint(data, steps: int, seed: int = 0) -> tuple[Path, float]:
     ``configs/hypernet/mnist-t10k.yaml`` sets it up (model and batch size); cached under
     ``runs/benchmarks``. A cached shorter run of the same config is continued from its checkpoint
     (optimizer and sampler state included), not restarted. Its path and total training seconds."""
-    from evolution.data import IDXDataModule
     from hypernet.module import HypernetModule
 
     config = yaml.safe_load((REPO / "configs" / "hypernet" / "mnist-t10k.yaml").read_text())
@@ -136,10 +141,11 @@ def hypernet_checkpoint(data, steps: int, seed: int = 0) -> tuple[Path, float]:
         return path, json.loads(meta.read_text())["train_seconds"]
     shorter = sorted((int(p.name.split("-")[1]), p) for p in CACHE.glob(f"hypernet-*-seed{seed}-{key}.ckpt")
                      if int(p.name.split("-")[1]) < steps and p.with_suffix(".json").exists())
-    resume, before = (shorter[-1][1], json.loads(shorter[-1][1].with_suffix(".json").read_text())["train_seconds"]) \
-        if shorter else (None, 0.0)
-    data = IDXDataModule(data.root, seed=data.seed, batch_size=batch_size, val_fraction=data.val_fraction,
-                         test_fraction=data.test_fraction)
+    resume, before = None, 0.0
+    if shorter:
+        resume = shorter[-1][1]
+        before = json.loads(resume.with_suffix(".json").read_text())["train_seconds"]
+    data = rebatched(data, batch_size)
     module = HypernetModule(data.input_shape, data.num_classes, **{**model, "seed": seed})
     trainer = pl.Trainer(max_steps=steps, max_epochs=-1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, accelerator="cpu")
