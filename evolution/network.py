@@ -289,10 +289,11 @@ def ridge_solve(r: Readout, y: Tensor, n_outputs: int, ridge: float = 1.0) -> tu
     target = F.one_hot(y, n_outputs).to(feats.dtype)
     gram, rhs = feats.T @ feats, feats.T @ target
     sums, counts = feats.sum(0), target.sum(0)
-    coef, bias = [], []
+    coef, bias, sels = [], [], []
     for o in range(n_outputs):
         sel = (r.dst == o).nonzero().squeeze(1)
         c, k = r.col[sel], len(sel)
+        sels.append(sel)
         # [features | 1]^T [features | 1], ridge on the features only
         top = torch.cat([gram[c[:, None], c] + ridge * torch.eye(k, dtype=gram.dtype, device=gram.device),
                          sums[c, None]], 1)
@@ -300,8 +301,8 @@ def ridge_solve(r: Readout, y: Tensor, n_outputs: int, ridge: float = 1.0) -> tu
         sol = torch.linalg.solve(torch.cat([top, bottom]), torch.cat([rhs[c, o], counts[o:o + 1]]))
         coef.append(sol[:k])
         bias.append(sol[k:])
-    order = torch.cat([(r.dst == o).nonzero().squeeze(1) for o in range(n_outputs)])
-    return torch.empty_like(torch.cat(coef)).scatter(0, order, torch.cat(coef)), torch.cat(bias)
+    coef = torch.cat(coef)  # grouped by output: back to the order of the output edges
+    return torch.empty_like(coef).scatter(0, torch.cat(sels), coef), torch.cat(bias)
 
 
 def readout_logits(r: Readout, coef: Tensor, bias: Tensor) -> Tensor:

@@ -74,6 +74,7 @@ class SupernetModule(pl.LightningModule):
         self.sampler = GenomeSampler(self.space, sampler, tuple(density), tuple(fill), seed)
         self.rng = np.random.default_rng(seed)
         # The readout's ridge logits lie near [0, 1]; cross-entropy needs them scaled (learned, as R2D2's).
+        # Shape (1,), not a scalar: LazyAdam updates parameters by rows.
         self.readout_scale = nn.Parameter(torch.tensor([10.0])) if readout else None
         # The validation panel: the extremes and three genomes of the training distribution.
         draws = self.sampler.sample(np.random.default_rng(seed + 10_000), 5)
