@@ -15,7 +15,7 @@ from evolution.genome import Genome
 from evolution.network import SparseNet, compile, ridge_readout, sparse_forward
 from hypernet.graph import to_batch
 from hypernet.init import predicted_sparsenet
-from hypernet.module import HypernetModule, hypernet_loss
+from hypernet.module import HypernetModule, hypernet_loss, hypernet_readout_loss
 
 CHUNK = 4096  # validation examples per forward, so large splits stay within memory
 
@@ -38,7 +38,8 @@ class HypernetEstimator:
         max_val: score on the first ``max_val`` validation examples only.
         update_steps: hypernet steps per search iteration on the population (0: frozen).
         genomes_per_step: population genomes per update step.
-        batch_size: training examples per update step.
+        batch_size: training examples per update step (plus the hypernet's ``readout`` support examples
+            when it was trained through the readout: its updates then train through it too).
         lr: Adam learning rate of the updates; each update anneals it to zero (cosine), so the scores
             that follow do not favour the genomes drawn last (at a constant rate, Kendall tau on the
             broad ranking set swung 0.45-0.75 between step counts).
@@ -119,10 +120,13 @@ class HypernetEstimator:
         """Population-guided training: ``update_steps`` hypernet steps on genomes drawn from the population."""
         if not self.update_steps or not population:
             return
-        model = self.module.model.train()
+        model, hp = self.module.model.train(), self.module.hparams
+        # A hypernet trained through the readout keeps training through it, on that many more examples.
+        support = hp.get("readout", 0)
         for genomes, x, y in population_steps(self.opt, self.lr, self.update_steps, self.rng, population,
-                                              self.genomes_per_step, self.train, self.batch_size):
-            loss = hypernet_loss(model, genomes, x, y)
+                                              self.genomes_per_step, self.train, self.batch_size + support):
+            loss = (hypernet_readout_loss(model, genomes, x, y, support, hp.ridge, self.module.readout_scale.detach())
+                    if support else hypernet_loss(model, genomes, x, y))
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()

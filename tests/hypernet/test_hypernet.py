@@ -253,7 +253,7 @@ def test_population_guided_update_lowers_the_population_loss_and_resumes(checkpo
                                                   HypernetEstimator(data, checkpoint).module.model.state_dict().values()))
 
 
-def test_training_through_the_readout_lowers_the_readout_loss_and_the_estimator_loads_it(tmp_path):
+def test_training_through_the_readout_lowers_the_readout_loss_and_the_estimator_loads_it(tmp_path, monkeypatch):
     module = HypernetModule(DIGITS.input_shape, 10, levels=1, width=32, sampler="nested", density=(0.5, 0.5),
                             fill=(1.0, 1.0), hidden=32, readout=96, seed=0)
     data = DigitsDataModule(batch_size=128)
@@ -270,9 +270,22 @@ def test_training_through_the_readout_lowers_the_readout_loss_and_the_estimator_
     trainer.fit(module, datamodule=data)
     assert loss() < 0.85 * before and float(module.readout_scale) != scale
     trainer.save_checkpoint(tmp_path / "r.ckpt")
-    est = HypernetEstimator(data, str(tmp_path / "r.ckpt"), readout=96)
+    est = HypernetEstimator(data, str(tmp_path / "r.ckpt"), readout=96, update_steps=20, genomes_per_step=2)
     assert torch.equal(est.module.readout_scale, module.readout_scale)
     assert all(0.0 <= e.score <= 1.0 for e in est.estimate(genomes))
+    # Its population updates train through the readout too, on 128 + 96 examples a step.
+    import hypernet.estimator as estimator_module
+
+    batches = []
+
+    def spy(model, genomes, x, y, support, ridge, scale):
+        batches.append((len(y), support))
+        return hypernet_readout_loss(model, genomes, x, y, support, ridge, scale)
+
+    monkeypatch.setattr(estimator_module, "hypernet_readout_loss", spy)
+    module.model, trained = est.module.model, loss()
+    est.update(genomes)
+    assert batches == [(224, 96)] * 20 and loss() < trained
 
 
 def test_readout_scores_the_predicted_hidden_levels_with_a_refitted_output_level(checkpoint):
