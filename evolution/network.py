@@ -316,11 +316,14 @@ def readout_loss(plan: Plan, weights: Weights, x: Tensor, y: Tensor, support: in
     """Cross-entropy on ``x[support:]`` of the network plus that of its output level refitted by
     ``ridge_solve`` on ``x[:support]``, its logits times ``scale``. Trains the hidden levels (of a
     hypernet's predictions, a supernet's bank) for the closed-form readout that then scores them, as
-    R2D2 (Bertinetto et al. 2019) trains a feature extractor through a differentiable ridge solver."""
+    R2D2 (Bertinetto et al. 2019) trains a feature extractor through a differentiable ridge solver.
+    A batch of at most ``2 * support`` examples (an epoch's short last one) fits on half of them;
+    one of a single example has nothing to fit on and gives the plain cross-entropy."""
+    support = min(support, len(y) // 2)
     acts = level_outputs(plan, weights, x)
     loss = F.cross_entropy(acts[-1][support:], y[support:])
     r = readout_features(plan, acts)
-    if r is None:
+    if r is None or not support:
         return loss
     coef, bias = ridge_solve(r._replace(feats=r.feats[:support]), y[:support], plan.n_outputs, ridge)
     query = readout_logits(r._replace(feats=r.feats[support:]), coef, bias)

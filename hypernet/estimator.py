@@ -15,7 +15,7 @@ from evolution.genome import Genome
 from evolution.network import SparseNet, compile, ridge_readout, sparse_forward
 from hypernet.graph import to_batch
 from hypernet.init import predicted_sparsenet
-from hypernet.module import HypernetModule, hypernet_loss, hypernet_readout_loss
+from hypernet.module import HypernetModule, hypernet_loss
 
 CHUNK = 4096  # validation examples per forward, so large splits stay within memory
 
@@ -123,10 +123,10 @@ class HypernetEstimator:
         model, hp = self.module.model.train(), self.module.hparams
         # A hypernet trained through the readout keeps training through it, on that many more examples.
         support = hp.get("readout", 0)
+        scale = self.module.readout_scale.detach() if support else None  # not trained by the updates
         for genomes, x, y in population_steps(self.opt, self.lr, self.update_steps, self.rng, population,
                                               self.genomes_per_step, self.train, self.batch_size + support):
-            loss = (hypernet_readout_loss(model, genomes, x, y, support, hp.ridge, self.module.readout_scale.detach())
-                    if support else hypernet_loss(model, genomes, x, y))
+            loss = hypernet_loss(model, genomes, x, y, support, hp.get("ridge", 1.0), scale)
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()

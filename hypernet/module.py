@@ -21,14 +21,13 @@ def predicted_logits(model: HyperNet, genomes: list[Genome], x: Tensor) -> list[
     return [sparse_forward(compile(g).to(x.device), w, x) for g, w in zip(genomes, weights)]
 
 
-def hypernet_loss(model: HyperNet, genomes: list[Genome], x: Tensor, y: Tensor) -> Tensor:
-    """Mean cross-entropy of the genomes on one batch, with the weights ``model`` predicts for them."""
-    return torch.stack([F.cross_entropy(z, y) for z in predicted_logits(model, genomes, x)]).mean()
-
-
-def hypernet_readout_loss(model: HyperNet, genomes: list[Genome], x: Tensor, y: Tensor, support: int, ridge: float,
-                          scale: Tensor) -> Tensor:
-    """Mean ``evolution.network.readout_loss`` of the genomes with the weights ``model`` predicts for them."""
+def hypernet_loss(model: HyperNet, genomes: list[Genome], x: Tensor, y: Tensor, support: int = 0, ridge: float = 1.0,
+                  scale: Tensor | None = None) -> Tensor:
+    """Mean cross-entropy of the genomes on one batch, with the weights ``model`` predicts for them;
+    with ``support`` > 0 the mean ``evolution.network.readout_loss`` instead (output levels refitted on
+    the first ``support`` examples, logits of the refit times ``scale``)."""
+    if not support:
+        return torch.stack([F.cross_entropy(z, y) for z in predicted_logits(model, genomes, x)]).mean()
     weights = model(to_batch(genomes).to(x.device))
     return torch.stack([readout_loss(compile(g).to(x.device), w, x, y, support, ridge, scale)
                         for g, w in zip(genomes, weights)]).mean()
@@ -101,10 +100,7 @@ class HypernetModule(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         genomes = self.sampler.sample(self.rng, self.hparams.genomes_per_step)
-        # An epoch's short last batch keeps half of its examples to score the readout on.
-        n = min(self.hparams.readout, len(y) // 2)
-        loss = (hypernet_readout_loss(self.model, genomes, x, y, n, self.hparams.ridge, self.readout_scale) if n
-                else hypernet_loss(self.model, genomes, x, y))
+        loss = hypernet_loss(self.model, genomes, x, y, self.hparams.readout, self.hparams.ridge, self.readout_scale)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"hypernet training diverged at step {self.global_step}: loss is {loss.item()}; "
                                      "lower the learning rate")

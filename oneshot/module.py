@@ -86,11 +86,10 @@ class SupernetModule(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         genomes = self.sampler.sample(self.rng, self.hparams.genomes_per_step)
-        # An epoch's short last batch keeps half of its examples to score the readout on.
-        n = min(self.hparams.readout, len(y) // 2)
-        if n:
-            loss = torch.stack([readout_loss(self.supernet.plan_for(g), self.supernet.weights_for(g), x, y, n,
-                                             self.hparams.ridge, self.readout_scale) for g in genomes]).mean()
+        if self.hparams.readout:
+            loss = torch.stack([readout_loss(self.supernet.plan_for(g), self.supernet.weights_for(g), x, y,
+                                             self.hparams.readout, self.hparams.ridge, self.readout_scale)
+                                for g in genomes]).mean()
         else:
             loss = supernet_loss(self.supernet, genomes, x, y, self.hparams.distill)
         if not torch.isfinite(loss):

@@ -7,7 +7,7 @@ from torch import nn
 from evolution import seeds
 from evolution.genome import Genome, SearchSpace
 from evolution.network import (SparseNet, Weights, compile, level_outputs, pair_mode, readout_features, readout_logits,
-                               ridge_readout, ridge_solve, sparse_forward)
+                               readout_loss, ridge_readout, ridge_solve, sparse_forward)
 from evolution.sampling import random_genome
 
 
@@ -258,3 +258,15 @@ def test_readout_logits_are_the_refitted_networks_and_their_gradient_reaches_the
 
     h = w.edge[hidden].clone().requires_grad_()
     assert torch.autograd.gradcheck(query_loss, (h,), eps=1e-6, atol=1e-5)
+
+
+def test_readout_loss_on_a_short_batch_fits_on_half_and_on_one_example_is_the_cross_entropy():
+    space = SearchSpace((1, 6, 6), 4, levels=2, width=12)
+    g = random_genome(space, np.random.default_rng(5), density=0.3, skip=0.6)
+    plan, net = compile(g), SparseNet(g, torch.Generator().manual_seed(0))
+    x, y = torch.rand(100, 36), torch.randint(0, 4, (100,))
+    scale = torch.tensor(10.0)
+    assert torch.equal(readout_loss(plan, net.weights(), x, y, 96, 1.0, scale),
+                       readout_loss(plan, net.weights(), x, y, 50, 1.0, scale))
+    assert torch.equal(readout_loss(plan, net.weights(), x[:1], y[:1], 96, 1.0, scale),
+                       F.cross_entropy(sparse_forward(plan, net.weights(), x[:1]), y[:1]))

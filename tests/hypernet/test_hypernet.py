@@ -16,7 +16,7 @@ from hypernet.estimator import HypernetEstimator
 from hypernet.graph import to_batch
 from hypernet.init import predicted_sparsenet
 from hypernet.model import HyperNet
-from hypernet.module import HypernetModule, hypernet_readout_loss
+from hypernet.module import HypernetModule, hypernet_loss
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 DIGITS = SearchSpace((1, 8, 8), 10, levels=2, width=16)
@@ -262,7 +262,7 @@ def test_training_through_the_readout_lowers_the_readout_loss_and_the_estimator_
 
     def loss() -> float:  # readout fitted on 96 examples, scored on 600 others
         with torch.no_grad():
-            return float(hypernet_readout_loss(module.model, genomes, x[:696], y[:696], 96, 1.0, module.readout_scale))
+            return float(hypernet_loss(module.model, genomes, x[:696], y[:696], 96, 1.0, module.readout_scale))
 
     before, scale = loss(), float(module.readout_scale)
     trainer = pl.Trainer(max_steps=40, limit_val_batches=0, logger=False, enable_checkpointing=False,
@@ -280,9 +280,9 @@ def test_training_through_the_readout_lowers_the_readout_loss_and_the_estimator_
 
     def spy(model, genomes, x, y, support, ridge, scale):
         batches.append((len(y), support))
-        return hypernet_readout_loss(model, genomes, x, y, support, ridge, scale)
+        return hypernet_loss(model, genomes, x, y, support, ridge, scale)
 
-    monkeypatch.setattr(estimator_module, "hypernet_readout_loss", spy)
+    monkeypatch.setattr(estimator_module, "hypernet_loss", spy)
     module.model, trained = est.module.model, loss()
     est.update(genomes)
     assert batches == [(224, 96)] * 20 and loss() < trained
