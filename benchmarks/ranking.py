@@ -14,7 +14,7 @@ hypernet is trained as ``configs/hypernet/mnist-t10k.yaml`` sets it up (through 
 ``+rotrain`` supernet variants are trained through it too.
 Writes ``benchmarks/results/ranking.json``.
 
-    python benchmarks/ranking.py [--variants default] [--steps 1500] [--update-steps 1000] [--hypernet-steps 12000] [--hypernet-update-steps 1000]
+    python benchmarks/ranking.py [--variants uniform,fair+rotrain] [--steps 1500] [--update-steps 1000] [--hypernet-steps 12000] [--hypernet-update-steps 1000]
     python benchmarks/ranking.py --rescore   # recompute the metrics of the saved estimates only
     python benchmarks/ranking.py --variants none --hypernet-steps 0 --extra-hypernet NAME=CKPT   # one more hypernet
 """
