@@ -76,6 +76,13 @@ def population_steps(opt: torch.optim.Optimizer, lr: float, steps: int, rng: np.
         yield [population[i] for i in pick], x[idx], y[idx]
 
 
+def finite(loss: Tensor, step: int, what: str = "training") -> Tensor:
+    """``loss``, or a one-line ``FloatingPointError`` when it is NaN or infinite (before any weight moves)."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{what} diverged at step {step}: loss is {loss.item()}; lower the learning rate")
+    return loss
+
+
 def genome_seed(genome: Genome, seed: int) -> int:
     """A seed fixed by the genome and a base seed, so an estimate does not depend on batch order."""
     h = hashlib.sha1(genome.edges.tobytes() + genome.hidden.tobytes() + str(seed).encode()).digest()
@@ -155,9 +162,7 @@ class TrainEstimator:
                 order, pos = torch.randperm(len(y), generator=gen), 0
             idx = order[pos:pos + self.batch_size].to(self.device)
             pos += self.batch_size
-            loss = F.cross_entropy(net(x[idx]), y[idx])
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training diverged at step {step}: loss is {loss.item()}")
+            loss = finite(F.cross_entropy(net(x[idx]), y[idx]), step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if new_mask is not None and step < self.new_edge_steps:

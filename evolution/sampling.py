@@ -125,6 +125,8 @@ class GenomeSampler:
             raise ValueError(f"sampler {kind!r}: expected one of {', '.join(self.KINDS)}")
         if not 0 < density[0] <= density[1] <= 1:
             raise ValueError(f"density range {density}: expected 0 < low <= high <= 1")
+        if space.levels < 1:
+            raise ValueError(f"levels {space.levels}: the genome samplers need a space with at least one hidden level")
         self.space, self.kind, self.density, self.fill, self.seed = space, kind, tuple(density), tuple(fill), seed
 
     def _density(self, rng: np.random.Generator) -> float:

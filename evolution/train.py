@@ -1,6 +1,7 @@
 """Train one standalone ``SparseNet`` with Lightning: ``GenomeModule`` and its LightningCLI."""
 from __future__ import annotations
 
+import inspect
 import math
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from torch import Tensor
 
-from evolution import seeds
+from evolution import checkpoints, seeds
+from evolution.estimators import finite
 from evolution.genome import Genome, SearchSpace
 from evolution.network import SparseNet
 
@@ -79,10 +81,8 @@ class GenomeModule(pl.LightningModule):
         x, y = batch
         logits = self.net(x)
         loss = F.cross_entropy(logits, y)
-        if stage == "train" and not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"training diverged at step {self.global_step}: loss is {loss.item()}; lower the learning rate"
-            )
+        if stage == "train":
+            finite(loss, self.global_step)
         self.log(f"{stage}_loss", loss, prog_bar=stage != "test", batch_size=len(y),
                  on_step=False, on_epoch=True)
         if stage != "train":
@@ -117,10 +117,9 @@ class GenomeModule(pl.LightningModule):
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> "GenomeModule":
         """Load a checkpoint written by ``fit`` (its genome is stored inside)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {path} does not exist")
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = checkpoints.read_checkpoint(path, "checkpoint", map_location)
+        if "genome" not in ckpt:
+            raise ValueError(f"checkpoint {path} holds no genome: it was not written by python -m evolution train fit")
         return cls.load_from_checkpoint(path, map_location=map_location, genome=ckpt["genome"])
 
 
@@ -145,6 +144,29 @@ class DataShapeCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.monitor": "val_acc", "checkpoint.mode": "max", "checkpoint.save_last": True,
                              "checkpoint.filename": "best-{epoch}-{val_acc:.4f}"})
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI torch.loads the checkpoint while parsing (for its hyperparameters): a truncated
+        # or missing file would end there in a traceback, so it is read here first.
+        sub = self.config.get("subcommand")
+        path = self.config[sub].get("ckpt_path") if sub else None
+        if path and path not in ("best", "last", "hpc", "registry"):
+            hp = checkpoints.read_checkpoint(path).get("hyper_parameters") or {}
+            known = inspect.signature(self.model_class.__init__).parameters
+            foreign = sorted(k for k in hp if k not in known and not k.startswith("_"))
+            if foreign:  # else: "does not accept option model.<key>", which does not say what is wrong
+                raise ValueError(f"checkpoint {path} is not a {self.model_class.__name__} checkpoint: it was trained "
+                                 f"with {', '.join(foreign[:3])}, which {self.model_class.__name__} does not take")
+        super()._parse_ckpt_path()
+
+    def _check_ckpt_path(self) -> None:
+        # Lightning would fail deep in load_state_dict (or, for a hypernet trained on other data,
+        # not at all): check the file against the model the config built first.
+        path = self.config[self.subcommand].get("ckpt_path")
+        if path and path not in ("best", "last", "hpc", "registry"):
+            checkpoints.check_fits(self.model, checkpoints.read_checkpoint(path), path)
+
+    before_fit = before_validate = before_test = _check_ckpt_path
 
 
 class GenomeCLI(DataShapeCLI):

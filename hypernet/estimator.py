@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from evolution.estimators import Estimate, Parent, population_steps
+from evolution.checkpoints import load_module
+from evolution.estimators import Estimate, Parent, finite, population_steps
 from evolution.genome import Genome
 from evolution.network import SparseNet, compile, ridge_readout, sparse_forward
 from hypernet.graph import to_batch
@@ -55,17 +56,19 @@ class HypernetEstimator:
     def __init__(self, data=None, checkpoint: str = "", batch: int = 16, max_val: int | None = None,
                  update_steps: int = 0, genomes_per_step: int = 4, batch_size: int = 128, lr: float = 3e-3,
                  readout: int = 0, ridge: float = 1.0, device: str = "cpu", seed: int = 0) -> None:
-        if batch < 1 or update_steps < 0 or genomes_per_step < 1 or batch_size < 1 or readout < 0 or ridge <= 0:
+        if batch < 1 or update_steps < 0 or genomes_per_step < 1 or batch_size < 1 or readout < 0 or ridge <= 0 \
+                or lr <= 0:
             raise ValueError(f"batch {batch}, update_steps {update_steps}, genomes_per_step {genomes_per_step}, "
-                             f"batch_size {batch_size}, readout {readout}, ridge {ridge}: expected update_steps, "
-                             "readout >= 0, ridge > 0 and the others >= 1")
+                             f"batch_size {batch_size}, readout {readout}, ridge {ridge}, lr {lr}: expected "
+                             "update_steps, readout >= 0, ridge, lr > 0 and the others >= 1")
         if (update_steps or readout) and data is None:
             raise ValueError("HypernetEstimator(update_steps > 0 or readout > 0) needs data to train on")
         path = Path(checkpoint)
-        if not checkpoint or not path.is_file():
+        if not checkpoint or not path.exists():
             raise FileNotFoundError(f"hypernet checkpoint {checkpoint!r} does not exist; train one with "
                                     "python -m hypernet fit --config configs/hypernet/digits.yaml")
-        self.module = HypernetModule.load_from_checkpoint(path, map_location=device, weights_only=False).eval()
+        self.module = load_module(HypernetModule, path, "hypernet checkpoint", device).eval()
+        self.path = path
         self.batch, self.device = batch, torch.device(device)
         self.update_steps, self.genomes_per_step, self.batch_size = update_steps, genomes_per_step, batch_size
         self.rng, self.lr, self.readout, self.ridge = np.random.default_rng(seed), lr, readout, ridge
@@ -73,16 +76,22 @@ class HypernetEstimator:
         self.val: tuple[Tensor, Tensor] | None = None
         if data is None:
             return
-        hp = self.module.hparams
-        if tuple(hp.input_shape) != tuple(data.input_shape) or hp.num_classes != data.num_classes:
-            raise ValueError(f"hypernet checkpoint {path} was trained on input shape {tuple(hp.input_shape)} with "
-                             f"{hp.num_classes} classes; the data has {tuple(data.input_shape)} and {data.num_classes}")
+        self.check_data(data)
         x, y = data.tensors("val")
         if max_val:
             x, y = x[:max_val], y[:max_val]
         self.val = (x.to(self.device), y.to(self.device))
         if update_steps or readout:
             self.train = tuple(t.to(self.device) for t in data.tensors("train"))
+
+    def check_data(self, data) -> None:
+        """Raise one line when ``data`` is not the input shape and class count the hypernet was trained on
+        (its GNN would predict weights for any genome, but they would mean nothing)."""
+        hp = self.module.hparams
+        if tuple(hp.input_shape) != tuple(data.input_shape) or hp.num_classes != data.num_classes:
+            raise ValueError(f"hypernet checkpoint {self.path} was trained on input shape {tuple(hp.input_shape)} "
+                             f"with {hp.num_classes} classes; the data has {tuple(data.input_shape)} and "
+                             f"{data.num_classes}")
 
     @torch.no_grad()
     def _scores(self, genomes: list[Genome]) -> list[float]:
@@ -124,9 +133,11 @@ class HypernetEstimator:
         # A hypernet trained through the readout keeps training through it, on that many more examples.
         support = hp.get("readout", 0)
         scale = self.module.readout_scale.detach() if support else None  # not trained by the updates
-        for genomes, x, y in population_steps(self.opt, self.lr, self.update_steps, self.rng, population,
-                                              self.genomes_per_step, self.train, self.batch_size + support):
-            loss = hypernet_loss(model, genomes, x, y, support, hp.get("ridge", 1.0), scale)
+        for step, (genomes, x, y) in enumerate(population_steps(self.opt, self.lr, self.update_steps, self.rng,
+                                                                population, self.genomes_per_step, self.train,
+                                                                self.batch_size + support)):
+            loss = finite(hypernet_loss(model, genomes, x, y, support, hp.get("ridge", 1.0), scale), step,
+                          "hypernet update")
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from evolution.estimators import finite
 from evolution.genome import Genome, SearchSpace
 from evolution.network import compile, readout_loss, sparse_forward
 from evolution.sampling import GenomeSampler
@@ -101,9 +102,7 @@ class HypernetModule(pl.LightningModule):
         x, y = batch
         genomes = self.sampler.sample(self.rng, self.hparams.genomes_per_step)
         loss = hypernet_loss(self.model, genomes, x, y, self.hparams.readout, self.hparams.ridge, self.readout_scale)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"hypernet training diverged at step {self.global_step}: loss is {loss.item()}; "
-                                     "lower the learning rate")
+        finite(loss, self.global_step, "hypernet training")
         self.log("train_loss", loss, prog_bar=True, batch_size=len(y), on_step=False, on_epoch=True)
         return loss
 

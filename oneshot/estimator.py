@@ -9,7 +9,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from evolution.estimators import Estimate, Parent, population_steps
+from evolution.checkpoints import load_module
+from evolution.estimators import Estimate, Parent, finite, population_steps
 from evolution.genome import Genome
 from evolution.network import ridge_readout, sparse_forward
 from oneshot.optim import LazyAdam
@@ -46,10 +47,14 @@ class SupernetEstimator:
         if readout < 0 or ridge <= 0 or (readout and finetune_steps):
             raise ValueError(f"readout {readout}, ridge {ridge}, finetune_steps {finetune_steps}: expected readout >= 0, "
                              "ridge > 0, and no readout with fine-tuning")
+        if update_steps < 0 or finetune_steps < 0 or genomes_per_step < 1 or batch_size < 1 or lr <= 0:
+            raise ValueError(f"update_steps {update_steps}, finetune_steps {finetune_steps}, genomes_per_step "
+                             f"{genomes_per_step}, batch_size {batch_size}, lr {lr}: expected steps >= 0, "
+                             "genomes_per_step and batch_size >= 1, lr > 0")
         path = Path(checkpoint)
-        if not path.is_file():
+        if not path.exists():
             raise FileNotFoundError(f"supernet checkpoint {path} does not exist; train one with python -m oneshot fit")
-        self.module = SupernetModule.load_from_checkpoint(path, map_location=device, weights_only=False)
+        self.module = load_module(SupernetModule, path, "supernet checkpoint", device)
         hp = self.module.hparams
         if tuple(hp.input_shape) != tuple(data.input_shape) or hp.num_classes != data.num_classes:
             raise ValueError(f"supernet checkpoint {path} was trained on input shape {tuple(hp.input_shape)} with "
@@ -115,9 +120,10 @@ class SupernetEstimator:
         if not self.update_steps or not population:
             return
         # Annealed within each update: 1000 steps at 1e-2 ranked the broad set at tau 0.831, constant 3e-3 at 0.786.
-        for genomes, x, y in population_steps(self.opt, self.lr, self.update_steps, self.rng, population,
-                                              self.genomes_per_step, self.train, self.batch_size):
-            loss = supernet_loss(self.supernet, genomes, x, y)
+        for step, (genomes, x, y) in enumerate(population_steps(self.opt, self.lr, self.update_steps, self.rng,
+                                                                population, self.genomes_per_step, self.train,
+                                                                self.batch_size)):
+            loss = finite(supernet_loss(self.supernet, genomes, x, y), step, "supernet update")
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from evolution.estimators import finite
 from evolution.genome import Genome, SearchSpace
 from evolution.network import readout_loss
 from evolution.sampling import GenomeSampler
@@ -92,8 +93,7 @@ class SupernetModule(pl.LightningModule):
                                 for g in genomes]).mean()
         else:
             loss = supernet_loss(self.supernet, genomes, x, y, self.hparams.distill)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"supernet training diverged at step {self.global_step}: loss is {loss.item()}")
+        finite(loss, self.global_step, "supernet training")
         self.log("train_loss", loss, prog_bar=True, batch_size=len(y), on_step=False, on_epoch=True)
         return loss
 

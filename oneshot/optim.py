@@ -19,6 +19,8 @@ class LazyAdam(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  rows=None) -> None:
+        if not lr >= 0 or not 0 <= betas[0] < 1 or not 0 <= betas[1] < 1 or not eps >= 0:
+            raise ValueError(f"LazyAdam: lr {lr}, betas {betas}, eps {eps}: expected lr, eps >= 0 and betas in [0, 1)")
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
         self.rows_of = rows
 

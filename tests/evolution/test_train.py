@@ -112,7 +112,7 @@ def test_train_estimator_scores_and_reports_divergence():
             return (x * float("inf"), y) if split == "train" else (x, y)
 
     bad, = TrainEstimator(Poisoned(), steps=30).estimate([g])
-    assert not bad.ok and bad.error == "training diverged at step 0: loss is nan"
+    assert not bad.ok and bad.error == "training diverged at step 0: loss is nan; lower the learning rate"
 
 
 def test_lamarckian_first_phase_keeps_inherited_weights():

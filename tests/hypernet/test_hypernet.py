@@ -302,6 +302,14 @@ def test_readout_scores_the_predicted_hidden_levels_with_a_refitted_output_level
     assert [e.score for e in ro.estimate(genomes)] != [e.score for e in frozen.estimate(genomes)]
 
 
+def test_a_diverging_update_stops_with_one_line(checkpoint):
+    est = HypernetEstimator(DigitsDataModule(), checkpoint, update_steps=5, lr=1e30)
+    pop = [random_genome(DIGITS, np.random.default_rng(i), density=0.3) for i in range(4)]
+    with pytest.raises(FloatingPointError, match=r"^hypernet update diverged at step [1-4]: loss is (nan|inf); "
+                                                 "lower the learning rate$"):
+        est.update(pop)
+
+
 def test_update_settings_are_checked_in_one_line(checkpoint):
     with pytest.raises(ValueError, match="needs data"):
         HypernetEstimator(None, checkpoint, update_steps=3)
@@ -311,6 +319,8 @@ def test_update_settings_are_checked_in_one_line(checkpoint):
         HypernetEstimator(DigitsDataModule(), checkpoint, readout=100, ridge=0)
     with pytest.raises(ValueError, match="genomes_per_step 0"):
         HypernetEstimator(DigitsDataModule(), checkpoint, update_steps=3, genomes_per_step=0)
+    with pytest.raises(ValueError, match="lr -0.1"):
+        HypernetEstimator(DigitsDataModule(), checkpoint, update_steps=3, lr=-0.1)
 
 
 def test_same_seed_same_trained_hypernet():

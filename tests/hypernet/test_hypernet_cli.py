@@ -8,6 +8,8 @@ import yaml
 
 from evolution.__main__ import main as evolution_cli
 from hypernet.__main__ import main as cli
+from evolution.data import DigitsDataModule
+from hypernet.estimator import HypernetEstimator
 from hypernet.module import HypernetModule
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,6 +64,44 @@ def test_bad_settings_end_in_one_line(tmp_path, capsys):
     assert len(err) == 1 and "sampler 'bogus'" in err[0]
 
 
+def _other_data(fitted: Path, tmp_path: Path) -> Path:
+    """The fitted checkpoint as one trained on 28 x 28 images would be: the GNN's weights do not depend
+    on the input count, so only its recorded data shape tells them apart."""
+    ckpt = torch.load(fitted / "ckpt" / "last.ckpt", weights_only=False)
+    ckpt["hyper_parameters"]["input_shape"] = (1, 28, 28)
+    torch.save(ckpt, tmp_path / "mnist.ckpt")
+    return tmp_path / "mnist.ckpt"
+
+
+def test_foreign_checkpoints_end_in_one_line(fitted, tmp_path, capsys):
+    def validate(ckpt: Path) -> str:
+        assert cli(["validate", "--config", DIGITS, "--trainer.logger", "false", "--trainer.default_root_dir",
+                    str(tmp_path), "--trainer.enable_progress_bar", "false", "--model.width", "16", "--model.hidden",
+                    "16", "--ckpt_path", str(ckpt)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, err
+        return err[0]
+
+    other = _other_data(fitted, tmp_path)
+    assert f"checkpoint {other} was trained with input_shape (1, 28, 28); this HypernetModule has (1, 8, 8)" in validate(other)
+    with pytest.raises(ValueError, match=r"trained on input shape \(1, 28, 28\) with 10 classes; the data has \(1, 8, 8\)"):
+        HypernetEstimator(None, str(other)).check_data(DigitsDataModule())
+    from oneshot.__main__ import main as oneshot_cli
+
+    assert oneshot_cli(["fit", "--config", str(REPO / "configs/oneshot/digits.yaml"), "--trainer.default_root_dir",
+                        str(tmp_path), "--checkpoint.dirpath", str(tmp_path / "sup"), "--trainer.enable_progress_bar",
+                        "false", "--model.width", "16", "--trainer.max_epochs", "1", "--trainer.limit_train_batches",
+                        "1", "--trainer.limit_val_batches", "1"]) == 0
+    supernet = tmp_path / "sup" / "last.ckpt"
+    assert f"checkpoint {supernet} is not a HypernetModule checkpoint: it was trained with distill, " in validate(supernet)
+    with pytest.raises(ValueError, match=f"hypernet checkpoint {supernet} is not a HypernetModule checkpoint"):
+        HypernetEstimator(DigitsDataModule(), str(supernet))
+    from oneshot.estimator import SupernetEstimator
+
+    with pytest.raises(ValueError, match="is not a SupernetModule checkpoint"):
+        SupernetEstimator(DigitsDataModule(), str(fitted / "ckpt" / "last.ckpt"))
+
+
 def test_verify_retrains_from_hypernet_predictions(fitted, tmp_path):
     run = tmp_path / "run"
     assert evolution_cli(["search", "--config", str(REPO / "configs/search/digits.yaml"), "--population", "4",
@@ -72,6 +112,11 @@ def test_verify_retrains_from_hypernet_predictions(fitted, tmp_path):
                           str(fitted / "ckpt" / "last.ckpt")]) == 0
     doc = json.loads((run / "verify.json").read_text())
     assert doc["settings"]["init"] == "predicted" and doc["candidates"]
+    # a hypernet of another dataset would predict weights for these genomes too: refused before any training
+    assert evolution_cli(["verify", str(run), "--top_k", "2", "--epochs", "1", "--initializer",
+                          "hypernet.estimator.HypernetEstimator", "--initializer.init_args.checkpoint",
+                          str(_other_data(fitted, tmp_path))]) == 2
+    assert json.loads((run / "verify.json").read_text()) == doc
 
 
 def test_search_config_uses_the_fitted_checkpoint_path():
@@ -111,3 +156,15 @@ def test_population_guided_hypernet_search_resumes_as_if_never_stopped(fitted, t
     assert history(tmp_path / "cut") == whole
     frozen = search(tmp_path / "frozen", 3, "--estimator.init_args.update_steps", "0")
     assert frozen[:6] == whole[:6] and frozen != whole  # same first population; updates change later scores
+
+
+def test_a_search_whose_estimator_updates_diverge_stops_with_one_line(fitted, tmp_path, capsys):
+    """Before, a NaN hypernet scored every child at chance and the search ended 'finished'."""
+    assert evolution_cli(["search", "--config", str(REPO / "configs/search/digits-hypernet.yaml"),
+                          "--estimator.init_args.checkpoint", str(fitted / "ckpt" / "last.ckpt"),
+                          "--estimator.init_args.update_steps", "5", "--estimator.init_args.lr", "1e30",
+                          "--population", "6", "--children", "3", "--iterations", "2", "--search.width", "16",
+                          "--search.progress", "false", "--run_dir", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: hypernet update diverged at step "), err
+    assert not (tmp_path / "run" / "state.pt").exists()  # nothing trained on NaN weights was saved

@@ -179,6 +179,42 @@ def test_population_guided_update_changes_scores_and_resumes(tmp_path):
     assert est.opt.param_groups[0]["lr"] == pytest.approx(3e-3 * (1 + math.cos(math.pi * 4 / 5)) / 2)
 
 
+def test_a_diverging_update_stops_with_one_line(tmp_path):
+    assert _fit(tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
+                "--trainer.limit_val_batches", "1") == 0
+    est = SupernetEstimator(DigitsDataModule(), str(tmp_path / "ckpt" / "last.ckpt"), update_steps=5, lr=1e30)
+    pop = [random_genome(est.space, np.random.default_rng(i), density=0.3) for i in range(4)]
+    with pytest.raises(FloatingPointError, match=r"^supernet update diverged at step [1-4]: loss is (nan|inf); "
+                                                 "lower the learning rate$"):
+        est.update(pop)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model.levels", "0"], "levels 0: the genome samplers need a space with at least one hidden level"),
+    (["--model.lr", "-1"], "LazyAdam: lr -1.0"),
+])
+def test_bad_model_settings_end_in_one_line(tmp_path, capsys, extra, message):
+    assert _fit(tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", *extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_damaged_checkpoints_end_in_one_line(tmp_path, capsys):
+    assert _fit(tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
+                "--trainer.limit_val_batches", "1") == 0
+    last = tmp_path / "ckpt" / "last.ckpt"
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(last.read_bytes()[:5000])
+    with pytest.raises(ValueError, match=f"supernet checkpoint {cut} cannot be read"):
+        SupernetEstimator(DigitsDataModule(), str(cut))
+    with pytest.raises(ValueError, match=f"supernet checkpoint {tmp_path} is a directory"):
+        SupernetEstimator(DigitsDataModule(), str(tmp_path))
+    assert cli(["validate", "--config", str(REPO / "configs/oneshot/digits.yaml"), "--trainer.logger", "false",
+                "--trainer.default_root_dir", str(tmp_path), "--model.width", "16", "--ckpt_path", str(cut)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"checkpoint {cut} cannot be read" in err[0]
+
+
 def test_lazy_adam_is_adam_on_touched_rows_and_frozen_elsewhere():
     torch.manual_seed(0)
     a = torch.nn.Parameter(torch.randn(6, 2))

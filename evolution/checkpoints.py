@@ -1,0 +1,74 @@
+"""Reading saved files (Lightning checkpoints, a search's state) with one-line errors that name the file.
+
+``torch.load`` of a truncated file, or ``load_state_dict`` of another model's weights, ends in a long
+traceback about zip archives or size mismatches; a user needs to know which file is wrong and why.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+M = TypeVar("M")
+
+
+def read(path: str | Path, what: str = "checkpoint", map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` of ``path``; a missing, unreadable or truncated file is one line naming it."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a directory, not a file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # zip, pickle and EOF errors all mean the same thing to the user
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{what} {path} cannot be read (truncated or not written by torch.save?): {reason}") from None
+
+
+def read_checkpoint(path: str | Path, what: str = "checkpoint", map_location: str | torch.device = "cpu") -> dict:
+    """A Lightning checkpoint's dict (``state_dict``, ``hyper_parameters``, ...)."""
+    ckpt = read(path, what, map_location)
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"{what} {path} is not a Lightning checkpoint (it has no state_dict)")
+    return ckpt
+
+
+def check_fits(module: nn.Module, ckpt: dict, path: str | Path) -> None:
+    """Raise one line naming the first difference between ``module`` and the checkpoint: the data shape
+    it was trained on, then weights missing, unexpected or of another shape."""
+    name = type(module).__name__
+    theirs_hp, mine_hp = ckpt.get("hyper_parameters") or {}, getattr(module, "hparams", {})
+    for key in ("input_shape", "num_classes"):
+        if key in theirs_hp and key in mine_hp and _plain(theirs_hp[key]) != _plain(mine_hp[key]):
+            raise ValueError(f"checkpoint {path} was trained with {key} {_plain(theirs_hp[key])}; this {name} has "
+                             f"{_plain(mine_hp[key])} (another dataset?)")
+    mine, theirs = module.state_dict(), ckpt["state_dict"]
+    missing, extra = sorted(mine.keys() - theirs.keys()), sorted(theirs.keys() - mine.keys())
+    if missing or extra:
+        parts = ([f"{len(missing)} weights missing (e.g. {missing[0]})"] if missing else []) + \
+                ([f"{len(extra)} unexpected (e.g. {extra[0]})"] if extra else [])
+        raise ValueError(f"checkpoint {path} does not fit {name}: {', '.join(parts)}; was it written by another command?")
+    for key, value in mine.items():
+        if tuple(theirs[key].shape) != tuple(value.shape):
+            raise ValueError(f"checkpoint {path} does not fit {name}: {key} has shape {tuple(theirs[key].shape)}, "
+                             f"this model {tuple(value.shape)} (trained with another config?)")
+
+
+def load_module(cls: type[M], path: str | Path, what: str, map_location: str | torch.device = "cpu") -> M:
+    """``cls.load_from_checkpoint(path)`` for an estimator: a checkpoint of another kind (a hypernet's
+    given to the supernet) or a damaged one fails with one line naming the file."""
+    ckpt = read_checkpoint(path, what, map_location)
+    try:
+        module = cls.load_from_checkpoint(path, map_location=map_location, weights_only=False)
+    except (TypeError, RuntimeError, KeyError, AttributeError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{what} {path} is not a {cls.__name__} checkpoint: {reason[:200]}") from None
+    check_fits(module, ckpt, path)
+    return module
+
+
+def _plain(value: Any) -> Any:
+    return tuple(value) if isinstance(value, (list, tuple)) else value
