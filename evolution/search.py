@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evolution import cost, nsga2, seeds
+from evolution import checkpoints, cost, nsga2, seeds
 from evolution.estimators import Estimate, Estimator, Parent
 from evolution.genome import Genome, SearchSpace
 from evolution.mutations import Inheritance, MutationRates, mutate
@@ -206,7 +206,9 @@ class Search:
                                [Inheritance("init")] * self.s.population)
         ok = [c for c in cands if c.error is None]
         if not ok:
-            raise ValueError(f"every initial genome failed to estimate; first error: {cands[0].error}")
+            # Divergence exits like divergence elsewhere (code 1), other failures as bad input.
+            kind = FloatingPointError if all("diverged" in str(c.error) for c in cands) else ValueError
+            raise kind(f"every initial genome failed to estimate; first error: {cands[0].error}")
         first = np.array([c.objectives(list(self.s.objectives)) for c in ok], dtype=float)
         self.scale = [1.0 if n == "error" else float(np.nanmax(first[:, i]) or 1.0)
                       for i, n in enumerate(self.s.objectives)]
@@ -285,7 +287,8 @@ class Search:
         with open(hist, "ab") as f:
             f.write("".join(json.dumps(c.record()) + "\n" for c in cands).encode())
         state = {
-            "fingerprint": self.fingerprint, "iteration": self.iteration, "next_id": self.next_id,
+            "fingerprint": self.fingerprint, "identity": json.loads(json.dumps(self._identity(), default=str)),
+            "iteration": self.iteration, "next_id": self.next_id,
             "history_bytes": hist.stat().st_size, "hv": self.hv, "scale": self.scale, "fronts": self.fronts,
             "checks": self.checks,
             "population": [self._pack(c) for c in self.population],
@@ -298,6 +301,21 @@ class Search:
         torch.save(state, buf)
         _atomic_write(self.dir / STATE, buf.getvalue())
         self._write_front()
+
+    def _difference(self, state: dict) -> str:
+        """The settings that differ from a saved state's, named by their config keys."""
+        if "identity" not in state:  # saved before states kept their settings
+            return "its settings differ"
+        def flat(d, prefix=""):
+            out = {}
+            for k, v in d.items():
+                out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+            return out
+        old, new = flat(state["identity"]), flat(json.loads(json.dumps(self._identity(), default=str)))
+        keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        shown = ", ".join(f"{k.removeprefix('settings.').removeprefix('config.')} was {old.get(k)!r}, now "
+                          f"{new.get(k)!r}" for k in keys[:3])
+        return shown + (f" and {len(keys) - 3} more" if len(keys) > 3 else "") if keys else "its settings differ"
 
     @staticmethod
     def _pack(c: Candidate) -> dict:
@@ -323,11 +341,18 @@ class Search:
         path = self.dir / STATE
         if not path.is_file():
             raise FileNotFoundError(f"run directory {self.dir} has no finished iteration ({STATE} missing)")
-        state = torch.load(path, weights_only=False)
+        state = checkpoints.read(path, "search state")
+        if not isinstance(state, dict) or "fingerprint" not in state:
+            raise ValueError(f"search state {path} is not a neuronas search state")
         if state["fingerprint"] != self.fingerprint:
-            raise ValueError(f"run directory {self.dir} holds a different search (its settings differ); "
-                             "use another --run_dir or the same config")
+            raise ValueError(f"run directory {self.dir} holds a different search: {self._difference(state)}; "
+                             "resume with the same config or use another --run_dir")
         hist = self.dir / "history.jsonl"
+        size = hist.stat().st_size if hist.is_file() else 0
+        if size < state["history_bytes"]:
+            # Padding it back would put NUL bytes where candidates were: refuse, keep the files as they are.
+            raise ValueError(f"{hist} holds {size} bytes but the search state counts {state['history_bytes']}: "
+                             "it was cut or replaced; restore it or start the search in another --run_dir")
         with open(hist, "r+b") as f:
             f.truncate(state["history_bytes"])
         self.iteration, self.next_id = state["iteration"], state["next_id"]
@@ -408,6 +433,11 @@ def main(args: list[str] | None = None) -> None:
     # The short flags the README promises, spelled as the nested keys the parser knows.
     short = {"--run_dir", "--seed", "--iterations", "--population", "--children"}
     args = [("--search." + a[2:]) if a.split("=")[0] in short else a for a in args]
+    args = [p for a in args for p in (a.split("=", 1) if a.startswith("--resume=") else [a])]
+    if "--resume" in args:
+        i = args.index("--resume")
+        if i + 1 == len(args) or args[i + 1].startswith("--"):
+            raise ValueError("--resume needs the run directory of the search to continue: --resume RUN_DIR")
     if "--resume" in args and not any(a.startswith("--config") for a in args):
         run_dir = Path(args[args.index("--resume") + 1])
         if not (run_dir / "config.yaml").is_file():

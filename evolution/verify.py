@@ -20,6 +20,7 @@ import torch
 import yaml
 from scipy.stats import kendalltau, spearmanr
 
+from evolution import checkpoints
 from evolution.estimators import Initializer
 from evolution.genome import Genome
 from evolution.train import GenomeModule
@@ -46,9 +47,10 @@ def candidates(run_dir: Path, top_k: int) -> list[dict]:
     if not front_path.is_file() or not hist_path.is_file():
         raise FileNotFoundError(f"run directory {run_dir} has no finished search iteration (front.json missing); "
                                 "run or resume the search first")
-    records = [json.loads(l) for l in hist_path.read_text().splitlines() if l.strip()]
-    ok = [r for r in records if r["error"] is None]
-    front = {r["id"] for r in json.loads(front_path.read_text())["front"]}
+    records = [_json(hist_path, l, n) for n, l in enumerate(hist_path.read_text(errors="replace").splitlines(), 1)
+               if l.strip()]
+    ok = [r for r in records if r.get("error") is None]
+    front = {r["id"] for r in _json(front_path, front_path.read_text(errors="replace"))["front"]}
     best = {r["id"] for r in sorted(ok, key=lambda r: (-r["score"], r["id"]))[:top_k]}
     chosen = [dict(r, on_front=r["id"] in front, in_top_k=r["id"] in best) for r in ok if r["id"] in best | front]
     for r in chosen:
@@ -58,8 +60,16 @@ def candidates(run_dir: Path, top_k: int) -> list[dict]:
     return chosen
 
 
+def _json(path: Path, text: str, line: int | None = None) -> dict:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        where = f"{path}, line {line}" if line else str(path)
+        raise ValueError(f"{where} is not valid JSON ({err.msg}); the run directory is damaged") from None
+
+
 def _inherited_state(run_dir: Path, cid: int) -> dict | None:
-    state = torch.load(run_dir / "state.pt", weights_only=False)
+    state = checkpoints.read(run_dir / "state.pt", "search state")
     for c in state["population"] + state["archive"]:
         if c["id"] == cid and c.get("state") is not None:
             return c["state"]
@@ -129,6 +139,8 @@ def verify(run_dir: str, top_k: int = 10, epochs: int = 20, lr: float = 3e-3, in
     run = Path(run_dir)
     chosen = candidates(run, top_k)
     data = load_data(run)
+    if hasattr(initializer, "check_data"):  # predictions for another dataset's inputs would mean nothing
+        initializer.check_data(data)
     out = run / "verify.json"
     settings = {"top_k": top_k, "epochs": epochs, "lr": lr, "init": init, "seed": seed}
     doc = json.loads(out.read_text()) if out.is_file() else {}

@@ -140,6 +140,12 @@ def test_bad_config_is_one_line(tmp_path, capsys, extra, message):
     assert not (tmp_path / "r" / "state.pt").exists()
 
 
+def test_a_search_whose_every_candidate_diverges_exits_1(tmp_path, capsys):
+    assert cli(["search", *TINY, "--estimator.init_args.lr", "1e30", "--run_dir", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "every initial genome failed to estimate; first error: training diverged" in err[0]
+
+
 def test_run_dir_of_another_search_is_refused(tmp_path, capsys):
     run = str(tmp_path / "r")
     assert cli(["search", *TINY, "--iterations", "1", "--run_dir", run]) == 0
@@ -147,10 +153,32 @@ def test_run_dir_of_another_search_is_refused(tmp_path, capsys):
     assert cli(["search", *TINY, "--iterations", "1", "--run_dir", run]) == 2
     assert "already holds a search; resume it with --resume" in capsys.readouterr().err
     assert cli(["search", *TINY, "--iterations", "2", "--seed", "5", "--resume", run]) == 2
-    assert "holds a different search" in capsys.readouterr().err
+    assert "holds a different search: seed was 0, now 5; resume with the same config" in capsys.readouterr().err
     assert (tmp_path / "r" / "history.jsonl").read_bytes() == before
     assert cli(["search", "--resume", str(tmp_path / "nothing")]) == 2
     assert "has no config.yaml" in capsys.readouterr().err
+    assert cli(["search", "--resume"]) == 2
+    assert "--resume needs the run directory" in capsys.readouterr().err
+
+
+def test_resume_refuses_damaged_files_in_one_line_and_keeps_them(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert cli(["search", *TINY, "--iterations", "1", "--run_dir", str(run)]) == 0
+    hist, state = run / "history.jsonl", run / "state.pt"
+    whole_hist, whole_state = hist.read_bytes(), state.read_bytes()
+    hist.write_bytes(whole_hist[:100])  # cut below what the state counts: padding it back would write NULs
+    assert cli(["search", "--resume", str(run), "--iterations", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{hist} holds 100 bytes but the search state counts {len(whole_hist)}" in err[0]
+    assert hist.read_bytes() == whole_hist[:100]
+    hist.write_bytes(whole_hist)
+    state.write_bytes(whole_state[: len(whole_state) // 2])
+    assert cli(["search", "--resume", str(run), "--iterations", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"search state {state} cannot be read" in err[0]
+    state.write_bytes(whole_state)
+    assert cli(["search", f"--resume={run}", "--iterations", "2"]) == 0  # both spellings of the flag
+    assert len(_records(run)) == 6 + 2 * 3
 
 
 class ContrarianEstimator:
