@@ -230,8 +230,10 @@ class Genome:
         if (counts > 1).any():
             s, d = divmod(int(uniq[counts > 1][0]), sp.n_neurons)
             raise ValueError(f"duplicate edge ({s}, {d})")
-        if self.ties is not None and (self.ties.shape != (len(e),) or (self.ties < 0).any()):
-            raise ValueError(f"ties must hold one non-negative group label per edge ({len(e)}), got shape {self.ties.shape}")
+        if self.ties is not None and self.ties.shape != (len(e),):
+            raise ValueError(f"ties must hold one group label per edge ({len(e)}), got shape {self.ties.shape}")
+        if self.ties is not None and (self.ties < 0).any():
+            raise ValueError(f"ties: group label {self.ties[self.ties < 0][0]} is negative; labels are >= 0")
         return self
 
     # --- edits -----------------------------------------------------------------------------
@@ -275,8 +277,13 @@ class Genome:
         if missing:
             raise ValueError(f"{source}: missing field {missing[0]!r}")
         try:
-            genome = cls(SearchSpace.from_dict(d["space"]), np.asarray(d["hidden"], dtype=np.int64),
-                         np.asarray(d["edges"], dtype=np.int64).reshape(-1, 2), d.get("ties"))
+            edges = _int_field(d["edges"], "edges", source)
+            if edges.size == 0:
+                edges = edges.reshape(0, 2)
+            elif edges.ndim != 2 or edges.shape[1] != 2:
+                raise ValueError(f"field 'edges': expected a list of [src, dst] pairs, got shape {edges.shape}")
+            ties = None if d.get("ties") is None else _int_field(d["ties"], "ties", source)
+            genome = cls(SearchSpace.from_dict(d["space"]), _int_field(d["hidden"], "hidden", source), edges, ties)
             return genome.validate()
         except (TypeError, ValueError) as err:
             raise ValueError(f"{source}: {err}") from None
@@ -308,3 +315,21 @@ class Genome:
         per_level = np.bincount(self.space.level[self.hidden], minlength=self.space.output_level)[1:]
         widths = ",".join(str(int(n)) for n in per_level if n)
         return f"hidden [{widths}] edges {self.n_edges} weights {self.n_weights}"
+
+
+def _int_field(value, name: str, source: str) -> np.ndarray:
+    """A genome file's integer array, or one line naming the field and the value: floats are not
+    rounded and ids beyond int64 do not wrap around into other ids."""
+    try:
+        arr = np.array(value)
+    except ValueError:  # ragged nesting
+        raise ValueError(f"field {name!r}: expected a rectangular list of integers") from None
+    limit = np.iinfo(np.int64)
+    if arr.size and (arr.dtype.kind not in "iu" or arr.max() > limit.max):
+        def ok(v) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and limit.min <= v <= limit.max
+        # The file's own values: numpy may have turned a huge int into a float.
+        bad = next(v for v in np.array(value, dtype=object).ravel() if not ok(v))
+        reason = "too large for a neuron id" if isinstance(bad, int) and not isinstance(bad, bool) else "not an integer"
+        raise ValueError(f"field {name!r}: {str(bad)[:40]} is {reason}")
+    return arr.astype(np.int64)

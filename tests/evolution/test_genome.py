@@ -83,6 +83,13 @@ def test_bad_json_files(tmp_path, space):
         "badedge.json": json.dumps({**good, "edges": [[0, 16], [16, 1]]}),
         "selfloop.json": json.dumps({**good, "edges": [[0, 16], [16, 16]]}),
         "badspace.json": json.dumps({**good, "space": {"input_shape": [1, 4, 4]}}),
+        "hugeid.json": json.dumps({**good, "edges": [[0, 16], [16, 2**70]]}),
+        "floatid.json": json.dumps({**good, "hidden": [16.7]}),
+        "textid.json": json.dumps({**good, "edges": [[0, "16"], [16, 24]]}),
+        "ragged.json": json.dumps({**good, "edges": [[0, 16], [16]]}),
+        "flatedges.json": json.dumps({**good, "edges": [0, 16, 16]}),
+        "negtie.json": json.dumps({**good, "ties": [0, -3]}),
+        "shorttie.json": json.dumps({**good, "ties": [0]}),
     }
     expected = {
         "truncated.json": "not valid JSON",
@@ -92,6 +99,13 @@ def test_bad_json_files(tmp_path, space):
         "badedge.json": "edge (16, 1) goes from level 1 to level 0",
         "selfloop.json": "edges form a cycle: 16 -> 16",
         "badspace.json": "missing or malformed field",
+        "hugeid.json": "field 'edges': 1180591620717411303424 is too large for a neuron id",
+        "floatid.json": "field 'hidden': 16.7 is not an integer",  # never rounded to a neighbour's id
+        "textid.json": "field 'edges': 16 is not an integer",
+        "ragged.json": "field 'edges': expected a rectangular list of integers",
+        "flatedges.json": "field 'edges': expected a list of [src, dst] pairs, got shape (3,)",
+        "negtie.json": "ties: group label -3 is negative",
+        "shorttie.json": "ties must hold one group label per edge (2), got shape (1,)",
     }
     for name, text in cases.items():
         (tmp_path / name).write_text(text)
