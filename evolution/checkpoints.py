@@ -14,23 +14,27 @@ from torch import nn
 M = TypeVar("M")
 
 
-def read(path: str | Path, what: str = "checkpoint", map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load`` of ``path``; a missing, unreadable or truncated file is one line naming it."""
+def read(path: str | Path, what: str = "checkpoint", weights_only: bool = False) -> Any:
+    """``torch.load`` of ``path`` onto the CPU; a missing, unreadable or truncated file is one line
+    naming it. ``weights_only`` for files a user names on the command line: tensors and plain
+    containers only, so a crafted file cannot run code (our own checkpoints load this way)."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{what} {path} is a directory, not a file")
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as err:  # zip, pickle and EOF errors all mean the same thing to the user
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"{what} {path} cannot be read (truncated or not written by torch.save?): {reason}") from None
+        hint = "truncated, or not written by torch.save?" if not weights_only else \
+            "truncated, not written by torch.save, or holding objects other than tensors?"
+        raise ValueError(f"{what} {path} cannot be read ({hint}): {reason[:200]}") from None
 
 
-def read_checkpoint(path: str | Path, what: str = "checkpoint", map_location: str | torch.device = "cpu") -> dict:
-    """A Lightning checkpoint's dict (``state_dict``, ``hyper_parameters``, ...)."""
-    ckpt = read(path, what, map_location)
+def read_checkpoint(path: str | Path, what: str = "checkpoint", weights_only: bool = False) -> dict:
+    """A Lightning checkpoint's dict (``state_dict``, ``hyper_parameters``, ...), on the CPU."""
+    ckpt = read(path, what, weights_only)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(f"{what} {path} is not a Lightning checkpoint (it has no state_dict)")
     return ckpt
@@ -60,14 +64,17 @@ def check_fits(module: nn.Module, ckpt: dict, path: str | Path) -> None:
 def load_module(cls: type[M], path: str | Path, what: str, map_location: str | torch.device = "cpu") -> M:
     """``cls.load_from_checkpoint(path)`` for an estimator: a checkpoint of another kind (a hypernet's
     given to the supernet) or a damaged one fails with one line naming the file."""
-    ckpt = read_checkpoint(path, what, map_location)
+    ckpt = read_checkpoint(path, what)
     try:
-        module = cls.load_from_checkpoint(path, map_location=map_location, weights_only=False)
+        module = cls.load_from_checkpoint(path, map_location="cpu", weights_only=False)
     except (TypeError, RuntimeError, KeyError, AttributeError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(f"{what} {path} is not a {cls.__name__} checkpoint: {reason[:200]}") from None
     check_fits(module, ckpt, path)
-    return module
+    try:
+        return module.to(map_location)
+    except (RuntimeError, AssertionError) as err:  # "cpux", or CUDA on a machine without it
+        raise ValueError(f"device {str(map_location)!r}: {str(err).splitlines()[0]}") from None
 
 
 def _plain(value: Any) -> Any:

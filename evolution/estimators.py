@@ -76,11 +76,14 @@ def population_steps(opt: torch.optim.Optimizer, lr: float, steps: int, rng: np.
         yield [population[i] for i in pick], x[idx], y[idx]
 
 
-def finite(loss: Tensor, step: int, what: str = "training") -> Tensor:
-    """``loss``, or a one-line ``FloatingPointError`` when it is NaN or infinite (before any weight moves)."""
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"{what} diverged at step {step}: loss is {loss.item()}; lower the learning rate")
-    return loss
+def finite(value: Tensor, step: int | None, what: str = "training") -> Tensor:
+    """``value`` (a loss, checked before its step moves any weight, or the logits of a trained net),
+    or a one-line ``FloatingPointError`` when any of it is NaN or infinite."""
+    if not bool(torch.isfinite(value).all()):
+        at = f"at step {step}" if step is not None else "after its last step"
+        got = f"loss is {value.item()}" if value.numel() == 1 else "its outputs are not finite"
+        raise FloatingPointError(f"{what} diverged {at}: {got}; lower the learning rate")
+    return value
 
 
 def genome_seed(genome: Genome, seed: int) -> int:
@@ -178,5 +181,9 @@ class TrainEstimator:
         """Validation accuracy in chunks (inference kernel)."""
         net.eval()
         x, y = self._split("val")
-        correct = sum(int((net(x[i:i + 4096]).argmax(1) == y[i:i + 4096]).sum()) for i in range(0, len(y), 4096))
+        correct = 0
+        for i in range(0, len(y), 4096):
+            # finite() saw every loss but the one after the last step: a blown-up net scores chance, not an error.
+            logits = finite(net(x[i:i + 4096]), None)
+            correct += int((logits.argmax(1) == y[i:i + 4096]).sum())
         return correct / len(y)

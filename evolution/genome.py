@@ -331,5 +331,5 @@ def _int_field(value, name: str, source: str) -> np.ndarray:
         # The file's own values: numpy may have turned a huge int into a float.
         bad = next(v for v in np.array(value, dtype=object).ravel() if not ok(v))
         reason = "too large for a neuron id" if isinstance(bad, int) and not isinstance(bad, bool) else "not an integer"
-        raise ValueError(f"field {name!r}: {str(bad)[:40]} is {reason}")
+        raise ValueError(f"field {name!r}: {repr(bad)[:40]} is {reason}")
     return arr.astype(np.int64)

@@ -348,11 +348,19 @@ class Search:
             raise ValueError(f"run directory {self.dir} holds a different search: {self._difference(state)}; "
                              "resume with the same config or use another --run_dir")
         hist = self.dir / "history.jsonl"
-        size = hist.stat().st_size if hist.is_file() else 0
+        if not hist.is_file():
+            raise FileNotFoundError(f"{hist} is missing; restore it or start the search in another --run_dir")
+        size = hist.stat().st_size
         if size < state["history_bytes"]:
             # Padding it back would put NUL bytes where candidates were: refuse, keep the files as they are.
             raise ValueError(f"{hist} holds {size} bytes but the search state counts {state['history_bytes']}: "
                              "it was cut or replaced; restore it or start the search in another --run_dir")
+        if state.get("estimator") is not None and hasattr(self.estimator, "load_state_dict"):
+            try:  # before anything is cut: the config names the estimator's checkpoint by path only
+                self.estimator.load_state_dict(state["estimator"])
+            except (RuntimeError, KeyError) as err:
+                raise ValueError(f"search state {path} does not fit the estimator (was its checkpoint file replaced "
+                                 f"since the search began?): {str(err).splitlines()[0][:200]}") from None
         with open(hist, "r+b") as f:
             f.truncate(state["history_bytes"])
         self.iteration, self.next_id = state["iteration"], state["next_id"]
@@ -363,8 +371,6 @@ class Search:
         self.rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["py_rng"])
-        if state.get("estimator") is not None and hasattr(self.estimator, "load_state_dict"):
-            self.estimator.load_state_dict(state["estimator"])
 
     def run(self, resume: bool = False) -> bool:
         """Start or resume, then iterate to ``settings.iterations``; False when Ctrl-C stopped it
@@ -436,7 +442,7 @@ def main(args: list[str] | None = None) -> None:
     args = [p for a in args for p in (a.split("=", 1) if a.startswith("--resume=") else [a])]
     if "--resume" in args:
         i = args.index("--resume")
-        if i + 1 == len(args) or args[i + 1].startswith("--"):
+        if i + 1 == len(args) or args[i + 1].startswith("--") or not args[i + 1]:
             raise ValueError("--resume needs the run directory of the search to continue: --resume RUN_DIR")
     if "--resume" in args and not any(a.startswith("--config") for a in args):
         run_dir = Path(args[args.index("--resume") + 1])

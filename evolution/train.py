@@ -117,7 +117,7 @@ class GenomeModule(pl.LightningModule):
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> "GenomeModule":
         """Load a checkpoint written by ``fit`` (its genome is stored inside)."""
-        ckpt = checkpoints.read_checkpoint(path, "checkpoint", map_location)
+        ckpt = checkpoints.read_checkpoint(path)
         if "genome" not in ckpt:
             raise ValueError(f"checkpoint {path} holds no genome: it was not written by python -m evolution train fit")
         return cls.load_from_checkpoint(path, map_location=map_location, genome=ckpt["genome"])
@@ -150,8 +150,8 @@ class DataShapeCLI(LightningCLI):
         # or missing file would end there in a traceback, so it is read here first.
         sub = self.config.get("subcommand")
         path = self.config[sub].get("ckpt_path") if sub else None
-        if path and path not in ("best", "last", "hpc", "registry"):
-            hp = checkpoints.read_checkpoint(path).get("hyper_parameters") or {}
+        if _local(path):
+            hp = checkpoints.read_checkpoint(path, weights_only=True).get("hyper_parameters") or {}
             known = inspect.signature(self.model_class.__init__).parameters
             foreign = sorted(k for k in hp if k not in known and not k.startswith("_"))
             if foreign:  # else: "does not accept option model.<key>", which does not say what is wrong
@@ -163,10 +163,16 @@ class DataShapeCLI(LightningCLI):
         # Lightning would fail deep in load_state_dict (or, for a hypernet trained on other data,
         # not at all): check the file against the model the config built first.
         path = self.config[self.subcommand].get("ckpt_path")
-        if path and path not in ("best", "last", "hpc", "registry"):
-            checkpoints.check_fits(self.model, checkpoints.read_checkpoint(path), path)
+        if _local(path):
+            checkpoints.check_fits(self.model, checkpoints.read_checkpoint(path, weights_only=True), path)
 
     before_fit = before_validate = before_test = _check_ckpt_path
+
+
+def _local(ckpt_path: str | None) -> bool:
+    """A ``ckpt_path`` naming a local file (not Lightning's "best", "last", "hpc", "registry:..." or a URL)."""
+    return bool(ckpt_path) and ckpt_path not in ("best", "last", "hpc") and not ckpt_path.startswith("registry") \
+        and "://" not in ckpt_path
 
 
 class GenomeCLI(DataShapeCLI):

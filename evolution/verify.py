@@ -47,10 +47,19 @@ def candidates(run_dir: Path, top_k: int) -> list[dict]:
     if not front_path.is_file() or not hist_path.is_file():
         raise FileNotFoundError(f"run directory {run_dir} has no finished search iteration (front.json missing); "
                                 "run or resume the search first")
-    records = [_json(hist_path, l, n) for n, l in enumerate(hist_path.read_text(errors="replace").splitlines(), 1)
-               if l.strip()]
-    ok = [r for r in records if r.get("error") is None]
-    front = {r["id"] for r in _json(front_path, front_path.read_text(errors="replace"))["front"]}
+    # The last piece is "" or a line a killed search did not finish (--resume cuts it): not a record.
+    lines = hist_path.read_text(errors="replace").split("\n")[:-1]
+    records = [_json(hist_path, l, n) for n, l in enumerate(lines, 1) if l.strip()]
+    for n, r in enumerate(records, 1):
+        if not isinstance(r, dict) or not {"id", "score", "error"} <= r.keys():
+            raise ValueError(f"{hist_path}: record {n} is not a candidate (expected id, score and error); "
+                             "the run directory is damaged")
+    ok = [r for r in records if r["error"] is None]
+    doc = _json(front_path, front_path.read_text(errors="replace"))
+    if not isinstance(doc, dict) or not isinstance(doc.get("front"), list) or \
+            not all(isinstance(r, dict) and "id" in r for r in doc["front"]):
+        raise ValueError(f"{front_path} holds no list of candidates under 'front'; the run directory is damaged")
+    front = {r["id"] for r in doc["front"]}
     best = {r["id"] for r in sorted(ok, key=lambda r: (-r["score"], r["id"]))[:top_k]}
     chosen = [dict(r, on_front=r["id"] in front, in_top_k=r["id"] in best) for r in ok if r["id"] in best | front]
     for r in chosen:

@@ -141,6 +141,9 @@ class HypernetEstimator:
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()
+        with torch.no_grad():  # the last step's result: a blown-up hypernet would score every child at chance
+            finite(hypernet_loss(model, genomes, x, y, support, hp.get("ridge", 1.0), scale), self.update_steps,
+                   "hypernet update")
         model.eval()
 
     def state_dict(self) -> dict:

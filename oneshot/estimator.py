@@ -93,16 +93,16 @@ class SupernetEstimator:
         with torch.no_grad():  # only the values: nothing for the supernet's optimizer to move
             net.set_weights(self.supernet.weights_for(genome))
         opt = torch.optim.Adam(net.parameters(), lr=self.lr)
-        for _ in range(self.finetune_steps):
+        for step in range(self.finetune_steps):
             x, y = self._batch()
-            loss = torch.nn.functional.cross_entropy(net(x), y)
+            loss = finite(torch.nn.functional.cross_entropy(net(x), y), step, "fine-tuning")
             opt.zero_grad()
             loss.backward()
             opt.step()
         with torch.no_grad():
             net.eval()
             x, y = self.val
-            return float((net(x).argmax(1) == y).float().mean())
+            return float((finite(net(x), None, "fine-tuning").argmax(1) == y).float().mean())
 
     def estimate(self, genomes: Sequence[Genome], parents: Sequence[Parent | None] | None = None) -> list[Estimate]:
         out = []
@@ -127,6 +127,8 @@ class SupernetEstimator:
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()
+        with torch.no_grad():  # the last step's result: a blown-up bank would score every child at chance
+            finite(supernet_loss(self.supernet, genomes, x, y), self.update_steps, "supernet update")
 
     def state_dict(self) -> dict:
         """What a search saves with its state, so a resumed search continues the same supernet."""

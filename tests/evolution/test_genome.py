@@ -101,7 +101,7 @@ def test_bad_json_files(tmp_path, space):
         "badspace.json": "missing or malformed field",
         "hugeid.json": "field 'edges': 1180591620717411303424 is too large for a neuron id",
         "floatid.json": "field 'hidden': 16.7 is not an integer",  # never rounded to a neighbour's id
-        "textid.json": "field 'edges': 16 is not an integer",
+        "textid.json": "field 'edges': '16' is not an integer",
         "ragged.json": "field 'edges': expected a rectangular list of integers",
         "flatedges.json": "field 'edges': expected a list of [src, dst] pairs, got shape (3,)",
         "negtie.json": "ties: group label -3 is negative",

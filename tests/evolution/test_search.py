@@ -159,6 +159,8 @@ def test_run_dir_of_another_search_is_refused(tmp_path, capsys):
     assert "has no config.yaml" in capsys.readouterr().err
     assert cli(["search", "--resume"]) == 2
     assert "--resume needs the run directory" in capsys.readouterr().err
+    assert cli(["search", "--resume=", *TINY]) == 2  # would otherwise start a new search
+    assert "--resume needs the run directory" in capsys.readouterr().err
 
 
 def test_resume_refuses_damaged_files_in_one_line_and_keeps_them(tmp_path, capsys):

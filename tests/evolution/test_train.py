@@ -113,6 +113,10 @@ def test_train_estimator_scores_and_reports_divergence():
 
     bad, = TrainEstimator(Poisoned(), steps=30).estimate([g])
     assert not bad.ok and bad.error == "training diverged at step 0: loss is nan; lower the learning rate"
+    # one step at an absurd rate: the loss before it was fine, the net after it is not
+    blown, = TrainEstimator(data, steps=1, lr=1e30).estimate([g])
+    assert not blown.ok and blown.error == "training diverged after its last step: its outputs are not finite; " \
+                                          "lower the learning rate"
 
 
 def test_lamarckian_first_phase_keeps_inherited_weights():

@@ -77,6 +77,16 @@ def test_bad_run_and_candidate_dirs_are_one_line(tmp_path, capsys, run_dir):
     err = capsys.readouterr().err
     assert "genomes/" in err and "is missing" in err and len(err.strip().splitlines()) == 1
     assert not (broken / "verify.json").exists()
+    hist = (run_dir / "history.jsonl").read_bytes()
+    for text, message in [(hist + b"5\n", "record 8 is not a candidate (expected id, score and error)"),
+                          (hist + b'{"id": 9', None)]:  # a line a killed search left unfinished: skipped
+        (broken / "history.jsonl").write_bytes(text)
+        assert cli(["verify", str(broken), "--top_k", "2"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and (message in err[0] if message else "genomes/" in err[0]), err
+    (broken / "front.json").write_text('{"iteration": 1}')
+    assert cli(["verify", str(broken), "--top_k", "2"]) == 2
+    assert "holds no list of candidates under 'front'" in capsys.readouterr().err
 
 
 def test_run_pipeline_end_to_end(tmp_path, capsys):

@@ -182,11 +182,20 @@ def test_population_guided_update_changes_scores_and_resumes(tmp_path):
 def test_a_diverging_update_stops_with_one_line(tmp_path):
     assert _fit(tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
                 "--trainer.limit_val_batches", "1") == 0
-    est = SupernetEstimator(DigitsDataModule(), str(tmp_path / "ckpt" / "last.ckpt"), update_steps=5, lr=1e30)
+    ckpt = str(tmp_path / "ckpt" / "last.ckpt")
+    est = SupernetEstimator(DigitsDataModule(), ckpt, update_steps=5, lr=1e30)
     pop = [random_genome(est.space, np.random.default_rng(i), density=0.3) for i in range(4)]
-    with pytest.raises(FloatingPointError, match=r"^supernet update diverged at step [1-4]: loss is (nan|inf); "
+    with pytest.raises(FloatingPointError, match=r"^supernet update diverged at step [1-5]: loss is (nan|inf); "
                                                  "lower the learning rate$"):
         est.update(pop)
+    # one step: only the check after the last step can see it
+    with pytest.raises(FloatingPointError, match=r"^supernet update diverged at step 1: loss is (nan|inf)"):
+        SupernetEstimator(DigitsDataModule(), ckpt, update_steps=1, lr=1e30).update(pop)
+    # fine-tuning that blows up is the candidate's error, not a chance-level score
+    tuned = SupernetEstimator(DigitsDataModule(), ckpt, finetune_steps=2, lr=1e30).estimate(pop[:2])
+    assert all(not e.ok and e.error.startswith("FloatingPointError: fine-tuning diverged") for e in tuned), tuned
+    with pytest.raises(ValueError, match="device 'cpux'"):
+        SupernetEstimator(DigitsDataModule(), ckpt, device="cpux")
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -213,6 +222,25 @@ def test_damaged_checkpoints_end_in_one_line(tmp_path, capsys):
                 "--trainer.default_root_dir", str(tmp_path), "--model.width", "16", "--ckpt_path", str(cut)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"checkpoint {cut} cannot be read" in err[0]
+
+
+def test_resume_with_a_replaced_supernet_checkpoint_is_one_line(tmp_path, capsys):
+    """The search config names the checkpoint by path: a file replaced by another grid's must not
+    end in a size-mismatch traceback halfway through restoring the search."""
+    from evolution.__main__ import main as evolution_cli
+
+    one = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1"]
+    assert _fit(tmp_path / "a", *one) == 0 and _fit(tmp_path / "b", *one, "--model.width", "8") == 0
+    ckpt, run = tmp_path / "a" / "ckpt" / "last.ckpt", tmp_path / "run"
+    assert evolution_cli(["search", "--config", str(REPO / "configs/search/digits-supernet.yaml"), "--search.width", "16",
+                          "--estimator.init_args.checkpoint", str(ckpt), "--population", "4", "--children", "2",
+                          "--iterations", "1", "--search.progress", "false", "--run_dir", str(run)]) == 0
+    hist = (run / "history.jsonl").read_bytes()
+    ckpt.write_bytes((tmp_path / "b" / "ckpt" / "last.ckpt").read_bytes())
+    assert evolution_cli(["search", "--resume", str(run), "--iterations", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not fit the estimator (was its checkpoint file replaced" in err[0], err
+    assert (run / "history.jsonl").read_bytes() == hist
 
 
 def test_lazy_adam_is_adam_on_touched_rows_and_frozen_elsewhere():
