@@ -9,7 +9,11 @@ of the ranking sets (3 levels x 256 slots, 8,000 train / 2,000 validation images
   of the training grid.
 - Initialiser: broad-set genomes retrained with Lightning (Adam 3e-3, constant, as the ranking
   truth) from scratch and from predicted weights; the epochs each needs to reach the from-scratch
-  final validation accuracy (0 = the predictions alone do).
+  final validation accuracy (0 = the predictions alone do), and the effective rank of each hidden
+  level's features on the validation images, predicted against the default init. On the largest
+  genomes, where predicted weights help least, other starts (lower learning rate, LayerNorm
+  affine reset, predicted plus a fraction of a fresh init, a fresh output level) and the from-scratch
+  final of two more init seeds (its noise).
 - Speed: seconds per genome estimated in batches of 16 and one by one (and with the readout), the
   best of three runs, against one epoch of standalone training.
 
@@ -31,7 +35,7 @@ import numpy as np
 import torch
 
 from evolution.genome import Genome, SearchSpace
-from evolution.network import SparseNet, ridge_readout
+from evolution.network import SparseNet, level_outputs, ridge_readout
 from evolution.sampling import random_genome
 from evolution.train import GenomeModule
 
@@ -68,10 +72,12 @@ class Curve(pl.Callback):
             self.acc.append(float(trainer.callback_metrics["val_acc"]))
 
 
-def curve(genome: Genome, data, epochs: int, start: SparseNet | None) -> tuple[list[float], float]:
-    """Validation accuracy before training and after each of ``epochs`` epochs; mean epoch seconds."""
-    pl.seed_everything(0, verbose=False)
-    module = GenomeModule(genome.to_json(), data.input_shape, data.num_classes, lr=3e-3, seed=0)
+def curve(genome: Genome, data, epochs: int, start: SparseNet | None, lr: float = 3e-3,
+          seed: int = 0) -> tuple[list[float], float]:
+    """Validation accuracy before training and after each of ``epochs`` epochs; mean epoch seconds.
+    ``seed`` seeds the init (the data order is the DataModule's own)."""
+    pl.seed_everything(seed, verbose=False)
+    module = GenomeModule(genome.to_json(), data.input_shape, data.num_classes, lr=lr, seed=seed)
     if start is not None:
         module.net.set_weights(start.weights())
     x, y = data.tensors("val")
@@ -85,11 +91,40 @@ def curve(genome: Genome, data, epochs: int, start: SparseNet | None) -> tuple[l
     return [before] + rec.acc, float(np.mean(rec.seconds))
 
 
+@torch.no_grad()
+def effective_rank(net: SparseNet, x: torch.Tensor) -> list[float]:
+    """Per hidden level, the participation ratio of its centred features' covariance spectrum,
+    ``(sum s^2)^2 / sum s^4`` (1: all neurons compute one feature; n: n equally strong ones)."""
+    out = []
+    for a in level_outputs(net.plan, net.weights(), x)[1:-1]:
+        power = torch.linalg.svdvals(a - a.mean(0)).square()
+        out.append(float(power.sum().square() / power.square().sum()) if power.sum() > 0 else 0.0)
+    return out
+
+
+def variant_start(net: SparseNet, genome: Genome, name: str) -> SparseNet:
+    """``net`` (predicted weights) changed as the variant ``name`` says (``curve``'s other start)."""
+    w = net.weights()
+    fresh = SparseNet(genome, torch.Generator().manual_seed(123)).weights()
+    hidden = torch.ones(len(w.edge), dtype=torch.bool)
+    for p in net.plan.pairs_into[-1]:
+        hidden[p.edges] = False
+    if name == "LayerNorm affine reset":
+        w = w._replace(norm_weight=torch.ones_like(w.norm_weight), norm_bias=torch.zeros_like(w.norm_bias))
+    elif name == "+ 0.6 x fresh init":  # shrink-free perturbation (Ash & Adams 2020 shrink and perturb)
+        w = w._replace(edge=torch.where(hidden, w.edge + 0.6 * fresh.edge, w.edge))
+    elif name == "fresh output level":
+        w = w._replace(edge=torch.where(hidden, w.edge, fresh.edge), bias=fresh.bias)
+    net.set_weights(w)
+    return net
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hypernet-steps", type=int, default=12000, help="steps of the hypernet ranking.py trains")
     ap.add_argument("--genomes", type=int, default=10, help="genomes per section")
     ap.add_argument("--epochs", type=int, default=10, help="from-scratch epochs of the initialiser section")
+    ap.add_argument("--variant-genomes", type=int, default=3, help="largest initialiser genomes that try other starts")
     args = ap.parse_args()
     from hypernet.estimator import HypernetEstimator
 
@@ -144,18 +179,40 @@ def main() -> None:
         final = scratch[-1]
         reach = next((e for e, a in enumerate(warm) if a >= final), None)
         init_rows.append({"edges": g.n_edges, "scratch": scratch, "predicted": warm, "scratch_final": final,
-                          "epochs_to_reach": reach})
+                          "epochs_to_reach": reach, "effective_rank_predicted": effective_rank(est.initialise(g), x),
+                          "effective_rank_init": effective_rank(SparseNet(g, torch.Generator().manual_seed(0)), x)})
     reached = [r["epochs_to_reach"] for r in init_rows]
     within = sum(r is not None and r <= args.epochs / 2 for r in reached)
     out["initialiser"] = {"epochs": args.epochs, "genomes": init_rows, "within_half": within,
                           "median_epochs_to_reach": float(np.median([args.epochs + 1 if r is None else r for r in reached]))}
     print(f"\ninitialiser ({len(picks)} broad-set genomes, {args.epochs} epochs from scratch)")
-    print(f"{'edges':>8} {'scratch@0':>10} {'scratch@end':>12} {'predicted@0':>12} {'predicted@end':>14} {'epochs to reach':>16}")
+    print(f"{'edges':>8} {'scratch@0':>10} {'scratch@end':>12} {'predicted@0':>12} {'predicted@end':>14} {'epochs to reach':>16} "
+          f"{'eff. rank: predicted':>21} {'init':>18}")
     for r in init_rows:
         reach = "never" if r["epochs_to_reach"] is None else str(r["epochs_to_reach"])
+        ranks = [" ".join(f"{v:.0f}" for v in r[k]) for k in ("effective_rank_predicted", "effective_rank_init")]
         print(f"{r['edges']:>8} {r['scratch'][0]:>10.3f} {r['scratch_final']:>12.3f} {r['predicted'][0]:>12.3f} "
-              f"{r['predicted'][-1]:>14.3f} {reach:>16}")
+              f"{r['predicted'][-1]:>14.3f} {reach:>16} {ranks[0]:>21} {ranks[1]:>18}")
     print(f"reached the from-scratch final accuracy within {args.epochs // 2} epochs: {within} of {len(picks)}")
+
+    # Other starts on the largest genomes, and the noise of the from-scratch final there.
+    variants = ("lr 1e-3", "LayerNorm affine reset", "+ 0.6 x fresh init", "fresh output level")
+    var_rows = []
+    for g, r in list(zip(picks, init_rows))[-args.variant_genomes:]:
+        row = {"edges": g.n_edges, "scratch_final": r["scratch_final"], "predicted": r["epochs_to_reach"],
+               "scratch_final_seeds_1_2": [curve(g, data, args.epochs, None, seed=s)[0][-1] for s in (1, 2)]}
+        for name in variants:
+            start = est.initialise(g) if name == "lr 1e-3" else variant_start(est.initialise(g), g, name)
+            acc, _ = curve(g, data, args.epochs, start, lr=1e-3 if name == "lr 1e-3" else 3e-3)
+            row[name] = {"curve": acc, "epochs_to_reach": next((e for e, a in enumerate(acc) if a >= r["scratch_final"]), None)}
+        var_rows.append(row)
+    out["initialiser"]["variants"] = var_rows
+    print(f"\nother starts on the {len(var_rows)} largest: epochs to reach the from-scratch final (seed 0; seeds 1, 2 end at)")
+    print(f"{'edges':>8} {'final':>6} {'seeds 1, 2':>12} {'predicted':>10} " + " ".join(f"{v:>22}" for v in variants))
+    for row in var_rows:
+        cells = ["never" if x is None else str(x) for x in [row["predicted"]] + [row[v]["epochs_to_reach"] for v in variants]]
+        seeds = ", ".join(f"{a:.3f}" for a in row["scratch_final_seeds_1_2"])
+        print(f"{row['edges']:>8} {row['scratch_final']:>6.3f} {seeds:>12} {cells[0]:>10} " + " ".join(f"{c:>22}" for c in cells[1:]))
 
     # Speed: batched against one by one, and against one epoch of standalone training.
     genomes = broad[:32]
