@@ -61,16 +61,24 @@ def check_fits(module: nn.Module, ckpt: dict, path: str | Path) -> None:
                              f"this model {tuple(value.shape)} (trained with another config?)")
 
 
+def check_data(module: nn.Module, data, what: str, path: str | Path) -> None:
+    """One line when ``data`` is not the input shape and class count ``module`` was trained on."""
+    hp = module.hparams
+    if tuple(hp.input_shape) != tuple(data.input_shape) or hp.num_classes != data.num_classes:
+        raise ValueError(f"{what} {path} was trained on input shape {tuple(hp.input_shape)} with {hp.num_classes} "
+                         f"classes; the data has {tuple(data.input_shape)} and {data.num_classes}")
+
+
 def load_module(cls: type[M], path: str | Path, what: str, map_location: str | torch.device = "cpu") -> M:
     """``cls.load_from_checkpoint(path)`` for an estimator: a checkpoint of another kind (a hypernet's
-    given to the supernet) or a damaged one fails with one line naming the file."""
-    ckpt = read_checkpoint(path, what)
+    given to the supernet) or a damaged one fails with one line naming the file. The module is built
+    from the checkpoint's own hyperparameters and loads its weights strictly, so nothing else can differ."""
     try:
         module = cls.load_from_checkpoint(path, map_location="cpu", weights_only=False)
-    except (TypeError, RuntimeError, KeyError, AttributeError) as err:
+    except Exception as err:
+        read_checkpoint(path, what)  # a missing, directory, unreadable or non-Lightning file says so itself
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(f"{what} {path} is not a {cls.__name__} checkpoint: {reason[:200]}") from None
-    check_fits(module, ckpt, path)
     try:
         return module.to(map_location)
     except (RuntimeError, AssertionError) as err:  # "cpux", or CUDA on a machine without it

@@ -147,7 +147,9 @@ class Search:
                                  settings.channels)
         self.dir = Path(settings.run_dir)
         self.config = config or {}
-        self.fingerprint = hashlib.sha1(json.dumps(self._identity(), sort_keys=True, default=str).encode()).hexdigest()
+        # Plain JSON (what a state keeps, so a refused resume can name what differs); hashed as before.
+        self.identity = json.loads(json.dumps(self._identity(), default=str))
+        self.fingerprint = hashlib.sha1(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()
         self.rng = np.random.default_rng(settings.seed)
         self.population: list[Candidate] = []
         self.archive: list[Candidate] = []
@@ -287,7 +289,7 @@ class Search:
         with open(hist, "ab") as f:
             f.write("".join(json.dumps(c.record()) + "\n" for c in cands).encode())
         state = {
-            "fingerprint": self.fingerprint, "identity": json.loads(json.dumps(self._identity(), default=str)),
+            "fingerprint": self.fingerprint, "identity": self.identity,
             "iteration": self.iteration, "next_id": self.next_id,
             "history_bytes": hist.stat().st_size, "hv": self.hv, "scale": self.scale, "fronts": self.fronts,
             "checks": self.checks,
@@ -311,7 +313,7 @@ class Search:
             for k, v in d.items():
                 out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
             return out
-        old, new = flat(state["identity"]), flat(json.loads(json.dumps(self._identity(), default=str)))
+        old, new = flat(state["identity"]), flat(self.identity)
         keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
         shown = ", ".join(f"{k.removeprefix('settings.').removeprefix('config.')} was {old.get(k)!r}, now "
                           f"{new.get(k)!r}" for k in keys[:3])

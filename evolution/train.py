@@ -150,8 +150,9 @@ class DataShapeCLI(LightningCLI):
         # or missing file would end there in a traceback, so it is read here first.
         sub = self.config.get("subcommand")
         path = self.config[sub].get("ckpt_path") if sub else None
-        if _local(path):
-            hp = checkpoints.read_checkpoint(path, weights_only=True).get("hyper_parameters") or {}
+        self._ckpt = checkpoints.read_checkpoint(path, weights_only=True) if _local(path) else None
+        if self._ckpt is not None:
+            hp = self._ckpt.get("hyper_parameters") or {}
             known = inspect.signature(self.model_class.__init__).parameters
             foreign = sorted(k for k in hp if k not in known and not k.startswith("_"))
             if foreign:  # else: "does not accept option model.<key>", which does not say what is wrong
@@ -162,9 +163,9 @@ class DataShapeCLI(LightningCLI):
     def _check_ckpt_path(self) -> None:
         # Lightning would fail deep in load_state_dict (or, for a hypernet trained on other data,
         # not at all): check the file against the model the config built first.
-        path = self.config[self.subcommand].get("ckpt_path")
-        if _local(path):
-            checkpoints.check_fits(self.model, checkpoints.read_checkpoint(path, weights_only=True), path)
+        if self._ckpt is not None:  # read by _parse_ckpt_path
+            checkpoints.check_fits(self.model, self._ckpt, self.config[self.subcommand]["ckpt_path"])
+            self._ckpt = None
 
     before_fit = before_validate = before_test = _check_ckpt_path
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from evolution.checkpoints import load_module
+from evolution import checkpoints
 from evolution.estimators import Estimate, Parent, finite, population_steps
 from evolution.genome import Genome
 from evolution.network import SparseNet, compile, ridge_readout, sparse_forward
@@ -67,7 +67,7 @@ class HypernetEstimator:
         if not checkpoint or not path.exists():
             raise FileNotFoundError(f"hypernet checkpoint {checkpoint!r} does not exist; train one with "
                                     "python -m hypernet fit --config configs/hypernet/digits.yaml")
-        self.module = load_module(HypernetModule, path, "hypernet checkpoint", device).eval()
+        self.module = checkpoints.load_module(HypernetModule, path, "hypernet checkpoint", device).eval()
         self.path = path
         self.batch, self.device = batch, torch.device(device)
         self.update_steps, self.genomes_per_step, self.batch_size = update_steps, genomes_per_step, batch_size
@@ -87,11 +87,7 @@ class HypernetEstimator:
     def check_data(self, data) -> None:
         """Raise one line when ``data`` is not the input shape and class count the hypernet was trained on
         (its GNN would predict weights for any genome, but they would mean nothing)."""
-        hp = self.module.hparams
-        if tuple(hp.input_shape) != tuple(data.input_shape) or hp.num_classes != data.num_classes:
-            raise ValueError(f"hypernet checkpoint {self.path} was trained on input shape {tuple(hp.input_shape)} "
-                             f"with {hp.num_classes} classes; the data has {tuple(data.input_shape)} and "
-                             f"{data.num_classes}")
+        checkpoints.check_data(self.module, data, "hypernet checkpoint", self.path)
 
     @torch.no_grad()
     def _scores(self, genomes: list[Genome]) -> list[float]:

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from evolution.checkpoints import load_module
+from evolution.checkpoints import check_data, load_module
 from evolution.estimators import Estimate, Parent, finite, population_steps
 from evolution.genome import Genome
 from evolution.network import ridge_readout, sparse_forward
@@ -55,10 +55,7 @@ class SupernetEstimator:
         if not path.exists():
             raise FileNotFoundError(f"supernet checkpoint {path} does not exist; train one with python -m oneshot fit")
         self.module = load_module(SupernetModule, path, "supernet checkpoint", device)
-        hp = self.module.hparams
-        if tuple(hp.input_shape) != tuple(data.input_shape) or hp.num_classes != data.num_classes:
-            raise ValueError(f"supernet checkpoint {path} was trained on input shape {tuple(hp.input_shape)} with "
-                             f"{hp.num_classes} classes; the data has {tuple(data.input_shape)} and {data.num_classes}")
+        check_data(self.module, data, "supernet checkpoint", path)
         self.supernet = self.module.supernet.to(device)
         self.space = self.module.space
         self.data, self.device = data, torch.device(device)
