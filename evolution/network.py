@@ -18,11 +18,19 @@ from torch import Tensor, nn
 
 from evolution.genome import Genome
 
-# Density thresholds below which a pair runs the CSR kernel, per device type, measured by
-# benchmarks/kernel.py (2048x2048, batch 256): on 2 CPU threads CSR wins below ~20 % density with
-# and without grad (benchmarks/results/kernel.json); on an H100, cuSPARSE lost to dense matmul at
-# every density down to 1 % (kernel_cuda.json), so CUDA always runs masked-dense.
-CSR_MAX_DENSITY = {"cpu": {"infer": 0.2, "train": 0.2}, "cuda": {"infer": 0.0, "train": 0.0}}
+# When a pair runs the CSR kernel, per device type and batch size, measured by benchmarks/kernel.py
+# on 2 CPU threads (benchmarks/results/kernel.json). A pair runs CSR when its density is at most
+# ``max_density * (1 - targets / n_dst)``: CSR's fixed cost per call (the transposed input it
+# multiplies) is only amortised over many targets. At a training batch CSR beats masked-dense below
+# ~16 % density on a 2048x2048 pair and below ~10 % on the mnist grid's 784x256, but loses at any
+# density below 128 targets. On the broad ranking set's 60 genomes end to end ("genomes"), this rule
+# ran a validation pass of 2,000 images 1.44x and a training step at batch 128 1.21x faster than
+# the density-only rule it replaced (CSR at <= 20 %). Single pairs time unsteadily at batch 2,000
+# (784x256 at 1 %: CSR 0.35x-1.08x of masked-dense over three runs), so the large-batch limit follows
+# the end-to-end figures. On an H100, cuSPARSE lost to dense matmul at every density down to 1 %
+# (kernel_cuda.json), so CUDA always runs masked-dense.
+CSR_RULE = {"cpu": {"small": (0.2, 120), "large": (0.15, 400)}}  # (max_density, targets) per batch class
+LARGE_BATCH = 512  # rows above which a batch is "large"
 # Below this many matrix entries the sparse-format overhead outweighs any saving.
 CSR_MIN_ENTRIES = 16384
 NORM_EPS = 1e-5
@@ -184,12 +192,14 @@ class _CSRProduct(torch.autograd.Function):
         return grad_x, grad_v, None
 
 
-def pair_mode(p: Pair, grad: bool, dtype: torch.dtype, device: str = "cpu") -> str:
-    """The kernel the automatic choice picks for a pair: ``"csr"`` or ``"dense"`` (masked-dense)."""
-    limits = CSR_MAX_DENSITY.get(device)
-    if limits is None or dtype not in (torch.float32, torch.float64) or p.n_src * p.n_dst < CSR_MIN_ENTRIES:
+def pair_mode(p: Pair, batch: int, dtype: torch.dtype, device: str = "cpu") -> str:
+    """The kernel the automatic choice picks for a pair multiplying ``batch`` rows: ``"csr"`` or
+    ``"dense"`` (masked-dense)."""
+    rule = CSR_RULE.get(device)
+    if rule is None or dtype not in (torch.float32, torch.float64) or p.n_src * p.n_dst < CSR_MIN_ENTRIES:
         return "dense"
-    return "csr" if p.density <= limits["train" if grad else "infer"] else "dense"
+    max_density, targets = rule["large" if batch > LARGE_BATCH else "small"]
+    return "csr" if p.density <= max_density * (1 - targets / p.n_dst) else "dense"
 
 
 def sparse_forward(plan: Plan, weights: Weights, x: Tensor, mode: str = "auto") -> Tensor:
@@ -208,7 +218,6 @@ def level_outputs(plan: Plan, weights: Weights, x: Tensor, mode: str = "auto") -
     if plan.input_index is not None:
         x = x.index_select(1, plan.input_index)
     edge = weights.edge.to(x.dtype)
-    grad = torch.is_grad_enabled() and (edge.requires_grad or x.requires_grad)
     if mode not in ("auto", "dense", "csr"):
         raise ValueError(f"kernel mode {mode!r}: expected 'auto', 'dense' or 'csr'")
     acts = [x]
@@ -216,7 +225,7 @@ def level_outputs(plan: Plan, weights: Weights, x: Tensor, mode: str = "auto") -
     for k, pairs in enumerate(plan.pairs_into, start=1):
         acc = None
         for p in pairs:
-            m = pair_mode(p, grad, x.dtype, x.device.type) if mode == "auto" else mode
+            m = pair_mode(p, len(x), x.dtype, x.device.type) if mode == "auto" else mode
             src = acts[p.src_level]
             y = _CSRProduct.apply(src, edge[p.csr_edges], p) if m == "csr" else src @ _masked_dense(p, edge)
             acc = y if acc is None else acc + y

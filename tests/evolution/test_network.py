@@ -168,11 +168,32 @@ def test_plan_structure_and_auto_choice():
     plan = compile(g)
     first = plan.pairs_into[0][0]
     assert first.n_src <= 4096 and first.n_dst == len(g.hidden) and first.block is None
-    assert pair_mode(first, grad=False, dtype=torch.float32) == "csr"
-    assert pair_mode(first, grad=False, dtype=torch.bfloat16) == "dense"
+    assert pair_mode(first, 128, torch.float32) == "csr"
+    assert pair_mode(first, 128, torch.bfloat16) == "dense"
+    assert pair_mode(first, 128, torch.float32, "cuda") == "dense"
     # Unused inputs are dropped from the plan and never multiplied.
     used = np.unique(g.edges[:, 0][g.edges[:, 0] < 4096])
     assert plan.input_index is None or plan.input_index.tolist() == used.tolist()
+
+
+def test_auto_choice_follows_targets_and_batch():
+    """CSR only where benchmarks/kernel.py measured it faster: sparse pairs into many targets; at a
+    validation-sized batch only wide ones."""
+    rng = np.random.default_rng(0)
+
+    def pair(n_dst: int, density: float):  # 784 inputs into n_dst hidden neurons, uniform edges
+        space = SearchSpace((784,), 1, levels=1, width=n_dst)
+        src, dst = np.nonzero(rng.random((784, n_dst)) < density)
+        return compile(Genome(space, space.level_slots(1), np.stack([src, space.hidden_id(1, dst)], 1))).pairs_into[0][0]
+
+    narrow, wide, dense = pair(64, 0.02), pair(256, 0.03), pair(256, 0.3)
+    assert narrow.n_dst == 64 and wide.n_dst == 256 and dense.density > 0.15
+    assert pair_mode(narrow, 128, torch.float32) == "dense"  # too few targets at any density
+    assert pair_mode(wide, 128, torch.float32) == "csr"
+    assert pair_mode(wide, 2000, torch.float32) == "dense"  # dense matmul wins at a large batch
+    assert pair_mode(dense, 128, torch.float32) == "dense"
+    big = pair(2048, 0.03)
+    assert pair_mode(big, 2000, torch.float32) == "csr"
 
 
 def test_input_shape_mismatch_and_bad_mode():
