@@ -24,11 +24,12 @@ from evolution.genome import Genome
 # multiplies) is only amortised over many targets. At a training batch CSR beats masked-dense below
 # ~16 % density on a 2048x2048 pair and below ~10 % on the mnist grid's 784x256, but loses at any
 # density below 128 targets. On the broad ranking set's 60 genomes end to end ("genomes"), this rule
-# ran a validation pass of 2,000 images 1.44x and a training step at batch 128 1.21x faster than
-# the density-only rule it replaced (CSR at <= 20 %). Single pairs time unsteadily at batch 2,000
-# (784x256 at 1 %: CSR 0.35x-1.08x of masked-dense over three runs), so the large-batch limit follows
-# the end-to-end figures. On an H100, cuSPARSE lost to dense matmul at every density down to 1 %
-# (kernel_cuda.json), so CUDA always runs masked-dense.
+# ran a validation pass of 2,000 images 1.46x and a training step at batch 128 1.22x faster than
+# the density-only rule it replaced (CSR at <= 20 %), as fast as masked-dense everywhere. Single
+# pairs time unsteadily at batch 2,000 (784x256 at 1 %: CSR 0.35x-1.08x of masked-dense over four
+# runs); the large-batch limits keep such pairs dense, which cost nothing end to end (4.24 vs
+# 4.33 ms per genome with the small-batch limits). On an H100, cuSPARSE lost to dense matmul at
+# every density down to 1 % (kernel_cuda.json), so CUDA always runs masked-dense.
 CSR_RULE = {"cpu": {"small": (0.2, 120), "large": (0.15, 400)}}  # (max_density, targets) per batch class
 LARGE_BATCH = 512  # rows above which a batch is "large"
 # Below this many matrix entries the sparse-format overhead outweighs any saving.
