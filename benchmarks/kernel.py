@@ -93,6 +93,11 @@ def run(repeats: int, device: str) -> dict:
     return {"rows": rows}
 
 
+def density_only(p: Pair, batch: int, dtype: torch.dtype, device: str = "cpu") -> str:
+    """The rule the automatic choice replaced: CSR at <= 20 % density on the CPU, whatever the shape."""
+    return "csr" if device == "cpu" and p.n_src * p.n_dst >= CSR_MIN_ENTRIES and p.density <= 0.2 else "dense"
+
+
 def run_shapes(repeats: int, device: str) -> list[dict]:
     """CSR vs masked-dense on the grid's pair shapes; the regret of the automatic choice and of the
     density-only rule it replaced (CSR at <= 20 % whatever the shape), from the same timings."""
@@ -122,10 +127,10 @@ def run_shapes(repeats: int, device: str) -> list[dict]:
                 best = min(med.values())
                 kind = {"csr": "csr", "dense": "masked"}
                 auto = kind[pair_mode(p, batch, torch.float32, device)]
-                density_only = "csr" if device == "cpu" and p.density <= 0.2 else "masked"
                 rows.append({"n_src": n_src, "n_dst": n_dst, "density": round(p.density, 4), "regime": regime,
                              "batch": batch, "seconds": med, "csr_ratio": med["csr"] / med["masked"], "auto": auto,
-                             "auto_regret": med[auto] / best, "density_only_regret": med[density_only] / best})
+                             "auto_regret": med[auto] / best,
+                             "density_only_regret": med[kind[density_only(p, batch, torch.float32, device)]] / best})
     return rows
 
 
@@ -138,9 +143,6 @@ def run_genomes(repeats: int, device: str) -> dict:
     nets = [SparseNet(g, torch.Generator().manual_seed(i)).to(device) for i, g in enumerate(genomes)]
     x = torch.rand(REGIMES["infer"], genomes[0].space.n_inputs, device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
-    def density_only(p: Pair, batch: int, dtype: torch.dtype, device: str = "cpu") -> str:
-        return "csr" if device == "cpu" and p.n_src * p.n_dst >= CSR_MIN_ENTRIES and p.density <= 0.2 else "dense"
 
     def one_class(p: Pair, batch: int, dtype: torch.dtype, device: str = "cpu") -> str:
         return pair_mode(p, 1, dtype, device)  # the small-batch limits at every batch

@@ -18,18 +18,19 @@ from torch import Tensor, nn
 
 from evolution.genome import Genome
 
-# When a pair runs the CSR kernel, per device type and batch size, measured by benchmarks/kernel.py
-# on 2 CPU threads (benchmarks/results/kernel.json). A pair runs CSR when its density is at most
-# ``max_density * (1 - targets / n_dst)``: CSR's fixed cost per call (the transposed input it
-# multiplies) is only amortised over many targets. At a training batch CSR beats masked-dense below
-# ~16 % density on a 2048x2048 pair and below ~10 % on the mnist grid's 784x256, but loses at any
-# density below 128 targets. On the broad ranking set's 60 genomes end to end ("genomes"), this rule
-# ran a validation pass of 2,000 images 1.46x and a training step at batch 128 1.22x faster than
-# the density-only rule it replaced (CSR at <= 20 %), as fast as masked-dense everywhere. Single
-# pairs time unsteadily at batch 2,000 (784x256 at 1 %: CSR 0.35x-1.08x of masked-dense over four
-# runs); the large-batch limits keep such pairs dense, which cost nothing end to end (4.24 vs
-# 4.33 ms per genome with the small-batch limits). On an H100, cuSPARSE lost to dense matmul at
-# every density down to 1 % (kernel_cuda.json), so CUDA always runs masked-dense.
+# When a pair runs the CSR kernel, per device type and batch size. A pair runs CSR when its density
+# is at most ``max_density * (1 - targets / n_dst)``: CSR's fixed cost per call (the transposed
+# input it multiplies) is only amortised over many targets, and below ``targets`` targets the pair
+# always runs masked-dense. The values are set by hand from benchmarks/kernel.py on 2 CPU threads
+# (benchmarks/results/kernel.json): at a training batch CSR beats masked-dense below ~15-20 %
+# density on a 2048x2048 pair and below ~10 % on the mnist grid's 784x256, but loses at any density
+# below 128 targets. On the broad ranking set's 60 genomes end to end ("genomes"), this rule ran a
+# validation pass of 2,000 images 1.46x and a training step at batch 128 1.22x faster than the
+# density-only rule it replaced (CSR at <= 20 %), as fast as masked-dense everywhere. Single pairs
+# time unsteadily at batch 2,000 (784x256 at 1 %: CSR 0.35x to 1.08x of masked-dense in five runs
+# of the benchmark); the large-batch values keep such pairs dense, which cost nothing end to end
+# (4.24 vs 4.33 ms per genome with the small-batch values). On an H100, cuSPARSE lost to dense
+# matmul at every density down to 1 % (kernel_cuda.json), so CUDA always runs masked-dense.
 CSR_RULE = {"cpu": {"small": (0.2, 120), "large": (0.15, 400)}}  # (max_density, targets) per batch class
 LARGE_BATCH = 512  # rows above which a batch is "large"
 # Below this many matrix entries the sparse-format overhead outweighs any saving.

@@ -6,8 +6,8 @@ from torch import nn
 
 from evolution import seeds
 from evolution.genome import Genome, SearchSpace
-from evolution.network import (SparseNet, Weights, compile, level_outputs, pair_mode, readout_features, readout_logits,
-                               readout_loss, ridge_readout, ridge_solve, sparse_forward)
+from evolution.network import (CSR_MIN_ENTRIES, SparseNet, Weights, compile, level_outputs, pair_mode, readout_features,
+                               readout_logits, readout_loss, ridge_readout, ridge_solve, sparse_forward)
 from evolution.sampling import random_genome
 
 
@@ -186,12 +186,13 @@ def test_auto_choice_follows_targets_and_batch():
         src, dst = np.nonzero(rng.random((784, n_dst)) < density)
         return compile(Genome(space, space.level_slots(1), np.stack([src, space.hidden_id(1, dst)], 1))).pairs_into[0][0]
 
-    narrow, wide, dense = pair(64, 0.02), pair(256, 0.03), pair(256, 0.3)
-    assert narrow.n_dst == 64 and wide.n_dst == 256 and dense.density > 0.15
+    narrow, wide, mid = pair(64, 0.02), pair(256, 0.03), pair(256, 0.15)
+    assert narrow.n_src * narrow.n_dst >= CSR_MIN_ENTRIES and wide.n_dst == 256 and 0.13 < mid.density < 0.17
     assert pair_mode(narrow, 128, torch.float32) == "dense"  # too few targets at any density
     assert pair_mode(wide, 128, torch.float32) == "csr"
-    assert pair_mode(wide, 2000, torch.float32) == "dense"  # dense matmul wins at a large batch
-    assert pair_mode(dense, 128, torch.float32) == "dense"
+    assert pair_mode(mid, 128, torch.float32) == "dense"  # sparse enough by density alone, not for 256 targets
+    assert pair_mode(wide, 512, torch.float32) == "csr"
+    assert pair_mode(wide, 513, torch.float32) == "dense"  # dense matmul wins at a large batch
     big = pair(2048, 0.03)
     assert pair_mode(big, 2000, torch.float32) == "csr"
 
