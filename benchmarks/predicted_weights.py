@@ -7,14 +7,16 @@ of the ranking sets (3 levels x 256 slots, 8,000 train / 2,000 validation images
   scored with predicted weights and with a random initialisation (``SparseNet``'s default), each also
   with its output level refitted in closed form (the readout the search configs use), beside genomes
   of the training grid.
-- Initialiser: broad-set genomes retrained with Lightning (Adam 3e-3, constant, as the ranking
-  truth) from scratch and from predicted weights; the epochs each needs to reach the from-scratch
+- Initialiser: genomes spread over the sizes of the broad set, then of the lineage set (genomes of
+  a real search, as verify retrains them), retrained with Lightning (Adam 3e-3, constant, as the
+  ranking truth) from scratch and from predicted weights; the epochs each needs to reach the from-scratch
   final validation accuracy (0 = the predictions alone do), and the effective rank of each hidden
-  level's features on the validation images, predicted against the default init. On the largest
-  genomes, where predicted weights help least, other starts (lower and higher learning rate, hidden
-  levels scaled down, LayerNorm affine reset, predicted plus a fraction of a fresh init, a fresh
-  output level) and the from-scratch
-  final of two more init seeds (its noise).
+  level's features on the validation images, predicted against the default init. Also as verify
+  retrains (cosine schedule): half the epochs from predicted weights against the full run from
+  scratch, and half from scratch as the control. On the largest broad-set genomes, where
+  predicted weights help least, other starts (lower and higher learning rate, hidden levels scaled
+  down, LayerNorm affine reset, predicted plus a fraction of a fresh init, a fresh output level)
+  and the from-scratch final of two more init seeds (its noise).
 - Speed: seconds per genome estimated in batches of 16 and one by one (and with the readout), the
   best of three runs, against one epoch of standalone training.
 
@@ -122,6 +124,60 @@ def variant_start(net: SparseNet, genome: Genome, name: str) -> SparseNet:
     return net
 
 
+def initialiser(doc: dict, name: str, data, est, n: int, epochs: int) -> tuple[dict, list[Genome], list[float]]:
+    """Retraining from predicted weights against from scratch on ``n`` genomes spread over the sizes
+    of ranking set ``name``: epochs to reach the from-scratch final at a constant rate, and, as
+    verify retrains (cosine to zero over the run), half the epochs from predicted weights against
+    the full run from scratch, with half the epochs from scratch as the control. The section, its
+    genomes and the seconds of their from-scratch epochs."""
+    genomes = [Genome.from_dict(e["genome"]) for e in doc[name]]
+    order = np.argsort([g.n_edges for g in genomes])
+    picks = [genomes[i] for i in order[np.linspace(0, len(order) - 1, n).round().astype(int)]]
+    x, _ = data.tensors("val")
+    rows, epoch_s = [], []
+    for g in picks:
+        scratch, sec = curve(g, data, epochs, None)
+        warm, _ = curve(g, data, epochs, est.initialise(g))
+        epoch_s.append(sec)
+        final = scratch[-1]
+        reach = next((e for e, a in enumerate(warm) if a >= final), None)
+        rows.append({"edges": g.n_edges, "scratch": scratch, "predicted": warm, "scratch_final": final,
+                     "epochs_to_reach": reach, "effective_rank_predicted": effective_rank(est.initialise(g), x),
+                     "effective_rank_init": effective_rank(SparseNet(g, torch.Generator().manual_seed(0)), x)})
+    reached = [r["epochs_to_reach"] for r in rows]
+    within = sum(r is not None and r <= epochs / 2 for r in reached)
+    section = {"epochs": epochs, "genomes": rows, "within_half": within,
+               "median_epochs_to_reach": float(np.median([epochs + 1 if r is None else r for r in reached]))}
+    print(f"\ninitialiser ({len(picks)} {name}-set genomes, {epochs} epochs from scratch)")
+    print(f"{'edges':>8} {'scratch@0':>10} {'scratch@end':>12} {'predicted@0':>12} {'predicted@end':>14} {'epochs to reach':>16} "
+          f"{'eff. rank: predicted':>21} {'init':>18}")
+    for r in rows:
+        reach = "never" if r["epochs_to_reach"] is None else str(r["epochs_to_reach"])
+        ranks = [" ".join(f"{v:.0f}" for v in r[k]) for k in ("effective_rank_predicted", "effective_rank_init")]
+        print(f"{r['edges']:>8} {r['scratch'][0]:>10.3f} {r['scratch_final']:>12.3f} {r['predicted'][0]:>12.3f} "
+              f"{r['predicted'][-1]:>14.3f} {reach:>16} {ranks[0]:>21} {ranks[1]:>18}")
+    print(f"reached the from-scratch final accuracy within {epochs // 2} epochs: {within} of {len(picks)}")
+
+    half = epochs // 2
+    budget = []
+    for g in picks:
+        full = curve(g, data, epochs, None, scheduler="cosine")[0][-1]
+        pred = curve(g, data, half, est.initialise(g), scheduler="cosine")[0][-1]
+        short = curve(g, data, half, None, scheduler="cosine")[0][-1]
+        budget.append({"edges": g.n_edges, "scratch_full": full, "predicted_half": pred, "scratch_half": short})
+    section["cosine_half_budget"] = {"genomes": budget,
+                                     "predicted_reached": sum(b["predicted_half"] >= b["scratch_full"] for b in budget),
+                                     "scratch_half_reached": sum(b["scratch_half"] >= b["scratch_full"] for b in budget)}
+    print(f"\nretrained as verify does (Adam 3e-3, cosine to zero): {half} epochs against {epochs} from scratch")
+    print(f"{'edges':>8} {f'scratch {epochs}':>11} {f'predicted {half}':>12} {f'scratch {half}':>10}")
+    for b in budget:
+        print(f"{b['edges']:>8} {b['scratch_full']:>11.3f} {b['predicted_half']:>12.3f} {b['scratch_half']:>10.3f}")
+    cb = section["cosine_half_budget"]
+    print(f"reached the {epochs}-epoch from-scratch final in {half} epochs: predicted {cb['predicted_reached']} "
+          f"of {len(picks)}, from scratch {cb['scratch_half_reached']}")
+    return section, picks, epoch_s
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hypernet-steps", type=int, default=12000, help="steps of the hypernet ranking.py trains")
@@ -171,52 +227,11 @@ def main() -> None:
               f"{r['predicted_min']:>6.3f} {r['random_init_acc']:>12.3f} {r['predicted_readout_acc']:>20.3f} "
               f"{r['random_init_readout_acc']:>12.3f}")
 
-    # Initialiser: genomes spread over the broad set's sizes.
-    order = np.argsort([g.n_edges for g in broad])
-    picks = [broad[i] for i in order[np.linspace(0, len(order) - 1, args.genomes).round().astype(int)]]
-    init_rows, epoch_s = [], []
-    for g in picks:
-        scratch, sec = curve(g, data, args.epochs, None)
-        warm, _ = curve(g, data, args.epochs, est.initialise(g))
-        epoch_s.append(sec)
-        final = scratch[-1]
-        reach = next((e for e, a in enumerate(warm) if a >= final), None)
-        init_rows.append({"edges": g.n_edges, "scratch": scratch, "predicted": warm, "scratch_final": final,
-                          "epochs_to_reach": reach, "effective_rank_predicted": effective_rank(est.initialise(g), x),
-                          "effective_rank_init": effective_rank(SparseNet(g, torch.Generator().manual_seed(0)), x)})
-    reached = [r["epochs_to_reach"] for r in init_rows]
-    within = sum(r is not None and r <= args.epochs / 2 for r in reached)
-    out["initialiser"] = {"epochs": args.epochs, "genomes": init_rows, "within_half": within,
-                          "median_epochs_to_reach": float(np.median([args.epochs + 1 if r is None else r for r in reached]))}
-    print(f"\ninitialiser ({len(picks)} broad-set genomes, {args.epochs} epochs from scratch)")
-    print(f"{'edges':>8} {'scratch@0':>10} {'scratch@end':>12} {'predicted@0':>12} {'predicted@end':>14} {'epochs to reach':>16} "
-          f"{'eff. rank: predicted':>21} {'init':>18}")
-    for r in init_rows:
-        reach = "never" if r["epochs_to_reach"] is None else str(r["epochs_to_reach"])
-        ranks = [" ".join(f"{v:.0f}" for v in r[k]) for k in ("effective_rank_predicted", "effective_rank_init")]
-        print(f"{r['edges']:>8} {r['scratch'][0]:>10.3f} {r['scratch_final']:>12.3f} {r['predicted'][0]:>12.3f} "
-              f"{r['predicted'][-1]:>14.3f} {reach:>16} {ranks[0]:>21} {ranks[1]:>18}")
-    print(f"reached the from-scratch final accuracy within {args.epochs // 2} epochs: {within} of {len(picks)}")
-
-    # As verify retrains (cosine to zero over the run): half the epochs from predicted weights against
-    # the full run from scratch, and half the epochs from scratch as the control.
-    half = args.epochs // 2
-    budget = []
-    for g in picks:
-        full = curve(g, data, args.epochs, None, scheduler="cosine")[0][-1]
-        pred = curve(g, data, half, est.initialise(g), scheduler="cosine")[0][-1]
-        short = curve(g, data, half, None, scheduler="cosine")[0][-1]
-        budget.append({"edges": g.n_edges, "scratch_full": full, "predicted_half": pred, "scratch_half": short})
-    out["initialiser"]["cosine_half_budget"] = {"genomes": budget,
-                                                "predicted_reached": sum(b["predicted_half"] >= b["scratch_full"] for b in budget),
-                                                "scratch_half_reached": sum(b["scratch_half"] >= b["scratch_full"] for b in budget)}
-    print(f"\nretrained as verify does (Adam 3e-3, cosine to zero): {half} epochs against {args.epochs} from scratch")
-    print(f"{'edges':>8} {f'scratch {args.epochs}':>11} {f'predicted {half}':>12} {f'scratch {half}':>10}")
-    for b in budget:
-        print(f"{b['edges']:>8} {b['scratch_full']:>11.3f} {b['predicted_half']:>12.3f} {b['scratch_half']:>10.3f}")
-    cb = out["initialiser"]["cosine_half_budget"]
-    print(f"reached the {args.epochs}-epoch from-scratch final in {half} epochs: predicted {cb['predicted_reached']} "
-          f"of {len(picks)}, from scratch {cb['scratch_half_reached']}")
+    # Initialiser: genomes spread over the broad set's sizes, then over the lineage set's (the
+    # genomes a search makes, which verify retrains).
+    out["initialiser"], picks, epoch_s = initialiser(doc, "broad", data, est, args.genomes, args.epochs)
+    out["initialiser_lineage"], _, _ = initialiser(doc, "lineage", data, est, args.genomes, args.epochs)
+    init_rows = out["initialiser"]["genomes"]
 
     # Other starts on the largest genomes, and the noise of the from-scratch final there.
     variants = ("lr 1e-3", "lr 6e-3", "hidden levels x 0.5", "LayerNorm affine reset", "+ 0.6 x fresh init",
