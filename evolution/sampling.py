@@ -114,24 +114,36 @@ class GenomeSampler:
     ``nested`` (``nested_genome``: fixed keys, denser genomes contain sparser ones), ``sandwich``
     (the largest, the smallest and random ones in every draw, as BigNAS / OFA train), ``fair``
     (``k`` genomes that split every level's slots between them, so each slot trains once per draw,
-    as FairNAS does for operations). Densities are drawn log-uniformly from ``density``.
+    as FairNAS does for operations). Densities are drawn log-uniformly from ``density``; with
+    ``skip`` (``uniform`` and ``fair``), each genome also joins non-consecutive levels at a factor
+    drawn uniformly from ``skip`` times its density, as a search's added edges do (``random_genome``).
     """
 
     KINDS = ("uniform", "nested", "sandwich", "fair")
 
     def __init__(self, space: SearchSpace, kind: str = "uniform", density: tuple[float, float] = (0.02, 0.3),
-                 fill: tuple[float, float] = (0.25, 1.0), seed: int = 0) -> None:
+                 fill: tuple[float, float] = (0.25, 1.0), seed: int = 0, skip: tuple[float, float] = (0.0, 0.0)) -> None:
         if kind not in self.KINDS:
             raise ValueError(f"sampler {kind!r}: expected one of {', '.join(self.KINDS)}")
+        if not 0 <= skip[0] <= skip[1]:
+            raise ValueError(f"skip range {tuple(skip)}: expected 0 <= low <= high")
+        if skip[1] > 0 and kind in ("nested", "sandwich"):
+            raise ValueError(f"skip {tuple(skip)}: the {kind} sampler's fixed keys join consecutive levels only; "
+                             "use the uniform or fair sampler")
         if not 0 < density[0] <= density[1] <= 1:
             raise ValueError(f"density range {density}: expected 0 < low <= high <= 1")
         if space.levels < 1:
             raise ValueError(f"levels {space.levels}: the genome samplers need a space with at least one hidden level")
         self.space, self.kind, self.density, self.fill, self.seed = space, kind, tuple(density), tuple(fill), seed
+        self.skip = tuple(skip)
 
     def _density(self, rng: np.random.Generator) -> float:
         lo, hi = np.log(self.density[0]), np.log(self.density[1])
         return float(np.exp(rng.uniform(lo, hi)))
+
+    def _skip(self, rng: np.random.Generator) -> float:
+        # No draw without skip, so the stream (and every genome drawn) is what it was before skip.
+        return float(rng.uniform(*self.skip)) if self.skip[1] > 0 else 0.0
 
     def largest(self) -> Genome:
         return nested_genome(self.space, self.density[1], self.fill[1], self.space.levels, self.seed)
@@ -143,7 +155,8 @@ class GenomeSampler:
         """``k`` genomes (for ``sandwich``: the largest, the smallest, then ``k - 2`` random)."""
         sp = self.space
         if self.kind == "uniform":
-            return [random_genome(sp, rng, density=self._density(rng), fill=self.fill) for _ in range(k)]
+            return [random_genome(sp, rng, density=self._density(rng), fill=self.fill, skip=self._skip(rng))
+                    for _ in range(k)]
         if self.kind == "nested":
             return [nested_genome(sp, self._density(rng), rng.uniform(*self.fill), int(rng.integers(1, sp.levels + 1)),
                                   self.seed) for _ in range(k)]
@@ -156,8 +169,9 @@ class GenomeSampler:
         out = []
         for i in range(k):
             groups = [sp.inputs] + [np.sort(p[i]) for p in parts if len(p[i])] + [sp.outputs]
-            d = self._density(rng)
-            edges = [law_edges(sp, a, b, d, rng) for a, b in zip(groups, groups[1:])]
+            d, skip = self._density(rng), self._skip(rng)
+            edges = [law_edges(sp, a, b, d if j == i + 1 else skip * d, rng)
+                     for i, a in enumerate(groups) for j, b in enumerate(groups) if j == i + 1 or (j > i + 1 and skip > 0)]
             hidden = np.concatenate(groups[1:-1]) if len(groups) > 2 else np.zeros(0, dtype=np.int64)
             out.append(Genome(sp, hidden, np.concatenate(edges)).pruned().canonical())
         return out

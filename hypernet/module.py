@@ -51,6 +51,8 @@ class HypernetModule(pl.LightningModule):
         sampler: ``uniform``, ``nested``, ``sandwich`` or ``fair`` (see ``evolution.sampling``).
         density: range of edge densities drawn (log-uniform).
         fill: range of the share of a level's slots that are present.
+        skip: range of the factor (times the density) at which a genome also joins non-consecutive
+            levels, as a search's added edges do (``uniform`` and ``fair`` samplers; default none).
         genomes_per_step: genomes per training step (predicted in one batched pass).
         hidden: width of the GNN's node states.
         layers: message-passing layers.
@@ -69,6 +71,7 @@ class HypernetModule(pl.LightningModule):
     def __init__(self, input_shape: tuple[int, ...] | None = None, num_classes: int | None = None, levels: int = 3,
                  width: int = 256, channels: int = 1, sampler: str = "uniform",
                  density: tuple[float, float] = (0.02, 0.3), fill: tuple[float, float] = (0.25, 1.0),
+                 skip: tuple[float, float] = (0.0, 0.0),
                  genomes_per_step: int = 4, hidden: int = 64, layers: int = 3, bands: int = 4, lr: float = 1e-3,
                  scheduler: str = "none", readout: int = 0, ridge: float = 1.0, seed: int = 0) -> None:
         super().__init__()
@@ -89,7 +92,7 @@ class HypernetModule(pl.LightningModule):
             self.model = HyperNet(hidden, layers, bands)
         # The readout's ridge logits lie near [0, 1]; cross-entropy needs them scaled (learned, as R2D2's).
         self.readout_scale = torch.nn.Parameter(torch.tensor(10.0)) if readout else None
-        self.sampler = GenomeSampler(self.space, sampler, tuple(density), tuple(fill), seed)
+        self.sampler = GenomeSampler(self.space, sampler, tuple(density), tuple(fill), seed, tuple(skip))
         self.rng = np.random.default_rng(seed)
         draws = self.sampler.sample(np.random.default_rng(seed + 10_000), 5)
         # (sandwich draws start with the extremes, already in the panel)

@@ -43,6 +43,8 @@ class SupernetModule(pl.LightningModule):
         sampler: ``uniform``, ``nested``, ``sandwich`` or ``fair`` (see ``evolution.sampling``).
         density: range of edge densities drawn (log-uniform).
         fill: range of the share of a level's slots that are present.
+        skip: range of the factor (times the density) at which a genome also joins non-consecutive
+            levels, as a search's added edges do (``uniform`` and ``fair`` samplers; default none).
         genomes_per_step: genomes sampled per training step; their losses are averaged.
         distill: in-place distillation from the first (largest, with ``sandwich``) genome.
         few_shot: one bank per depth (number of hidden levels) instead of one for all.
@@ -58,6 +60,7 @@ class SupernetModule(pl.LightningModule):
     def __init__(self, input_shape: tuple[int, ...] | None = None, num_classes: int | None = None, levels: int = 3,
                  width: int = 256, channels: int = 1, sampler: str = "uniform",
                  density: tuple[float, float] = (0.02, 0.3), fill: tuple[float, float] = (0.25, 1.0),
+                 skip: tuple[float, float] = (0.0, 0.0),
                  genomes_per_step: int = 4, distill: bool = False, few_shot: bool = False, lr: float = 3e-3,
                  readout: int = 0, ridge: float = 1.0, seed: int = 0) -> None:
         super().__init__()
@@ -72,7 +75,7 @@ class SupernetModule(pl.LightningModule):
         self.space = SearchSpace(tuple(input_shape), num_classes, levels, width, channels)
         bank = FewShotSupernet if few_shot else Supernet
         self.supernet = bank(self.space, torch.Generator().manual_seed(seed))
-        self.sampler = GenomeSampler(self.space, sampler, tuple(density), tuple(fill), seed)
+        self.sampler = GenomeSampler(self.space, sampler, tuple(density), tuple(fill), seed, tuple(skip))
         self.rng = np.random.default_rng(seed)
         # The readout's ridge logits lie near [0, 1]; cross-entropy needs them scaled (learned, as R2D2's).
         # Shape (1,), not a scalar: LazyAdam updates parameters by rows.

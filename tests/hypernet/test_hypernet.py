@@ -29,9 +29,10 @@ def _model(hidden: int = 32, layers: int = 2) -> HyperNet:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> str:
-    """A hypernet on a 2 x 16 digits grid after 5 steps, saved by Lightning."""
+    """A hypernet on a 2 x 16 digits grid after 5 steps (genomes with skip edges too), saved by Lightning."""
     path = tmp_path_factory.mktemp("hypernet") / "h.ckpt"
-    module = HypernetModule(DIGITS.input_shape, 10, levels=2, width=16, hidden=16, layers=2, density=(0.2, 0.5))
+    module = HypernetModule(DIGITS.input_shape, 10, levels=2, width=16, hidden=16, layers=2, density=(0.2, 0.5),
+                            skip=(0.0, 0.5))
     trainer = pl.Trainer(max_steps=5, limit_val_batches=0, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, datamodule=DigitsDataModule(batch_size=64))

@@ -120,6 +120,34 @@ def test_samplers_feed_the_module(space):
         assert torch.isfinite(loss)
 
 
+def _skip_edges(g) -> int:
+    """Edges that jump over a present level (inputs and outputs count as levels)."""
+    sp = g.space
+    order = {lv: i for i, lv in enumerate([0] + g.levels_present() + [sp.output_level])}
+    src, dst = (np.array([order[lv] for lv in sp.level[g.edges[:, k]]]) for k in (0, 1))
+    return int((dst - src > 1).sum())
+
+
+def test_sampler_skip_joins_nonconsecutive_levels(space):
+    """Searches add edges across levels; with ``skip`` the samplers draw such genomes too, and without
+    it they draw exactly what they drew before ``skip`` existed."""
+    for kind in ("uniform", "fair"):
+        plain = GenomeSampler(space, kind, density=(0.1, 0.3)).sample(np.random.default_rng(0), 12)
+        same = GenomeSampler(space, kind, density=(0.1, 0.3), skip=(0.0, 0.0)).sample(np.random.default_rng(0), 12)
+        assert [g.to_json() for g in plain] == [g.to_json() for g in same]
+        assert sum(map(_skip_edges, plain)) == 0
+        skipping = GenomeSampler(space, kind, density=(0.1, 0.3), skip=(0.5, 0.5)).sample(np.random.default_rng(0), 12)
+        assert sum(_skip_edges(g) > 0 for g in skipping) >= 6
+    with pytest.raises(ValueError, match="nested sampler's fixed keys join consecutive levels only"):
+        GenomeSampler(space, "nested", skip=(0.0, 0.5))
+    with pytest.raises(ValueError, match=r"skip range \(0.5, 0.1\)"):
+        GenomeSampler(space, "uniform", skip=(0.5, 0.1))
+    data = DigitsDataModule()
+    m = SupernetModule(data.input_shape, data.num_classes, levels=2, width=16, skip=(0.5, 0.5), genomes_per_step=3)
+    x, y = data.tensors("train")
+    assert torch.isfinite(m.training_step((x[:32], y[:32]), 0))
+
+
 def _fit(tmp_path, *extra):
     return cli(["fit", "--config", str(REPO / "configs/oneshot/digits.yaml"), "--trainer.default_root_dir", str(tmp_path),
                 "--checkpoint.dirpath", str(tmp_path / "ckpt"), "--trainer.enable_progress_bar", "false",
