@@ -11,7 +11,8 @@ Estimator entries: ``supernet_<variant>`` (inherited weights) and ``hypernet`` (
 each also ``+population`` (trained on the set first: an upper bound), ``+cadence`` (trained as a
 search trains it), ``+readout`` (output level refitted in closed form) and ``+finetune50``. The
 hypernet is trained as ``configs/hypernet/mnist-t10k.yaml`` sets it up (through the readout); the
-``+rotrain`` supernet variants are trained through it too.
+``+rotrain`` supernet variants are trained through it too, the ``+skip`` ones also on genomes with
+edges across levels (``GenomeSampler(skip=(0, 0.5))``), as a search's mutations add them.
 Writes ``benchmarks/results/ranking.json``.
 
     python benchmarks/ranking.py [--variants uniform,fair+rotrain] [--steps 1500] [--update-steps 1000] [--hypernet-steps 12000] [--hypernet-update-steps 1000]
@@ -101,7 +102,7 @@ def rebatched(data, batch_size: int):
 
 
 def supernet_variant(name: str, data, steps: int, sampler: str, distill: bool, few_shot: bool = False,
-                     readout: int = 0, seed: int = 0):
+                     readout: int = 0, skip: tuple[float, float] = (0.0, 0.0), seed: int = 0):
     """Train a supernet on the mnist-t10k grid with Lightning for ``steps`` steps; its checkpoint path.
     ``readout``: train through the closed-form readout (``SupernetModule(readout=...)``), on batches
     of 128 + ``readout`` examples."""
@@ -110,7 +111,7 @@ def supernet_variant(name: str, data, steps: int, sampler: str, distill: bool, f
     pl.seed_everything(seed, verbose=False)
     module = SupernetModule(data.input_shape, data.num_classes, levels=3, width=256, sampler=sampler,
                             density=(0.003, 0.3), genomes_per_step=4, distill=distill, few_shot=few_shot, lr=3e-3,
-                            readout=readout, seed=seed)
+                            readout=readout, skip=skip, seed=seed)
     if readout:
         data = rebatched(data, data.batch_size + readout)
     trainer = pl.Trainer(max_steps=steps, max_epochs=-1, logger=False, enable_checkpointing=False,
@@ -197,8 +198,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=1500, help="supernet training steps per variant")
     ap.add_argument("--variants", default="uniform,sandwich,sandwich+distill,nested,fair,sandwich+fewshot",
-                    help="comma-separated supernet variants (sampler[+distill][+fewshot][+rotrain]) to train, or none; "
-                         "rotrain: trained through the readout on 512 examples a step")
+                    help="comma-separated supernet variants (sampler[+distill][+fewshot][+rotrain][+skip]) to train, "
+                         "or none; rotrain: trained through the readout on 512 examples a step; skip: also on genomes "
+                         "with edges across levels")
     ap.add_argument("--update-steps", type=int, default=1000, help="population-guided supernet steps on each set")
     ap.add_argument("--update-lr", type=float, default=1e-2, help="their peak learning rate (cosine to 0)")
     ap.add_argument("--cadence-lr", type=float, default=3e-2,
@@ -266,7 +268,7 @@ def main() -> None:
     for v in variants:
         sampler, flags = v.split("+")[0], set(v.split("+")[1:])
         ckpt, train_s = supernet_variant(v, data, args.steps, sampler, "distill" in flags, "fewshot" in flags,
-                                         512 if "rotrain" in flags else 0)
+                                         512 if "rotrain" in flags else 0, (0.0, 0.5) if "skip" in flags else (0.0, 0.0))
         for name, s in sets.items():
             est = SupernetEstimator(data, str(ckpt))
             record(f"supernet_{v}", name, *scored(est, s["genomes"]), prior=True)
