@@ -170,8 +170,8 @@ class GenomeSampler:
         for i in range(k):
             groups = [sp.inputs] + [np.sort(p[i]) for p in parts if len(p[i])] + [sp.outputs]
             d, skip = self._density(rng), self._skip(rng)
-            edges = [law_edges(sp, a, b, d if j == i + 1 else skip * d, rng)
-                     for i, a in enumerate(groups) for j, b in enumerate(groups) if j == i + 1 or (j > i + 1 and skip > 0)]
+            edges = [law_edges(sp, a, b, d if hi == lo + 1 else skip * d, rng)
+                     for lo, a in enumerate(groups) for hi, b in enumerate(groups) if hi == lo + 1 or (hi > lo + 1 and skip)]
             hidden = np.concatenate(groups[1:-1]) if len(groups) > 2 else np.zeros(0, dtype=np.int64)
             out.append(Genome(sp, hidden, np.concatenate(edges)).pruned().canonical())
         return out
