@@ -7,7 +7,7 @@ import torch
 
 from evolution.data import DigitsDataModule
 from evolution.genome import SearchSpace
-from evolution.network import SparseNet, readout_loss, ridge_readout, sparse_forward
+from evolution.network import SparseNet, compile, readout_loss, ridge_readout, sparse_forward
 from evolution.sampling import GenomeSampler, random_genome
 from evolution import seeds
 from oneshot.__main__ import main as cli
@@ -121,11 +121,8 @@ def test_samplers_feed_the_module(space):
 
 
 def _skip_edges(g) -> int:
-    """Edges that jump over a present level (inputs and outputs count as levels)."""
-    sp = g.space
-    order = {lv: i for i, lv in enumerate([0] + g.levels_present() + [sp.output_level])}
-    src, dst = (np.array([order[lv] for lv in sp.level[g.edges[:, k]]]) for k in (0, 1))
-    return int((dst - src > 1).sum())
+    """Edges of the compiled plan's pairs that jump over a present level."""
+    return sum(len(p.edges) for k, pairs in enumerate(compile(g).pairs_into, 1) for p in pairs if p.src_level != k - 1)
 
 
 def test_sampler_skip_joins_nonconsecutive_levels(space):
