@@ -6,7 +6,9 @@ lineage: genomes of a real search). For each estimator and set: Kendall tau, Spe
 regressing estimate and truth on log #params: does it know anything beyond size?), correlation with
 #edges, tau within each depth and the depth bias (are deeper genomes ranked below their truth?),
 and seconds per genome, always beside the baselines #edges and 50 steps from scratch (and 20, at
-the cost of the estimators trained at a search's cadence), and the seed-vs-seed noise ceiling.
+the cost of the estimators trained at a search's cadence), the seed-vs-seed noise ceiling, and
+``init+readout`` (a random init with the output level refitted in closed form: what the ``+readout``
+entries would score without any trained hidden weights).
 Estimator entries: ``supernet_<variant>`` (inherited weights) and ``hypernet`` (predicted weights),
 each also ``+population`` (trained on the set first: an upper bound), ``+cadence`` (trained as a
 search trains it), ``+readout`` (output level refitted in closed form) and ``+finetune50``. The
@@ -30,12 +32,14 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
+import torch
 import yaml
 from scipy.stats import kendalltau, rankdata, spearmanr
 
 from evolution import cost
 from evolution.estimators import TrainEstimator
 from evolution.genome import Genome
+from evolution.network import SparseNet, ridge_readout
 
 import ranking_sets  # noqa: E402  (benchmarks/ is the script's folder)
 
@@ -91,6 +95,22 @@ def scored(est, genomes: list[Genome], update: bool = False) -> tuple[np.ndarray
         est.update(genomes)
     scores = [e.score for e in est.estimate(genomes)]
     return np.array(scores), (time.perf_counter() - start) / len(scores)
+
+
+@torch.no_grad()
+def init_readout(data, genomes: list[Genome], examples: int, seed: int = 0) -> tuple[np.ndarray, float]:
+    """Validation accuracy of each genome at ``SparseNet``'s random init (seeded) with its output level
+    refitted on the first ``examples`` training examples (``ridge_readout``, as the ``+readout``
+    estimators refit theirs), and seconds per genome: the control for what trained hidden weights add."""
+    data.setup("fit")
+    x_fit, y_fit = (t[:examples] for t in data.tensors("train"))
+    x, y = data.tensors("val")
+    start, scores = time.perf_counter(), []
+    for g in genomes:
+        net = SparseNet(g, torch.Generator().manual_seed(seed)).eval()
+        net.set_weights(ridge_readout(net.plan, net.weights(), x_fit, y_fit))
+        scores.append(float((net(x).argmax(1) == y).float().mean()))
+    return np.array(scores), (time.perf_counter() - start) / len(genomes)
 
 
 def rebatched(data, batch_size: int):
@@ -261,6 +281,7 @@ def main() -> None:
         for steps in (50, 20):
             est = TrainEstimator(data, steps=steps, batch_size=128, lr=3e-3, seed=0)
             record(f"scratch{steps}", name, *scored(est, s["genomes"]), prior=steps == 50)
+        record("init+readout", name, *init_readout(data, s["genomes"], args.readout))
 
     from oneshot.estimator import SupernetEstimator
 
