@@ -248,8 +248,11 @@ class Genome:
     def canonical(self) -> "Genome":
         """Edges sorted by (target level, source level, src, dst): each level pair's edges are then
         contiguous and row-major, so a full pair compiles to a free view of the weight vector."""
-        sp, e = self.space, self.edges
-        order = np.lexsort((e[:, 1], e[:, 0], sp.level[e[:, 0]], sp.level[e[:, 1]]))
+        sp, e, n = self.space, self.edges, self.space.n_neurons
+        # One int64 key in that order (levels < output_level + 1, ids < n): a stable argsort of it
+        # is lexsort's order at a tenth of its time, and draws are nearly sorted already.
+        key = ((sp.level[e[:, 1]] * (sp.output_level + 1) + sp.level[e[:, 0]]) * n + e[:, 0]) * n + e[:, 1]
+        order = np.argsort(key, kind="stable")
         ties = None if self.ties is None else self.ties[order]
         return Genome(sp, np.sort(self.hidden), e[order], ties)
 

@@ -138,6 +138,19 @@ def test_canonical_makes_full_pairs_row_major(space):
     assert np.array_equal(c.edges, g.edges)
 
 
+
+def test_canonical_sorts_by_target_level_source_level_source_target():
+    space = SearchSpace((1, 6, 6), 4, levels=3, width=9)
+    rng = np.random.default_rng(1)
+    g = random_genome(space, rng, density=0.5, n_levels=3, skip=0.5)
+    lv = space.level
+    assert (lv[g.edges[:, 1]] - lv[g.edges[:, 0]] > 1).any()  # edges across levels too
+    perm = rng.permutation(g.n_edges)
+    c = Genome(space, g.hidden, g.edges[perm], ties=perm).canonical()
+    keys = [(lv[d], lv[s], s, d) for s, d in c.edges.tolist()]
+    assert keys == sorted(keys) and len(set(keys)) == g.n_edges
+    assert np.array_equal(g.edges[c.ties], c.edges)  # tie labels moved with their edges
+
 def test_space_errors():
     with pytest.raises(ValueError, match="not a multiple of channels"):
         SearchSpace((1, 4, 4), 3, 1, 10, channels=4)

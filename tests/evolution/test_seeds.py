@@ -87,3 +87,17 @@ def test_density_scale_is_exact_with_and_without_saturation():
         free = p < 1.0
         assert np.allclose(p[free] / law[free], (p[free] / law[free])[0])
     assert (_scale_to_density(law, 0.95) == 1.0).any() and (_scale_to_density(law, 0.001) < 1.0).all()
+
+
+def test_cached_level_law_lines_up_with_the_edge_law():
+    from evolution.sampling import _level_law, _slot_index
+
+    space = SearchSpace((1, 28, 28), 10, levels=3, width=64)
+    rng = np.random.default_rng(0)
+    for a, b in ((0, 1), (0, 3), (1, 2), (1, 3)):  # skip pairs too: the law depends on the target level
+        src = space.inputs if a == 0 else space.level_slots(a)
+        src = np.sort(rng.choice(src, 20, replace=False))
+        dst = np.sort(rng.choice(space.level_slots(b), 15, replace=False))
+        s, d = (m.ravel() for m in np.meshgrid(src, dst, indexing="ij"))
+        got = _level_law(space, a, b)[np.ix_(_slot_index(space, src, a), _slot_index(space, dst, b))].ravel()
+        assert np.allclose(got, space.edge_law(s, d), rtol=1e-12, atol=0)
