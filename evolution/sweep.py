@@ -87,8 +87,8 @@ def command_for(sweep: dict, values: dict, out_dir: Path) -> list[str]:
             argv.append(str(part))
     if "search" in argv:
         argv += ["--run_dir", str(out_dir)]
-    else:
-        argv += ["--trainer.default_root_dir", str(out_dir)]
+    else:  # a fit: its checkpoints too, or every trial would write into the config's own dirpath
+        argv += ["--trainer.default_root_dir", str(out_dir), "--checkpoint.dirpath", str(out_dir / "checkpoints")]
         if any(str(a).endswith("logging/wandb.yaml") for a in argv):  # the W&B logger's files too
             argv += ["--trainer.logger.init_args.save_dir", str(out_dir)]
     return argv

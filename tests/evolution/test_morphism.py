@@ -59,6 +59,7 @@ def test_duplicate_copies_incoming_and_halves_outgoing(parent):
 
 def test_every_operator_inherits_shared_weights(parent):
     rng = np.random.default_rng(5)
+    seen = set()
     for name, op in OPERATORS.items():
         child_g, how = op(parent.genome, rng)
         child = inherit(parent, child_g, how)
@@ -72,3 +73,11 @@ def test_every_operator_inherits_shared_weights(parent):
         new = np.setdiff1d(np.arange(child_g.n_edges), ci)
         if how.mutation in ("add_edges", "add_neurons"):
             assert (child.edge_weights()[new] == 0).all(), name
+        if how.mutation == "tie_weights":  # a tied group starts from the mean of its edges' weights
+            assert np.array_equal(child_g.edges, parent.genome.edges)
+            g = torch.as_tensor(child_g.groups)
+            counts = torch.bincount(g)
+            mean = torch.zeros(len(counts)).index_add_(0, g, parent.edge_weights().float()) / counts
+            assert (counts > 1).any() and torch.allclose(child.edge_weights(), mean[g]), name
+        seen.add(how.mutation)
+    assert "tie_weights" in seen  # the tie check above ran (tie_weights falls back to add_edges when nothing ties)

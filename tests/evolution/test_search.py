@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from evolution.__main__ import main as cli
 from evolution.data import DigitsDataModule
@@ -38,6 +39,7 @@ def test_search_writes_its_files_and_improves_its_front(tmp_path):
     front = json.loads((run / "front.json").read_text())
     hv = front["hypervolume"]
     assert len(hv) == 5 and all(b >= a for a, b in zip(hv, hv[1:]))  # an all-time archive never loses volume
+    assert hv[-1] > hv[0]  # and four iterations of children added to it
     for c in front["front"]:
         assert (run / c["genome"]).is_file()
     assert (run / "front.png").stat().st_size > 1000 and (run / "config.yaml").is_file()
@@ -206,10 +208,13 @@ class SpyEstimator:
     def __init__(self, data) -> None:
         self.inner = TrainEstimator(data, steps=3, keep_state=True)
         self.parents = []
+        self.states = []  # the trained weights it handed back, one per estimate
 
     def estimate(self, genomes, parents=None):
         self.parents += list(parents or [])
-        return self.inner.estimate(genomes, parents)
+        out = self.inner.estimate(genomes, parents)
+        self.states += [e.state for e in out]
+        return out
 
 
 def test_lamarckian_estimators_get_the_whole_inheritance(tmp_path):
@@ -223,3 +228,7 @@ def test_lamarckian_estimators_get_the_whole_inheritance(tmp_path):
     Search(s, data, spy).run()
     given = [p for p in spy.parents if p is not None]
     assert given and all(p.how.mutation == "duplicate_neuron" and len(p.how.duplicated) == 1 for p in given)
+    for p in given:  # the state is a parent's trained weights, holding the neuron the child duplicated
+        assert any(torch.equal(p.state["edges"], t["edges"]) and torch.equal(p.state["edge"], t["edge"])
+                   for t in spy.states[:4])
+        assert p.how.duplicated[0][0] in p.state["hidden"].tolist()

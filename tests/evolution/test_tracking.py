@@ -1,5 +1,4 @@
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -17,9 +16,11 @@ TINY = ["--config", str(REPO / "configs/search/digits.yaml"), "--population", "5
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch):
+def offline(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
+    for name in ("WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR"):  # W&B's own logs too, not in ~/.cache
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home" / name.lower()))
 
 
 def test_search_and_verify_log_to_one_offline_run(tmp_path):
@@ -39,7 +40,8 @@ def test_search_and_verify_log_to_one_offline_run(tmp_path):
     again = read_offline_run(run / "wandb", wait=60)
     assert any(any(k.startswith("verify/candidates") for k in h) for h in again["history"])
     assert (run / "wandb_run_id").read_text() == run_id
-    assert len(list((run / "wandb").glob("offline-run-*"))) >= 1
+    folders = list((run / "wandb").glob("offline-run-*"))
+    assert folders and all(f.name.endswith(f"-{run_id}") for f in folders)  # verify resumed the search's run
 
 
 def test_fit_with_the_wandb_logger_writes_metrics(tmp_path):
@@ -105,8 +107,8 @@ def _get(cfg: dict, dotted: str):
     (REPO / "configs/sweeps/supernet.yaml", "--trainer.max_epochs 1 --trainer.limit_train_batches 2 "
                                            "--trainer.limit_val_batches 1 --model.width 16 --trainer.enable_progress_bar false"),
 ], ids=["search", "supernet"])
-def test_local_driver_runs_two_trials_with_the_sampled_values(tmp_path, path, extra):
-    os.chdir(REPO)  # the sweep commands name configs relative to the repository
+def test_local_driver_runs_two_trials_with_the_sampled_values(tmp_path, path, extra, monkeypatch):
+    monkeypatch.chdir(REPO)  # the sweep commands name configs relative to the repository
     assert cli(["sweep", str(path), "--count", "2", "--trials_dir", str(tmp_path), "--extra", extra]) == 0
     sweep = load_sweep(path)
     for k in range(2):
@@ -114,4 +116,7 @@ def test_local_driver_runs_two_trials_with_the_sampled_values(tmp_path, path, ex
         cfg = _resolved(tmp_path / f"trial-{k}")
         for name, value in values.items():
             assert _get(cfg, name) == pytest.approx(value) if isinstance(value, float) else _get(cfg, name) == value
-    assert set(values) == set(sweep["parameters"])
+        assert set(values) == set(sweep["parameters"])
+        if "fit" in sweep["command"]:  # each trial keeps its own checkpoints, none in the config's dirpath
+            assert (tmp_path / f"trial-{k}" / "checkpoints" / "last.ckpt").exists()
+            assert _get(cfg, "checkpoint.dirpath") == str(tmp_path / f"trial-{k}" / "checkpoints")

@@ -82,7 +82,7 @@ def test_genome_file_must_match_the_data(tmp_path, capsys):
               "--trainer.default_root_dir", str(tmp_path / "out")])
     assert rc == 2
     assert "has 784 inputs and 10 outputs; the data has 64 inputs and 10 classes" in capsys.readouterr().err
-    (tmp_path / "t.json").write_text(space and json.dumps({"format": "neuronas.genome", "version": 1})[:-5])
+    (tmp_path / "t.json").write_text(json.dumps({"format": "neuronas.genome", "version": 1})[:-5])
     assert cli(["train", "fit", "--config", str(REPO / "configs/train/digits.yaml"), "--model.genome",
                 str(tmp_path / "t.json"), "--trainer.default_root_dir", str(tmp_path / "out")]) == 2
     assert "t.json: not valid JSON" in capsys.readouterr().err

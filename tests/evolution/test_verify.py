@@ -1,5 +1,6 @@
 import builtins
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -102,10 +103,12 @@ def test_run_pipeline_end_to_end(tmp_path, capsys):
     assert (tmp_path / "estimator.ckpt").is_file()
 
 
-def test_export_onnx_matches(run_dir):
+def test_export_onnx_matches(run_dir, tmp_path):
     pytest.importorskip("onnxscript")
     ort = pytest.importorskip("onnxruntime")
-    cand = next(p for p in (run_dir / "verify").iterdir() if (p / "model.ckpt").is_file())
+    # A copy: the shared candidate folder must stay without model.onnx for the test that checks that.
+    cand = shutil.copytree(next(p for p in (run_dir / "verify").iterdir() if (p / "model.ckpt").is_file()),
+                           tmp_path / "candidate")
     path = export(str(cand), "onnx")
     sess = ort.InferenceSession(str(path))
     x = torch.rand(5, 64)
@@ -124,7 +127,6 @@ class ConstantInitializer:
 
 
 def test_verify_can_start_from_predicted_weights(run_dir, tmp_path):
-    import shutil
 
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)

@@ -138,7 +138,7 @@ def test_estimator_round_trip_is_deterministic_and_matches_the_initialised_net(c
     est = HypernetEstimator(data, checkpoint, batch=4)
     genomes = [random_genome(DIGITS, np.random.default_rng(i), density=0.3) for i in range(6)]
     a, b = est.estimate(genomes), est.estimate(genomes)
-    assert [e.score for e in a] == [e.score for e in b] and all(e.ok and 0 < e.seconds < 1 for e in a)
+    assert [e.score for e in a] == [e.score for e in b] and all(e.ok and e.seconds > 0 for e in a)
     x, y = data.tensors("val")
     for g, e in zip(genomes[:2], a):
         net = est.initialise(g)

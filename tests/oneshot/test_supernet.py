@@ -107,17 +107,26 @@ def test_tied_genome_uses_one_weight_per_group():
     sup = Supernet(space)
     w = sup.weights_for(g).edge
     groups = torch.as_tensor(g.groups)
-    for k in range(3):
+    assert (torch.bincount(groups) > 1).any()
+    for k in range(g.n_weights):
         assert torch.allclose(w[groups == k], w[groups == k][0].expand((groups == k).sum()))
 
 
-def test_samplers_feed_the_module(space):
+def test_samplers_feed_the_module():
     data = DigitsDataModule()
     for kind in GenomeSampler.KINDS:
         m = SupernetModule(data.input_shape, data.num_classes, levels=2, width=16, sampler=kind, genomes_per_step=3)
         x, y = data.tensors("train")
+        state = m.rng.bit_generator.state
         loss = m.training_step((x[:32], y[:32]), 0)
-        assert torch.isfinite(loss)
+        # The step's loss is the mean over the sampler's next three genomes (redrawn from its state).
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state
+        genomes = m.sampler.sample(rng, 3)
+        for g in genomes:
+            g.validate()
+        assert len(genomes) == 3 and torch.isfinite(loss)
+        assert torch.allclose(loss, supernet_loss(m.supernet, genomes, x[:32], y[:32])), kind
 
 
 def _skip_edges(g) -> int:
@@ -162,7 +171,7 @@ def test_fit_resume_and_estimator(tmp_path, capsys):
     est = SupernetEstimator(data, str(last))
     g = random_genome(est.space, np.random.default_rng(0), density=0.3)
     a, b = est.estimate([g, g])
-    assert a.ok and a.score == b.score and 0 <= a.score <= 1 and a.seconds < 1
+    assert a.ok and a.score == b.score and 0 <= a.score <= 1 and a.seconds > 0
     with pytest.raises(FileNotFoundError, match="supernet checkpoint .*nope.ckpt does not exist"):
         SupernetEstimator(data, str(tmp_path / "nope.ckpt"))
     # readout: the inherited hidden levels with the output level refitted on 500 training examples
