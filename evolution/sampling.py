@@ -51,7 +51,7 @@ def _slot_index(space: SearchSpace, ids: np.ndarray, level: int) -> np.ndarray:
 
 def law_edges(space: SearchSpace, src: np.ndarray, dst: np.ndarray, density: float,
               rng: np.random.Generator) -> np.ndarray:
-    """Draw edges between two neuron sets, each within one level: each pair with probability
+    """Draw edges between two sorted neuron sets, each within one level: each pair with probability
     proportional to the edge law (uniform into the outputs), scaled so a fraction ``density`` of
     the pairs is drawn. ``(e, 2)``."""
     src_level, dst_level = int(space.level[src[0]]), int(space.level[dst[0]])
@@ -59,10 +59,15 @@ def law_edges(space: SearchSpace, src: np.ndarray, dst: np.ndarray, density: flo
         p: np.ndarray | float = min(1.0, density)
     else:
         full = _level_law(space, src_level, dst_level)
-        law = full[np.ix_(_slot_index(space, src, src_level), _slot_index(space, dst, dst_level))]
+        rows = _slot_index(space, src, src_level)
+        if not (len(rows) == full.shape[0] and rows[0] == 0 and rows[-1] == len(rows) - 1):  # not the whole level
+            full = np.take(full, rows, axis=0)
+        law = np.take(full, _slot_index(space, dst, dst_level), axis=1)  # take: 4x faster than np.ix_ here
         p = _scale_to_density(law.ravel(), density).reshape(law.shape)
-    i, j = np.nonzero(rng.random((len(src), len(dst))) < p)  # row-major: the pairs' order of a meshgrid
-    return np.stack([src[i], dst[j]], 1)
+    # Row-major flat indices (a meshgrid's order of the pairs): 3x faster than a 2-D nonzero.
+    k = np.flatnonzero(rng.random((len(src), len(dst))) < p)
+    i = k // len(dst)
+    return np.stack([src[i], dst[k - i * len(dst)]], 1)
 
 
 def random_genome(space: SearchSpace, rng: np.random.Generator, density: float = 0.1,
@@ -106,6 +111,17 @@ def _unit_hash(ids: np.ndarray, seed: int) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) / float(2**53)
 
 
+@lru_cache(maxsize=32)
+def _pair_keys(space: SearchSpace, src_level: int, dst_level: int, seed: int) -> np.ndarray:
+    """The fixed key of every potential edge between two whole levels, row-major (computed once:
+    hashing them took most of a nested draw)."""
+    src = space.inputs if src_level == 0 else space.level_slots(src_level)
+    dst = space.outputs if dst_level == space.output_level else space.level_slots(dst_level)
+    keys = _unit_hash(space.edge_id(src[:, None], dst[None, :]).ravel(), seed)
+    keys.flags.writeable = False  # shared by every call
+    return keys
+
+
 def nested_genome(space: SearchSpace, density: float, fill: float, n_levels: int, seed: int = 0) -> Genome:
     """A genome from fixed keys: slot ``s`` is present when its key < ``fill``, edge ``e`` of two
     consecutive present levels when its key < ``min(1, c * law_e)`` (``c`` set on the full level pair
@@ -120,15 +136,15 @@ def nested_genome(space: SearchSpace, density: float, fill: float, n_levels: int
     groups.append(space.outputs)
     edges = []
     for a, b in zip(groups, groups[1:]):
-        full_a = a if space.level[a[0]] == 0 else space.level_slots(int(space.level[a[0]]))
-        full_b = b if space.level[b[0]] == space.output_level else space.level_slots(int(space.level[b[0]]))
-        fs, fd = (m.ravel() for m in np.meshgrid(full_a, full_b, indexing="ij"))
-        la, lb = int(space.level[full_a[0]]), int(space.level[full_b[0]])
-        law = np.ones(len(fs)) if lb == space.output_level else _level_law(space, la, lb).ravel()
-        p = _scale_to_density(law, density)
-        on = _unit_hash(space.edge_id(fs, fd), seed + 1) < p
-        on &= np.isin(fs, a) & np.isin(fd, b)
-        edges.append(np.stack([fs[on], fd[on]], 1))
+        la, lb = int(space.level[a[0]]), int(space.level[b[0]])
+        full_a = a if la == 0 else space.level_slots(la)
+        full_b = b if lb == space.output_level else space.level_slots(lb)
+        law = np.ones(len(full_a) * len(full_b)) if lb == space.output_level else _level_law(space, la, lb).ravel()
+        on = (_pair_keys(space, la, lb, seed + 1) < _scale_to_density(law, density)).reshape(len(full_a), len(full_b))
+        on &= np.isin(full_a, a)[:, None] & np.isin(full_b, b)[None, :]
+        k = np.flatnonzero(on)  # row-major, as the pairs of a meshgrid
+        i = k // len(full_b)
+        edges.append(np.stack([full_a[i], full_b[k - i * len(full_b)]], 1))
     hidden = np.concatenate(groups[1:-1]) if n_levels else np.zeros(0, dtype=np.int64)
     return Genome(space, hidden, np.concatenate(edges)).pruned().canonical()
 
