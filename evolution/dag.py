@@ -17,11 +17,23 @@ def degrees(edges: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.bincount(e[:, 1], minlength=n), np.bincount(e[:, 0], minlength=n)
 
 
-def reachable(sources: np.ndarray, edges: np.ndarray, n: int, reverse: bool = False) -> np.ndarray:
+def reachable(sources: np.ndarray, edges: np.ndarray, n: int, reverse: bool = False,
+              max_passes: int = 16) -> np.ndarray:
     """Boolean ``(n,)`` mask of neurons reachable from ``sources`` (or reaching them if ``reverse``)."""
     e = _as_edges(edges)
     src, dst = (e[:, 1], e[:, 0]) if reverse else (e[:, 0], e[:, 1])
     sources = np.asarray(sources, dtype=np.int64)
+    # Genomes are shallow (a path has at most levels + 1 edges), so a few passes of "targets of
+    # reached sources" over all edges settle; 3x faster than the sparse BFS below on drawn genomes,
+    # whose fixed cost dominated pruning them. Deeper graphs fall through to the BFS.
+    mask = np.zeros(n, dtype=bool)
+    mask[sources] = True
+    count = int(np.count_nonzero(mask))
+    for _ in range(max_passes):
+        mask[dst[mask[src]]] = True
+        before, count = count, int(np.count_nonzero(mask))
+        if count == before:
+            return mask
     # A virtual root wired to every source turns a multi-source search into one BFS.
     root = n
     rows = np.concatenate([src, np.full(len(sources), root)])
