@@ -19,7 +19,8 @@ def degrees(edges: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def reachable(sources: np.ndarray, edges: np.ndarray, n: int, reverse: bool = False,
               max_passes: int = 16) -> np.ndarray:
-    """Boolean ``(n,)`` mask of neurons reachable from ``sources`` (or reaching them if ``reverse``)."""
+    """Boolean ``(n,)`` mask of neurons reachable from ``sources`` (or reaching them if ``reverse``):
+    up to ``max_passes`` propagation passes, then a breadth-first search if they have not settled."""
     e = _as_edges(edges)
     src, dst = (e[:, 1], e[:, 0]) if reverse else (e[:, 0], e[:, 1])
     sources = np.asarray(sources, dtype=np.int64)

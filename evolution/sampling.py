@@ -25,6 +25,8 @@ def _scale_to_density(law: np.ndarray, density: float) -> np.ndarray:
     for _ in range(64):
         free = scale * law < 1.0
         rest = law[free].sum()
+        if rest <= 0:  # every pair with a nonzero law saturates (the law underflows far away)
+            return (law > 0).astype(law.dtype)
         short = target - (len(law) - np.count_nonzero(free)) - scale * rest
         if short <= 1e-12 * target:
             break
@@ -36,7 +38,8 @@ def _scale_to_density(law: np.ndarray, density: float) -> np.ndarray:
 def _level_law(space: SearchSpace, src_level: int, dst_level: int) -> np.ndarray:
     """The edge law between all slots of two levels, ``(slots of src_level, slots of dst_level)``,
     computed once per space: the positions are fixed, and recomputing the distances took over half
-    of drawing a genome."""
+    of drawing a genome. Resident while cached: 8 bytes a pair (1.6 MB for the mnist grid's inputs
+    to a 256-slot level, 6.3 MB for 3x32x32 inputs)."""
     src = space.inputs if src_level == 0 else space.level_slots(src_level)
     offset = space.positions[src][:, None, :] - space.positions[space.level_slots(dst_level)][None, :, :]
     law = np.exp(np.sqrt((offset ** 2).sum(-1)) / -(4.0 + 1.5 * dst_level))
@@ -60,7 +63,7 @@ def law_edges(space: SearchSpace, src: np.ndarray, dst: np.ndarray, density: flo
     else:
         full = _level_law(space, src_level, dst_level)
         rows = _slot_index(space, src, src_level)
-        if not (len(rows) == full.shape[0] and rows[0] == 0 and rows[-1] == len(rows) - 1):  # not the whole level
+        if not (len(rows) == full.shape[0] and (rows == np.arange(len(rows))).all()):  # not the whole level
             full = np.take(full, rows, axis=0)
         law = np.take(full, _slot_index(space, dst, dst_level), axis=1)  # take: 4x faster than np.ix_ here
         p = _scale_to_density(law.ravel(), density).reshape(law.shape)

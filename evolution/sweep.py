@@ -88,6 +88,7 @@ def command_for(sweep: dict, values: dict, out_dir: Path) -> list[str]:
     if "search" in argv:
         argv += ["--run_dir", str(out_dir)]
     else:  # a fit: its checkpoints too, or every trial would write into the config's own dirpath
+        # (this overrides a checkpoint.dirpath the sweep itself sets: trials must not share one)
         argv += ["--trainer.default_root_dir", str(out_dir), "--checkpoint.dirpath", str(out_dir / "checkpoints")]
         if any(str(a).endswith("logging/wandb.yaml") for a in argv):  # the W&B logger's files too
             argv += ["--trainer.logger.init_args.save_dir", str(out_dir)]

@@ -138,7 +138,6 @@ def test_canonical_makes_full_pairs_row_major(space):
     assert np.array_equal(c.edges, g.edges)
 
 
-
 def test_canonical_sorts_by_target_level_source_level_source_target():
     space = SearchSpace((1, 6, 6), 4, levels=3, width=9)
     rng = np.random.default_rng(1)
@@ -150,6 +149,7 @@ def test_canonical_sorts_by_target_level_source_level_source_target():
     keys = [(lv[d], lv[s], s, d) for s, d in c.edges.tolist()]
     assert keys == sorted(keys) and len(set(keys)) == g.n_edges
     assert np.array_equal(g.edges[c.ties], c.edges)  # tie labels moved with their edges
+
 
 def test_space_errors():
     with pytest.raises(ValueError, match="not a multiple of channels"):

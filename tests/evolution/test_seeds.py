@@ -3,7 +3,7 @@ import pytest
 
 from evolution import seeds
 from evolution.genome import SearchSpace
-from evolution.sampling import law_edges, random_genome
+from evolution.sampling import GenomeSampler, law_edges, random_genome
 
 
 def test_mlp_spec_is_dense_and_spread():
@@ -87,6 +87,8 @@ def test_density_scale_is_exact_with_and_without_saturation():
         free = p < 1.0
         assert np.allclose(p[free] / law[free], (p[free] / law[free])[0])
     assert (_scale_to_density(law, 0.95) == 1.0).any() and (_scale_to_density(law, 0.001) < 1.0).all()
+    # more density than nonzero law (an underflowed law far away): every nonzero pair, no NaN
+    assert _scale_to_density(np.array([1.0, 0.5, 0.0, 0.0]), 0.6).tolist() == [1.0, 1.0, 0.0, 0.0]
 
 
 def test_cached_level_law_lines_up_with_the_edge_law():
@@ -100,4 +102,22 @@ def test_cached_level_law_lines_up_with_the_edge_law():
         dst = np.sort(rng.choice(space.level_slots(b), 15, replace=False))
         s, d = (m.ravel() for m in np.meshgrid(src, dst, indexing="ij"))
         got = _level_law(space, a, b)[np.ix_(_slot_index(space, src, a), _slot_index(space, dst, b))].ravel()
-        assert np.allclose(got, space.edge_law(s, d), rtol=1e-12, atol=0)
+        assert np.array_equal(got, space.edge_law(s, d))
+
+
+def test_samplers_draw_the_genomes_they_always_drew():
+    """Seeded draws pinned (edges, sum of edge ids, sum of hidden ids), taken with the samplers as
+    they were before the cached law, Newton scale and faster pruning: a change of the stream
+    (which changes every trained estimator) has to be deliberate."""
+    space = SearchSpace((1, 8, 8), 10, levels=3, width=16)
+    pinned = {
+        ("uniform", 0.0): [(49, 306631, 646), (127, 515959, 0), (156, 775350, 635)],
+        ("uniform", 0.5): [(80, 375169, 292), (489, 2809327, 2400), (258, 1520632, 2527)],
+        ("fair", 0.5): [(258, 1404715, 1572), (291, 1453922, 1315), (204, 1088489, 1313)],
+        ("nested", 0.0): [(108, 483208, 422), (19, 95360, 356), (436, 2636496, 2881)],
+        ("sandwich", 0.0): [(880, 5613402, 4200), (5, 30230, 77), (108, 483208, 422)],
+    }
+    for (kind, skip), want in pinned.items():
+        genomes = GenomeSampler(space, kind, (0.05, 0.5), skip=(0.0, skip)).sample(np.random.default_rng(0), 3)
+        got = [(g.n_edges, int(space.edge_id(g.edges[:, 0], g.edges[:, 1]).sum()), int(g.hidden.sum())) for g in genomes]
+        assert got == want, (kind, skip)
