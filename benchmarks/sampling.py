@@ -127,8 +127,7 @@ def main() -> None:
     hyper_opt = torch.optim.Adam(hyper.parameters(), lr=cfg["lr"])
     sup = SupernetModule(data.input_shape, data.num_classes, levels=3, width=256, sampler="uniform",
                          density=(0.003, 0.3), genomes_per_step=4, lr=3e-3, seed=0)
-    sup_opt = sup.configure_optimizers()
-    sup_opt = sup_opt["optimizer"] if isinstance(sup_opt, dict) else sup_opt
+    sup_opt = sup.configure_optimizers()  # LazyAdam
 
     def hyper_step() -> tuple[float, float]:
         start = time.perf_counter()

@@ -34,14 +34,21 @@ def _scale_to_density(law: np.ndarray, density: float) -> np.ndarray:
     return np.minimum(1.0, scale * law)
 
 
+def _whole_level(space: SearchSpace, level: int) -> np.ndarray:
+    """Every neuron id of one level: the inputs, a hidden level's slots or the outputs."""
+    if level == 0:
+        return space.inputs
+    return space.outputs if level == space.output_level else space.level_slots(level)
+
+
 @lru_cache(maxsize=32)
 def _level_law(space: SearchSpace, src_level: int, dst_level: int) -> np.ndarray:
     """The edge law between all slots of two levels, ``(slots of src_level, slots of dst_level)``,
     computed once per space: the positions are fixed, and recomputing the distances took over half
     of drawing a genome. Resident while cached: 8 bytes a pair (1.6 MB for the mnist grid's inputs
     to a 256-slot level, 6.3 MB for 3x32x32 inputs)."""
-    src = space.inputs if src_level == 0 else space.level_slots(src_level)
-    offset = space.positions[src][:, None, :] - space.positions[space.level_slots(dst_level)][None, :, :]
+    src, dst = _whole_level(space, src_level), _whole_level(space, dst_level)
+    offset = space.positions[src][:, None, :] - space.positions[dst][None, :, :]
     law = np.exp(np.sqrt((offset ** 2).sum(-1)) / -(4.0 + 1.5 * dst_level))
     law.flags.writeable = False  # shared by every call
     return law
@@ -118,8 +125,7 @@ def _unit_hash(ids: np.ndarray, seed: int) -> np.ndarray:
 def _pair_keys(space: SearchSpace, src_level: int, dst_level: int, seed: int) -> np.ndarray:
     """The fixed key of every potential edge between two whole levels, row-major (computed once:
     hashing them took most of a nested draw)."""
-    src = space.inputs if src_level == 0 else space.level_slots(src_level)
-    dst = space.outputs if dst_level == space.output_level else space.level_slots(dst_level)
+    src, dst = _whole_level(space, src_level), _whole_level(space, dst_level)
     keys = _unit_hash(space.edge_id(src[:, None], dst[None, :]).ravel(), seed)
     keys.flags.writeable = False  # shared by every call
     return keys
@@ -140,10 +146,10 @@ def nested_genome(space: SearchSpace, density: float, fill: float, n_levels: int
     edges = []
     for a, b in zip(groups, groups[1:]):
         la, lb = int(space.level[a[0]]), int(space.level[b[0]])
-        full_a = a if la == 0 else space.level_slots(la)
-        full_b = b if lb == space.output_level else space.level_slots(lb)
-        law = np.ones(len(full_a) * len(full_b)) if lb == space.output_level else _level_law(space, la, lb).ravel()
-        on = (_pair_keys(space, la, lb, seed + 1) < _scale_to_density(law, density)).reshape(len(full_a), len(full_b))
+        full_a, full_b = _whole_level(space, la), _whole_level(space, lb)
+        # uniform into the outputs, as law_edges draws them
+        p = min(1.0, density) if lb == space.output_level else _scale_to_density(_level_law(space, la, lb).ravel(), density)
+        on = (_pair_keys(space, la, lb, seed + 1) < p).reshape(len(full_a), len(full_b))
         on &= np.isin(full_a, a)[:, None] & np.isin(full_b, b)[None, :]
         k = np.flatnonzero(on)  # row-major, as the pairs of a meshgrid
         i = k // len(full_b)
