@@ -25,7 +25,7 @@ from evolution.estimators import Initializer
 from evolution.genome import Genome
 from evolution.train import GenomeModule
 
-INITS = ("scratch", "inherited")
+INITS = ("scratch", "inherited", "estimator")
 
 
 def load_data(run_dir: Path):
@@ -85,6 +85,35 @@ def _inherited_state(run_dir: Path, cid: int) -> dict | None:
     return None
 
 
+def search_estimator(run_dir: Path, data) -> Initializer:
+    """The search's estimator as the search left it, to start networks from its predictions: built
+    from ``config.yaml``, with what it learned while searching (a hypernet's population updates) from
+    ``state.pt``. A search of ``python -m evolution run`` gets the checkpoint that run trained."""
+    from inspect import signature
+
+    from jsonargparse._util import import_object  # the class a class_path names
+
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    spec = cfg.get("estimator") or {}
+    cls = import_object(spec["class_path"])
+    if not hasattr(cls, "initialise"):
+        raise ValueError(f"the search's estimator {spec['class_path']} cannot start networks from its predictions "
+                         "(it has no initialise); use --init scratch or inherited")
+    args = {**(spec.get("init_args") or {}), "data": data}
+    if "checkpoint" in signature(cls).parameters and not args.get("checkpoint"):
+        args["checkpoint"] = (cfg.get("fit") or {}).get("checkpoint") or str(run_dir.parent / "estimator.ckpt")
+    est = cls(**args)
+    path = run_dir / "state.pt"
+    state = checkpoints.read(path, "search state").get("estimator")
+    if state is not None and hasattr(est, "load_state_dict"):
+        try:
+            est.load_state_dict(state)
+        except (RuntimeError, KeyError) as err:
+            raise ValueError(f"search state {path} does not fit the estimator (was its checkpoint file replaced "
+                             f"since the search ran?): {str(err).splitlines()[0][:200]}") from None
+    return est
+
+
 def retrain(genome: Genome, data, out_dir: Path, epochs: int, lr: float, seed: int, accelerator: str,
             state: dict | None = None, initializer: Initializer | None = None) -> dict:
     """Standalone training of one genome; its checkpoint goes to ``out_dir/model.ckpt``."""
@@ -132,8 +161,11 @@ def verify(run_dir: str, top_k: int = 10, epochs: int = 20, lr: float = 3e-3, in
         top_k: candidates taken by estimate (the estimated front is added).
         epochs: standalone training epochs per candidate (Adam, cosine schedule).
         lr: learning rate.
-        init: ``scratch`` or ``inherited`` (the weights the search's estimator trained, where kept);
-            with ``initializer`` given, ``predicted``.
+        init: ``scratch``, ``inherited`` (the weights the search's estimator trained, where kept) or
+            ``estimator`` (the predictions of the search's estimator as the search left it, e.g. a
+            hypernet after its population updates: ``search_estimator``); with ``initializer``
+            given, ``predicted``. Starting from an estimator's own weights retrains faster but
+            leans the truth towards that estimator: ``scratch`` checks its ranking without bias.
         initializer: starts each network from predicted weights, chosen by class_path, e.g.
             ``hypernet.estimator.HypernetEstimator`` with ``init_args: {checkpoint: ...}``.
         seed: training seed.
@@ -148,6 +180,8 @@ def verify(run_dir: str, top_k: int = 10, epochs: int = 20, lr: float = 3e-3, in
     run = Path(run_dir)
     chosen = candidates(run, top_k)
     data = load_data(run)
+    if init == "estimator":
+        initializer = search_estimator(run, data)
     if hasattr(initializer, "check_data"):  # predictions for another dataset's inputs would mean nothing
         initializer.check_data(data)
     out = run / "verify.json"

@@ -12,7 +12,7 @@ import torch
 from evolution.checkpoints import check_data, load_module
 from evolution.estimators import Estimate, Parent, finite, population_steps
 from evolution.genome import Genome
-from evolution.network import ridge_readout, sparse_forward
+from evolution.network import SparseNet, init_scaled, ridge_readout, sparse_forward
 from oneshot.optim import LazyAdam
 from oneshot.module import SupernetModule, supernet_loss
 
@@ -84,8 +84,6 @@ class SupernetEstimator:
         return correct / len(y)
 
     def _finetuned_score(self, genome: Genome) -> float:
-        from evolution.network import SparseNet
-
         net = SparseNet(genome).to(self.device)
         with torch.no_grad():  # only the values: nothing for the supernet's optimizer to move
             net.set_weights(self.supernet.weights_for(genome))
@@ -126,6 +124,15 @@ class SupernetEstimator:
             self.opt.step()
         with torch.no_grad():  # the last step's result: a blown-up bank would score every child at chance
             finite(supernet_loss(self.supernet, genomes, x, y), self.update_steps, "supernet update")
+
+    @torch.no_grad()
+    def initialise(self, genome: Genome) -> SparseNet:
+        """A standalone network of ``genome`` starting from the weights it inherits from the bank (its
+        hidden levels brought to the init's scale, ``evolution.network.init_scaled``: same function,
+        retrains at a fresh init's pace)."""
+        net = SparseNet(genome).to(self.device)
+        net.set_weights(init_scaled(genome, net.plan, self.supernet.weights_for(genome)))
+        return net
 
     def state_dict(self) -> dict:
         """What a search saves with its state, so a resumed search continues the same supernet."""

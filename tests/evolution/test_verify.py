@@ -101,6 +101,23 @@ def test_run_pipeline_end_to_end(tmp_path, capsys):
     assert {"best", "baseline", "kendall_tau"} <= set(summary)
     assert (tmp_path / "search" / "verify" / str(summary["best"]["id"]) / "model.pt2").is_file()
     assert (tmp_path / "estimator.ckpt").is_file()
+    # Retrained from the run's supernet as its search left it (the checkpoint the run trained, then
+    # the search's population updates): with no epochs, each candidate keeps its inherited function.
+    from evolution.data import DigitsDataModule
+    from evolution.genome import Genome
+    from evolution.verify import search_estimator
+
+    search = tmp_path / "search"
+    (search / "verify.json").rename(search / "verify.scratch.json")
+    doc = verify(str(search), top_k=2, epochs=0, init="estimator", progress=False)
+    est = search_estimator(search, DigitsDataModule())
+    state = torch.load(search / "state.pt", weights_only=False)["estimator"]["supernet"]
+    assert all(torch.equal(v, state[k]) for k, v in est.supernet.state_dict().items())
+    x, y = DigitsDataModule().tensors("val")
+    for c in doc["candidates"]:
+        net = est.initialise(Genome.load(search / "genomes" / f"{c['id']}.json")).eval()
+        with torch.no_grad():
+            assert c["val_acc"] == pytest.approx(float((net(x).argmax(1) == y).float().mean()))
 
 
 def test_export_onnx_matches(run_dir, tmp_path):

@@ -119,6 +119,42 @@ def test_verify_retrains_from_hypernet_predictions(fitted, tmp_path):
     assert json.loads((run / "verify.json").read_text()) == doc
 
 
+def test_verify_starts_from_the_search_estimator_as_the_search_left_it(fitted, tmp_path):
+    from evolution.data import DigitsDataModule
+    from evolution.genome import Genome
+    from evolution.verify import search_estimator, verify
+
+    run, ckpt = tmp_path / "run", str(fitted / "ckpt" / "last.ckpt")
+    assert evolution_cli(["search", "--config", str(REPO / "configs/search/digits-hypernet.yaml"), "--population", "4",
+                          "--children", "2", "--iterations", "1", "--estimator.init_args.checkpoint", ckpt,
+                          "--estimator.init_args.update_steps", "3", "--search.width", "32", "--search.progress",
+                          "false", "--run_dir", str(run)]) == 0
+    data = DigitsDataModule()
+    est = search_estimator(run, data)
+    updated = torch.load(run / "state.pt", weights_only=False)["estimator"]["hypernet"]
+    as_trained = HypernetEstimator(data, ckpt).module.model.state_dict()
+    # the hypernet of the search's last update, not the checkpoint it started from
+    for k, v in est.module.model.state_dict().items():
+        assert torch.equal(v, updated[k])
+    assert any(not torch.equal(v, as_trained[k]) for k, v in updated.items())
+    doc = verify(str(run), top_k=2, epochs=0, init="estimator", progress=False)
+    assert doc["settings"]["init"] == "estimator" and doc["candidates"]
+    x, y = data.tensors("val")
+    for c in doc["candidates"]:  # no epochs: the retrained accuracy is that of the predicted start
+        net = est.initialise(Genome.load(run / "genomes" / f"{c['id']}.json")).eval()
+        with torch.no_grad():
+            assert c["val_acc"] == pytest.approx(float((net(x).argmax(1) == y).float().mean()))
+    # an estimator that predicts no weights cannot start them: one line, before any training
+    plain = tmp_path / "plain"
+    assert evolution_cli(["search", "--config", str(REPO / "configs/search/digits.yaml"), "--population", "4",
+                          "--children", "2", "--iterations", "1", "--estimator.init_args.steps", "2", "--search.width",
+                          "32", "--search.progress", "false", "--run_dir", str(plain)]) == 0
+    with pytest.raises(ValueError, match="estimator evolution.estimators.TrainEstimator cannot start networks from its "
+                                         "predictions"):
+        verify(str(plain), top_k=2, epochs=0, init="estimator", progress=False)
+    assert not (plain / "verify.json").exists()
+
+
 def test_search_config_uses_the_fitted_checkpoint_path():
     search = yaml.safe_load((REPO / "configs/search/digits-hypernet.yaml").read_text())
     fit = yaml.safe_load(Path(DIGITS).read_text())

@@ -174,6 +174,16 @@ def test_fit_resume_and_estimator(tmp_path, capsys):
     assert a.ok and a.score == b.score and 0 <= a.score <= 1 and a.seconds > 0
     with pytest.raises(FileNotFoundError, match="supernet checkpoint .*nope.ckpt does not exist"):
         SupernetEstimator(data, str(tmp_path / "nope.ckpt"))
+    # a standalone start from the inherited weights: the supernet's function, hidden levels at the init's scale
+    net = est.initialise(g).eval()
+    xv = data.tensors("val")[0][:64]
+    with torch.no_grad():
+        assert torch.allclose(net(xv), est.supernet(g, xv), atol=1e-3)  # up to LayerNorm's eps
+        fresh = SparseNet(g)
+        for pairs in net.plan.pairs_into[:-1]:
+            idx = torch.cat([p.edges for p in pairs])
+            ratio = net.weights().edge[idx].square().mean() / fresh.weights().edge[idx].square().mean()
+            assert 0.7 < float(ratio) < 1.4
     # readout: the inherited hidden levels with the output level refitted on 500 training examples
     ro = SupernetEstimator(data, str(last), readout=500)
     plan, w = ro.supernet.plan_for(g), ro.supernet.weights_for(g)
