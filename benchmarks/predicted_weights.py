@@ -17,6 +17,9 @@ of the ranking sets (3 levels x 256 slots, 8,000 train / 2,000 validation images
   predicted weights help least, other starts (lower and higher learning rate, hidden levels scaled
   down, LayerNorm affine reset, predicted plus a fraction of a fresh init, a fresh output level)
   and the from-scratch final of two more init seeds (its noise).
+- Initialiser as a search leaves it: the same on both sets with the hypernet first trained on the
+  set's genomes (1,000 population-guided steps, as ``ranking.py``'s ``hypernet+population`` and a
+  search with ``update_steps`` do), what ``verify --init estimator`` starts from.
 - Speed: seconds per genome estimated in batches of 16 and one by one (and with the readout), the
   best of three runs, against one epoch of standalone training.
 
@@ -124,7 +127,8 @@ def variant_start(net: SparseNet, genome: Genome, name: str) -> SparseNet:
     return net
 
 
-def initialiser(doc: dict, name: str, data, est, n: int, epochs: int) -> tuple[dict, list[Genome], list[float]]:
+def initialiser(doc: dict, name: str, data, est, n: int, epochs: int,
+                title: str = "") -> tuple[dict, list[Genome], list[float]]:
     """Retraining from predicted weights against from scratch on ``n`` genomes spread over the sizes
     of ranking set ``name``: epochs to reach the from-scratch final at a constant rate, and, as
     verify retrains (cosine to zero over the run), half the epochs from predicted weights against
@@ -148,7 +152,7 @@ def initialiser(doc: dict, name: str, data, est, n: int, epochs: int) -> tuple[d
     within = sum(r is not None and r <= epochs / 2 for r in reached)
     section = {"epochs": epochs, "genomes": rows, "within_half": within,
                "median_epochs_to_reach": float(np.median([epochs + 1 if r is None else r for r in reached]))}
-    print(f"\ninitialiser ({len(picks)} {name}-set genomes, {epochs} epochs from scratch)")
+    print(f"\ninitialiser{title} ({len(picks)} {name}-set genomes, {epochs} epochs from scratch)")
     print(f"{'edges':>8} {'scratch@0':>10} {'scratch@end':>12} {'predicted@0':>12} {'predicted@end':>14} {'epochs to reach':>16} "
           f"{'eff. rank: predicted':>21} {'init':>18}")
     for r in rows:
@@ -183,6 +187,8 @@ def main() -> None:
     ap.add_argument("--hypernet-steps", type=int, default=12000, help="steps of the hypernet ranking.py trains")
     ap.add_argument("--genomes", type=int, default=10, help="genomes per section")
     ap.add_argument("--epochs", type=int, default=10, help="from-scratch epochs of the initialiser section")
+    ap.add_argument("--update-steps", type=int, default=1000,
+                    help="population-guided hypernet steps on each set before the updated initialiser sections")
     ap.add_argument("--variant-genomes", type=int, default=3, help="largest initialiser genomes that try other starts")
     args = ap.parse_args()
     from hypernet.estimator import HypernetEstimator
@@ -232,6 +238,19 @@ def main() -> None:
     out["initialiser"], picks, epoch_s = initialiser(doc, "broad", data, est, args.genomes, args.epochs)
     out["initialiser_lineage"], _, _ = initialiser(doc, "lineage", data, est, args.genomes, args.epochs)
     init_rows = out["initialiser"]["genomes"]
+    # As a search leaves it: the hypernet first trained on the set's genomes (the population-guided
+    # update of a search with update_steps, as ranking.py's hypernet+population), which is the
+    # hypernet `verify --init estimator` starts a search's candidates from.
+    for name in ("broad", "lineage"):
+        guided = HypernetEstimator(data, str(ckpt), batch=16, update_steps=args.update_steps, genomes_per_step=4,
+                                   lr=3e-3)
+        start = time.perf_counter()
+        guided.update([Genome.from_dict(e["genome"]) for e in doc[name] if len(e.get("acc", [])) >= 2])
+        seconds = time.perf_counter() - start
+        out[f"initialiser_{name}_updated"], _, _ = initialiser(
+            doc, name, data, guided, args.genomes, args.epochs,
+            f" after {args.update_steps} update steps on the set ({seconds:.0f} s)")
+        out[f"initialiser_{name}_updated"].update(update_steps=args.update_steps, update_seconds=seconds)
 
     # Other starts on the largest genomes, and the noise of the from-scratch final there.
     variants = ("lr 1e-3", "lr 6e-3", "hidden levels x 0.5", "LayerNorm affine reset", "+ 0.6 x fresh init",
