@@ -94,7 +94,9 @@ def search_estimator(run_dir: Path, data) -> Initializer:
     from jsonargparse._util import import_object  # the class a class_path names
 
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    spec = cfg.get("estimator") or {}
+    spec = cfg.get("estimator") if isinstance(cfg, dict) else None
+    if not isinstance(spec, dict) or "class_path" not in spec:
+        raise ValueError(f"{run_dir / 'config.yaml'} names no estimator (class_path); is it a search's run directory?")
     cls = import_object(spec["class_path"])
     if not hasattr(cls, "initialise"):
         raise ValueError(f"the search's estimator {spec['class_path']} cannot start networks from its predictions "

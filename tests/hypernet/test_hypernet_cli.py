@@ -153,6 +153,9 @@ def test_verify_starts_from_the_search_estimator_as_the_search_left_it(fitted, t
                                          "predictions"):
         verify(str(plain), top_k=2, epochs=0, init="estimator", progress=False)
     assert not (plain / "verify.json").exists()
+    (plain / "config.yaml").write_text(yaml.safe_dump({"data": yaml.safe_load((plain / "config.yaml").read_text())["data"]}))
+    with pytest.raises(ValueError, match="config.yaml names no estimator"):
+        verify(str(plain), top_k=2, epochs=0, init="estimator", progress=False)
 
 
 def test_search_config_uses_the_fitted_checkpoint_path():
