@@ -10,7 +10,8 @@ the cost of the estimators trained at a search's cadence), the seed-vs-seed nois
 ``init+readout`` (a random init with the output level refitted in closed form: what the ``+readout``
 entries would score without any trained hidden weights).
 Estimator entries: ``supernet_<variant>`` (inherited weights) and ``hypernet`` (predicted weights),
-each also ``+population`` (trained on the set first: an upper bound), ``+cadence`` (trained as a
+each also ``+population`` (trained on the set first: an upper bound; ``+populationN`` with N steps
+instead of ``--update-steps``), ``+cadence`` (trained as a
 search trains it), ``+readout`` (output level refitted in closed form) and ``+finetune50``. The
 hypernet is trained as ``configs/hypernet/mnist-t10k.yaml`` sets it up (through the readout); the
 ``+rotrain`` supernet variants are trained through it too, the ``+skip`` ones also on genomes with
@@ -223,6 +224,8 @@ def main() -> None:
                          "with edges across levels")
     ap.add_argument("--update-steps", type=int, default=1000, help="population-guided supernet steps on each set")
     ap.add_argument("--update-lr", type=float, default=1e-2, help="their peak learning rate (cosine to 0)")
+    ap.add_argument("--update-sweep", type=lambda t: [int(n) for n in t.split(",") if n], default=[],
+                    help="also population-guided updates of these step counts (entries +populationN), e.g. 100,250,500")
     ap.add_argument("--cadence-lr", type=float, default=3e-2,
                     help="peak learning rate of the supernet's 40-step updates at a search's cadence (+cadence)")
     ap.add_argument("--hypernet-steps", type=int, default=12000, help="hypernet training steps (0: no hypernet)")
@@ -300,6 +303,9 @@ def main() -> None:
             # (as a search trains it on the population it then scores).
             est = SupernetEstimator(data, str(ckpt), update_steps=args.update_steps, genomes_per_step=4, lr=args.update_lr)
             record(f"supernet_{v}+population", name, *scored(est, s["genomes"], update=True), prior=True)
+            for n in args.update_sweep:  # the same at fewer steps: its cost against its ranking
+                est = SupernetEstimator(data, str(ckpt), update_steps=n, genomes_per_step=4, lr=args.update_lr)
+                record(f"supernet_{v}+population{n}", name, *scored(est, s["genomes"], update=True))
             for readout in (0, args.readout):
                 est = SupernetEstimator(data, str(ckpt), update_steps=40, genomes_per_step=4, lr=args.cadence_lr,
                                         readout=readout)
