@@ -41,6 +41,8 @@ def main() -> None:
     ap.add_argument("--genomes", type=int, default=10, help="genomes per section")
     ap.add_argument("--epochs", type=int, default=10, help="from-scratch epochs")
     args = ap.parse_args()
+    if args.update_steps < 1:
+        ap.error("--update-steps must be at least 1 (the sections without an update are always measured)")
     from oneshot.estimator import SupernetEstimator
 
     torch.set_num_threads(min(torch.get_num_threads(), 2))
@@ -53,8 +55,7 @@ def main() -> None:
                  "update_lr": args.update_lr}
     for name in ("broad", "lineage"):
         for steps in (0, args.update_steps):
-            # update_steps 1 when not updating: the estimator only needs an optimizer to exist
-            est = SupernetEstimator(data, str(ckpt), update_steps=max(steps, 1), lr=args.update_lr)
+            est = SupernetEstimator(data, str(ckpt), update_steps=steps, lr=args.update_lr)
             start = time.perf_counter()
             if steps:
                 est.update([Genome.from_dict(e["genome"]) for e in doc[name] if len(e.get("acc", [])) >= 2])

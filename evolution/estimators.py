@@ -61,6 +61,36 @@ class Initializer(Protocol):
         ...
 
 
+def build_estimator(spec: dict, data, checkpoint: str | None = None, where: str = "the config"):
+    """The estimator a config's ``{class_path, init_args}`` names, on ``data``; ``checkpoint`` fills
+    that argument where the class takes one (a run hands it the checkpoint it trained). Settings
+    the class does not take are one line naming ``where``."""
+    from inspect import signature
+
+    from jsonargparse._util import import_object  # the class a class_path names
+
+    cls = import_object(spec["class_path"])
+    args = {**(spec.get("init_args") or {}), "data": data}
+    if checkpoint is not None and "checkpoint" in signature(cls).parameters:
+        args["checkpoint"] = checkpoint
+    try:
+        return cls(**args)
+    except TypeError as err:
+        raise ValueError(f"{where}: {spec['class_path']} does not take these settings ({err})") from None
+
+
+def restore_estimator(estimator, state: dict | None, path) -> None:
+    """Give ``estimator`` back what it learned during a search (its ``state_dict``, saved in the
+    search state at ``path``); one line when it does not fit."""
+    if state is None or not hasattr(estimator, "load_state_dict"):
+        return
+    try:
+        estimator.load_state_dict(state)
+    except (RuntimeError, KeyError) as err:
+        raise ValueError(f"search state {path} does not fit the estimator (was its checkpoint file replaced "
+                         f"since the search began?): {str(err).splitlines()[0][:200]}") from None
+
+
 def population_steps(opt: torch.optim.Optimizer, lr: float, steps: int, rng: np.random.Generator,
                      population: Sequence[Genome], genomes_per_step: int, train: tuple[Tensor, Tensor],
                      batch_size: int) -> Iterator[tuple[list[Genome], Tensor, Tensor]]:

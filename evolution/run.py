@@ -7,7 +7,6 @@ one to search with an ``Estimator``, both chosen by ``class_path``.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import math
@@ -21,7 +20,7 @@ import yaml
 from jsonargparse._util import import_object  # the class a class_path names
 
 from evolution import cost
-from evolution.estimators import Estimator
+from evolution.estimators import Estimator, build_estimator
 from evolution.search import Search, SearchSettings
 from evolution.verify import retrain, verify
 
@@ -94,8 +93,7 @@ def run(args: list[str]) -> None:
     ckpt = Path(cfg.fit.checkpoint or run_dir / "estimator.ckpt")
     _fit_estimator(cfg, data, ckpt)
     # The estimator searched with is the one trained in step 1: it gets that checkpoint.
-    cls_params = inspect.signature(import_object(cfg.estimator.class_path)).parameters
-    estimator = _instantiate(cfg.estimator, data=data, **({"checkpoint": str(ckpt)} if "checkpoint" in cls_params else {}))
+    estimator = build_estimator(cfg.estimator.as_dict(), data, str(ckpt), "--estimator")
     search_dir = run_dir / "search"
     settings = SearchSettings(**{**cfg.search.as_dict(), "run_dir": str(search_dir), "progress": False})
     plain = json.loads(parser.dump(cfg, format="json", skip_check=True))

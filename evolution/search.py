@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from evolution import checkpoints, cost, nsga2, seeds
-from evolution.estimators import Estimate, Estimator, Parent
+from evolution.estimators import Estimate, Estimator, Parent, restore_estimator
 from evolution.genome import Genome, SearchSpace
 from evolution.mutations import Inheritance, MutationRates, mutate
 from evolution.network import SparseNet
@@ -357,12 +357,8 @@ class Search:
             # Padding it back would put NUL bytes where candidates were: refuse, keep the files as they are.
             raise ValueError(f"{hist} holds {size} bytes but the search state counts {state['history_bytes']}: "
                              "it was cut or replaced; restore it or start the search in another --run_dir")
-        if state.get("estimator") is not None and hasattr(self.estimator, "load_state_dict"):
-            try:  # before anything is cut: the config names the estimator's checkpoint by path only
-                self.estimator.load_state_dict(state["estimator"])
-            except (RuntimeError, KeyError) as err:
-                raise ValueError(f"search state {path} does not fit the estimator (was its checkpoint file replaced "
-                                 f"since the search began?): {str(err).splitlines()[0][:200]}") from None
+        # before anything is cut: the config names the estimator's checkpoint by path only
+        restore_estimator(self.estimator, state.get("estimator"), path)
         with open(hist, "r+b") as f:
             f.truncate(state["history_bytes"])
         self.iteration, self.next_id = state["iteration"], state["next_id"]

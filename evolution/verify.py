@@ -21,7 +21,7 @@ import yaml
 from scipy.stats import kendalltau, spearmanr
 
 from evolution import checkpoints
-from evolution.estimators import Initializer
+from evolution.estimators import Initializer, build_estimator, restore_estimator
 from evolution.genome import Genome
 from evolution.train import GenomeModule
 
@@ -85,34 +85,27 @@ def _inherited_state(run_dir: Path, cid: int) -> dict | None:
     return None
 
 
-def search_estimator(run_dir: Path, data) -> Initializer:
+def search_estimator(run_dir: Path, data, state: dict | None = None) -> Initializer:
     """The search's estimator as the search left it, to start networks from its predictions: built
     from ``config.yaml``, with what it learned while searching (a hypernet's population updates) from
-    ``state.pt``. A search of ``python -m evolution run`` gets the checkpoint that run trained."""
-    from inspect import signature
-
+    the search state (``state``, else read from ``state.pt``). A search of ``python -m evolution
+    run`` gets the checkpoint that run trained."""
     from jsonargparse._util import import_object  # the class a class_path names
 
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    path = run_dir / "config.yaml"
+    cfg = yaml.safe_load(path.read_text())
     spec = cfg.get("estimator") if isinstance(cfg, dict) else None
     if not isinstance(spec, dict) or "class_path" not in spec:
-        raise ValueError(f"{run_dir / 'config.yaml'} names no estimator (class_path); is it a search's run directory?")
-    cls = import_object(spec["class_path"])
-    if not hasattr(cls, "initialise"):
+        raise ValueError(f"{path} names no estimator (class_path); is it a search's run directory?")
+    if not hasattr(import_object(spec["class_path"]), "initialise"):
         raise ValueError(f"the search's estimator {spec['class_path']} cannot start networks from its predictions "
                          "(it has no initialise); use --init scratch or inherited")
-    args = {**(spec.get("init_args") or {}), "data": data}
-    if "checkpoint" in signature(cls).parameters and not args.get("checkpoint"):
-        args["checkpoint"] = (cfg.get("fit") or {}).get("checkpoint") or str(run_dir.parent / "estimator.ckpt")
-    est = cls(**args)
-    path = run_dir / "state.pt"
-    state = checkpoints.read(path, "search state").get("estimator")
-    if state is not None and hasattr(est, "load_state_dict"):
-        try:
-            est.load_state_dict(state)
-        except (RuntimeError, KeyError) as err:
-            raise ValueError(f"search state {path} does not fit the estimator (was its checkpoint file replaced "
-                             f"since the search ran?): {str(err).splitlines()[0][:200]}") from None
+    ckpt = None
+    if isinstance(cfg.get("fit"), dict):  # a run's search: its estimator's checkpoint is the run's, not in init_args
+        ckpt = cfg["fit"].get("checkpoint") or str(run_dir.parent / "estimator.ckpt")
+    est = build_estimator(spec, data, ckpt, str(path))
+    state = checkpoints.read(run_dir / "state.pt", "search state") if state is None else state
+    restore_estimator(est, state.get("estimator"), run_dir / "state.pt")
     return est
 
 
@@ -182,16 +175,21 @@ def verify(run_dir: str, top_k: int = 10, epochs: int = 20, lr: float = 3e-3, in
     run = Path(run_dir)
     chosen = candidates(run, top_k)
     data = load_data(run)
-    if init == "estimator":
-        initializer = search_estimator(run, data)
-    if hasattr(initializer, "check_data"):  # predictions for another dataset's inputs would mean nothing
-        initializer.check_data(data)
     out = run / "verify.json"
     settings = {"top_k": top_k, "epochs": epochs, "lr": lr, "init": init, "seed": seed}
+    if init == "estimator":
+        # The estimator keeps learning if the search resumes: candidates retrained from another
+        # iteration's estimator do not belong in one verify.json.
+        state = checkpoints.read(run / "state.pt", "search state")
+        settings["estimator_iteration"] = state["iteration"]
     doc = json.loads(out.read_text()) if out.is_file() else {}
     if doc and doc.get("settings") != settings:
         raise ValueError(f"{out} was made with other settings {doc.get('settings')}; move it away to verify anew")
     done = {c["id"]: c for c in doc.get("candidates", [])}
+    if init == "estimator" and any(r["id"] not in done for r in chosen):
+        initializer = search_estimator(run, data, state)
+    if hasattr(initializer, "check_data"):  # predictions for another dataset's inputs would mean nothing
+        initializer.check_data(data)
     for i, r in enumerate(chosen):
         if r["id"] in done:
             continue

@@ -161,5 +161,6 @@ class HypernetEstimator:
             return Estimate(float("nan"), time.perf_counter() - start, f"{type(err).__name__}: {err}")
 
     def initialise(self, genome: Genome) -> SparseNet:
-        """A standalone network of ``genome`` starting from the predicted weights."""
+        """A standalone network of ``genome`` starting from the predicted weights (the predicted output
+        level, not a readout refit)."""
         return predicted_sparsenet(self.module.model, genome)

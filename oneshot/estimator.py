@@ -129,7 +129,7 @@ class SupernetEstimator:
     def initialise(self, genome: Genome) -> SparseNet:
         """A standalone network of ``genome`` starting from the weights it inherits from the bank (its
         hidden levels brought to the init's scale, ``evolution.network.init_scaled``: same function,
-        retrains at a fresh init's pace)."""
+        retrains at a fresh init's pace); its output level is the bank's, not a readout refit."""
         net = SparseNet(genome).to(self.device)
         net.set_weights(init_scaled(genome, net.plan, self.supernet.weights_for(genome)))
         return net

@@ -113,6 +113,10 @@ def test_run_pipeline_end_to_end(tmp_path, capsys):
     est = search_estimator(search, DigitsDataModule())
     state = torch.load(search / "state.pt", weights_only=False)["estimator"]["supernet"]
     assert all(torch.equal(v, state[k]) for k, v in est.supernet.state_dict().items())
+    from oneshot.estimator import SupernetEstimator
+
+    as_trained = SupernetEstimator(DigitsDataModule(), str(tmp_path / "estimator.ckpt")).supernet.state_dict()
+    assert any(not torch.equal(v, as_trained[k]) for k, v in state.items())  # the search's updates moved it
     x, y = DigitsDataModule().tensors("val")
     for c in doc["candidates"]:
         net = est.initialise(Genome.load(search / "genomes" / f"{c['id']}.json")).eval()

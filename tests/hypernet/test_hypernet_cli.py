@@ -144,6 +144,17 @@ def test_verify_starts_from_the_search_estimator_as_the_search_left_it(fitted, t
         net = est.initialise(Genome.load(run / "genomes" / f"{c['id']}.json")).eval()
         with torch.no_grad():
             assert c["val_acc"] == pytest.approx(float((net(x).argmax(1) == y).float().mean()))
+    # finished: resumed without building the estimator again
+    import evolution.verify as v
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(v, "search_estimator", lambda *a, **k: pytest.fail("built the estimator for nothing"))
+        assert verify(str(run), top_k=2, epochs=0, init="estimator", progress=False)["candidates"] == doc["candidates"]
+    # the search resumed (its estimator learned more): the old verify.json is not continued with it
+    state = torch.load(run / "state.pt", weights_only=False)
+    torch.save({**state, "iteration": state["iteration"] + 1}, run / "state.pt")
+    with pytest.raises(ValueError, match="verify.json was made with other settings .*'estimator_iteration': 1"):
+        verify(str(run), top_k=2, epochs=0, init="estimator", progress=False)
     # an estimator that predicts no weights cannot start them: one line, before any training
     plain = tmp_path / "plain"
     assert evolution_cli(["search", "--config", str(REPO / "configs/search/digits.yaml"), "--population", "4",
