@@ -78,10 +78,19 @@ class Curve(pl.Callback):
             self.acc.append(float(trainer.callback_metrics["val_acc"]))
 
 
+# From-scratch curves by (genome, epochs, lr, seed, schedule): every initialiser section compares
+# with the same seeded runs, which need training only once per process.
+_SCRATCH: dict[tuple, tuple[list[float], float]] = {}
+
+
 def curve(genome: Genome, data, epochs: int, start: SparseNet | None, lr: float = 3e-3,
           seed: int = 0, scheduler: str = "none") -> tuple[list[float], float]:
     """Validation accuracy before training and after each of ``epochs`` epochs; mean epoch seconds.
-    ``seed`` seeds the init (the data order is the DataModule's own)."""
+    ``seed`` seeds the init (the data order is the DataModule's own). From-scratch runs
+    (``start`` None) are trained once per process and then reused."""
+    key = (genome.to_json(), epochs, lr, seed, scheduler)
+    if start is None and key in _SCRATCH:
+        return _SCRATCH[key]
     pl.seed_everything(seed, verbose=False)
     module = GenomeModule(genome.to_json(), data.input_shape, data.num_classes, lr=lr, scheduler=scheduler, seed=seed)
     if start is not None:
@@ -94,7 +103,10 @@ def curve(genome: Genome, data, epochs: int, start: SparseNet | None, lr: float 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(LeafSpec|num_workers).*")
         trainer.fit(module, datamodule=data)
-    return [before] + rec.acc, float(np.mean(rec.seconds))
+    result = [before] + rec.acc, float(np.mean(rec.seconds))
+    if start is None:
+        _SCRATCH[key] = result
+    return result
 
 
 @torch.no_grad()
