@@ -58,7 +58,7 @@ def main() -> None:
             est = SupernetEstimator(data, str(ckpt), update_steps=steps, lr=args.update_lr)
             start = time.perf_counter()
             if steps:
-                est.update([Genome.from_dict(e["genome"]) for e in doc[name] if len(e.get("acc", [])) >= 2])
+                est.update([Genome.from_dict(e["genome"]) for e in ranking_sets.with_truth(doc, name)])
             seconds = time.perf_counter() - start
             key = f"{name}_updated" if steps else name
             out[key], _, _ = predicted_weights.initialiser(
@@ -71,12 +71,12 @@ def main() -> None:
     print(f"\nsummary: genomes (of {args.genomes}) that reach the from-scratch final within {half} epochs at a constant "
           f"rate; as verify retrains, {half} epochs reaching the {args.epochs}-epoch from-scratch final")
     print(f"{'set':>8} {'start':>40} {'constant':>9} {'cosine':>7} {'cosine, scratch':>16}")
-    rows = [(n, f"supernet, {s} update steps", out[n if not s else f"{n}_updated"])
+    rows = [(n, f"supernet, {s} update steps", out[f"{n}_updated" if s else n])
             for n in ("broad", "lineage") for s in (0, args.update_steps)]
-    rows += [(n, f"hypernet{', updated' if u else ''} (predicted_weights.json)", hyper[k])
-             for n in ("broad", "lineage") for u in (False, True)
-             for k in [("initialiser" if n == "broad" else "initialiser_lineage") if not u else f"initialiser_{n}_updated"]
-             if k in hyper]
+    hyper_keys = {("broad", "hypernet"): "initialiser", ("broad", "hypernet, updated"): "initialiser_broad_updated",
+                  ("lineage", "hypernet"): "initialiser_lineage",
+                  ("lineage", "hypernet, updated"): "initialiser_lineage_updated"}
+    rows += [(n, f"{label} (predicted_weights.json)", hyper[k]) for (n, label), k in hyper_keys.items() if k in hyper]
     for n, label, sec in rows:
         cb = sec["cosine_half_budget"]
         print(f"{n:>8} {label:>40} {sec['within_half']:>9} {cb['predicted_reached']:>7} {cb['scratch_half_reached']:>16}")

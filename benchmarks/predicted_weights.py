@@ -257,7 +257,7 @@ def main() -> None:
         guided = HypernetEstimator(data, str(ckpt), batch=16, update_steps=args.update_steps, genomes_per_step=4,
                                    lr=3e-3)
         start = time.perf_counter()
-        guided.update([Genome.from_dict(e["genome"]) for e in doc[name] if len(e.get("acc", [])) >= 2])
+        guided.update([Genome.from_dict(e["genome"]) for e in ranking_sets.with_truth(doc, name)])
         seconds = time.perf_counter() - start
         out[f"initialiser_{name}_updated"], _, _ = initialiser(
             doc, name, data, guided, args.genomes, args.epochs,

@@ -243,7 +243,7 @@ def main() -> None:
     data = ranking_sets.data_module()
     sets = {}
     for name in ("broad", "lineage"):
-        entries = [e for e in doc.get(name, []) if len(e.get("acc", [])) >= 2]
+        entries = ranking_sets.with_truth(doc, name)
         if len(entries) < 12:
             print(f"{name} set: only {len(entries)} genomes have their ground truth yet; skipped")
             continue

@@ -124,6 +124,11 @@ def load() -> dict:
     return doc
 
 
+def with_truth(doc: dict, name: str) -> list[dict]:
+    """The entries of set ``name`` whose ground truth has both seeds (a set being built has fewer)."""
+    return [e for e in doc.get(name, []) if len(e.get("acc", [])) >= 2]
+
+
 def save(doc: dict) -> None:
     packed = {**doc, **{name: [{**e, "genome": _pack(e["genome"])} for e in doc[name]]
                         for name in ("broad", "lineage") if name in doc}}

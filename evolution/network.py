@@ -419,6 +419,16 @@ class SparseNet(nn.Module):
         self.norm_bias.copy_(weights.norm_bias.detach())
         self.bias.copy_(weights.bias.detach())
 
+    @classmethod
+    @torch.no_grad()
+    def starting_from(cls, genome: Genome, weights: Weights, rescale: bool = True) -> "SparseNet":
+        """A network of ``genome``, on ``weights``' device, starting from weights made elsewhere (a
+        hypernet's prediction, a supernet's gather); ``rescale``: hidden levels at the init's scale
+        (``init_scaled``: the same function, retrained at a fresh init's pace)."""
+        net = cls(genome).to(weights.edge.device)
+        net.set_weights(init_scaled(genome, net.plan, weights) if rescale else weights)
+        return net
+
     # --- weights keyed by edge and neuron id, so they survive genome edits ------------------
     def keyed_state(self) -> dict[str, Tensor]:
         """Weights keyed by ids: ``edges`` (E, 2) with ``edge`` (E,), ``hidden`` (H,) with

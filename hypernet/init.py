@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from evolution.genome import Genome
-from evolution.network import SparseNet, init_scaled
+from evolution.network import SparseNet
 from hypernet.graph import to_batch
 from hypernet.model import HyperNet
 
@@ -20,7 +20,4 @@ def predicted_sparsenet(hypernet: HyperNet, genome: Genome, rescale: bool = True
     training loss up to 26x higher.
     """
     device = next(hypernet.parameters()).device
-    net = SparseNet(genome).to(device)
-    weights = hypernet(to_batch([genome]).to(device))[0]
-    net.set_weights(init_scaled(genome, net.plan, weights) if rescale else weights)
-    return net
+    return SparseNet.starting_from(genome, hypernet(to_batch([genome]).to(device))[0], rescale)

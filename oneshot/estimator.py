@@ -12,7 +12,7 @@ import torch
 from evolution.checkpoints import check_data, load_module
 from evolution.estimators import Estimate, Parent, finite, population_steps
 from evolution.genome import Genome
-from evolution.network import SparseNet, init_scaled, ridge_readout, sparse_forward
+from evolution.network import SparseNet, ridge_readout, sparse_forward
 from oneshot.optim import LazyAdam
 from oneshot.module import SupernetModule, supernet_loss
 
@@ -130,9 +130,7 @@ class SupernetEstimator:
         """A standalone network of ``genome`` starting from the weights it inherits from the bank (its
         hidden levels brought to the init's scale, ``evolution.network.init_scaled``: same function,
         retrains at a fresh init's pace); its output level is the bank's, not a readout refit."""
-        net = SparseNet(genome).to(self.device)
-        net.set_weights(init_scaled(genome, net.plan, self.supernet.weights_for(genome)))
-        return net
+        return SparseNet.starting_from(genome, self.supernet.weights_for(genome))
 
     def state_dict(self) -> dict:
         """What a search saves with its state, so a resumed search continues the same supernet."""
