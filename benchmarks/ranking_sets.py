@@ -3,7 +3,8 @@
 Two sets of genomes on the mnist-t10k grid (3 levels x 256 slots; 8,000 train / 2,000 validation,
 seeded), each with its ground truth: standalone ``GenomeModule`` training (5 epochs, Adam 3e-3,
 batch 128), validation accuracy, for 2 seeds (their mean is the truth; seed vs seed is the noise
-ceiling):
+ceiling; ``--seeds 4`` adds seeds 2 and 3, which ``ranking.py`` uses for a second, less noisy
+opinion and for the agreement of two independent 2-seed truths, while its truth stays seeds 0, 1):
 - **broad**: genomes from the random edge-law sampler, 0.5k-50k edges;
 - **lineage**: genomes a real search estimated (``TrainEstimator``, 50 steps): parents and their
   mutated children, the genomes an estimator must tell apart during a search.
