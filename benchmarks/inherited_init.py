@@ -22,6 +22,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from evolution.genome import Genome
@@ -70,7 +71,7 @@ def main() -> None:
     half = args.epochs // 2
     print(f"\nsummary: genomes (of {args.genomes}) that reach the from-scratch final within {half} epochs at a constant "
           f"rate; as verify retrains, {half} epochs reaching the {args.epochs}-epoch from-scratch final")
-    print(f"{'set':>8} {'start':>40} {'constant':>9} {'cosine':>7} {'cosine, scratch':>16}")
+    print(f"{'set':>8} {'start':>40} {'constant':>9} {'cosine':>7} {'cosine, scratch':>16} {'start worth (epochs, median)':>29}")
     rows = [(n, f"supernet, {s} update steps", out[f"{n}_updated" if s else n])
             for n in ("broad", "lineage") for s in (0, args.update_steps)]
     hyper_keys = {("broad", "hypernet"): "initialiser", ("broad", "hypernet, updated"): "initialiser_broad_updated",
@@ -79,7 +80,9 @@ def main() -> None:
     rows += [(n, f"{label} (predicted_weights.json)", hyper[k]) for (n, label), k in hyper_keys.items() if k in hyper]
     for n, label, sec in rows:
         cb = sec["cosine_half_budget"]
-        print(f"{n:>8} {label:>40} {sec['within_half']:>9} {cb['predicted_reached']:>7} {cb['scratch_half_reached']:>16}")
+        worth = np.median([r["start_worth_epochs"] for r in sec["genomes"]])
+        print(f"{n:>8} {label:>40} {sec['within_half']:>9} {cb['predicted_reached']:>7} {cb['scratch_half_reached']:>16} "
+              f"{worth:>29.1f}")
     OUT.write_text(json.dumps(out, indent=1))
     print(f"wrote {OUT}")
 

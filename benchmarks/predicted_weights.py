@@ -10,7 +10,8 @@ of the ranking sets (3 levels x 256 slots, 8,000 train / 2,000 validation images
 - Initialiser: genomes spread over the sizes of the broad set, then of the lineage set (genomes of
   a real search, as verify retrains them), retrained with Lightning (Adam 3e-3, constant, as the
   ranking truth) from scratch and from predicted weights; the epochs each needs to reach the from-scratch
-  final validation accuracy (0 = the predictions alone do), and the effective rank of each hidden
+  final validation accuracy (0 = the predictions alone do), how many from-scratch epochs the
+  predicted start is worth (the last epoch whose accuracy it matches), and the effective rank of each hidden
   level's features on the validation images, predicted against the default init. Also as verify
   retrains (cosine schedule): half the epochs from predicted weights against the full run from
   scratch, and half from scratch as the control. On the largest broad-set genomes, where
@@ -55,8 +56,11 @@ logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
 @torch.no_grad()
 def accuracy(net: SparseNet, x: torch.Tensor, y: torch.Tensor) -> float:
+    mode = net.training  # kept: a net measured before training must train in train mode
     net.eval()
-    return float((net(x).argmax(1) == y).float().mean())
+    acc = float((net(x).argmax(1) == y).float().mean())
+    net.train(mode)
+    return acc
 
 
 class Curve(pl.Callback):
@@ -109,6 +113,13 @@ def curve(genome: Genome, data, epochs: int, start: SparseNet | None, lr: float 
     return result
 
 
+def start_worth(start: float, scratch: list[float]) -> int:
+    """The from-scratch epochs a start is worth: the last epoch of the from-scratch curve whose
+    accuracy the start already matches (0: not even one epoch). Reaching the final in half the
+    epochs takes a start worth a few epochs, or one that then trains faster than a fresh init."""
+    return max((e for e, a in enumerate(scratch) if a <= start), default=0)
+
+
 @torch.no_grad()
 def effective_rank(net: SparseNet, x: torch.Tensor) -> list[float]:
     """Per hidden level, the participation ratio of its centred features' covariance spectrum,
@@ -158,20 +169,21 @@ def initialiser(doc: dict, name: str, data, est, n: int, epochs: int,
         final = scratch[-1]
         reach = next((e for e, a in enumerate(warm) if a >= final), None)
         rows.append({"edges": g.n_edges, "scratch": scratch, "predicted": warm, "scratch_final": final,
-                     "epochs_to_reach": reach, "effective_rank_predicted": effective_rank(est.initialise(g), x),
+                     "epochs_to_reach": reach, "start_worth_epochs": start_worth(warm[0], scratch),
+                     "effective_rank_predicted": effective_rank(est.initialise(g), x),
                      "effective_rank_init": effective_rank(SparseNet(g, torch.Generator().manual_seed(0)), x)})
     reached = [r["epochs_to_reach"] for r in rows]
     within = sum(r is not None and r <= epochs / 2 for r in reached)
     section = {"epochs": epochs, "genomes": rows, "within_half": within,
                "median_epochs_to_reach": float(np.median([epochs + 1 if r is None else r for r in reached]))}
     print(f"\ninitialiser{title} ({len(picks)} {name}-set genomes, {epochs} epochs from scratch)")
-    print(f"{'edges':>8} {'scratch@0':>10} {'scratch@end':>12} {'predicted@0':>12} {'predicted@end':>14} {'epochs to reach':>16} "
-          f"{'eff. rank: predicted':>21} {'init':>18}")
+    print(f"{'edges':>8} {'scratch@0':>10} {'scratch@end':>12} {'predicted@0':>12} {'worth (epochs)':>15} "
+          f"{'predicted@end':>14} {'epochs to reach':>16} {'eff. rank: predicted':>21} {'init':>18}")
     for r in rows:
         reach = "never" if r["epochs_to_reach"] is None else str(r["epochs_to_reach"])
         ranks = [" ".join(f"{v:.0f}" for v in r[k]) for k in ("effective_rank_predicted", "effective_rank_init")]
         print(f"{r['edges']:>8} {r['scratch'][0]:>10.3f} {r['scratch_final']:>12.3f} {r['predicted'][0]:>12.3f} "
-              f"{r['predicted'][-1]:>14.3f} {reach:>16} {ranks[0]:>21} {ranks[1]:>18}")
+              f"{r['start_worth_epochs']:>15} {r['predicted'][-1]:>14.3f} {reach:>16} {ranks[0]:>21} {ranks[1]:>18}")
     print(f"reached the from-scratch final accuracy within {epochs // 2} epochs: {within} of {len(picks)}")
 
     half = epochs // 2
