@@ -121,8 +121,12 @@ class SearchSpace:
     # --- the edge law --------------------------------------------------------------------
     def edge_law(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         """Relative chance of an edge ``exp(-d / (4 + 1.5 * l))``, d planar distance, l the target level."""
+        return np.exp(self.log_edge_law(src, dst))
+
+    def log_edge_law(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        """``log(edge_law)``: ``-d / (4 + 1.5 * l)``."""
         d = np.linalg.norm(self.positions[src] - self.positions[dst], axis=-1)
-        return np.exp(-d / (4.0 + 1.5 * self.level[dst]))
+        return -d / (4.0 + 1.5 * self.level[dst])
 
     def edge_id(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         """Stable int64 id of each potential edge: the same in every genome of this space."""

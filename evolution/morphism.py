@@ -30,8 +30,10 @@ def child_state(parent: dict[str, Tensor], child: Genome, how: Inheritance, new_
     lookup = dict(zip(theirs.tolist(), edge.tolist())) if how.duplicated else {}
     hidden = {int(n): i for i, n in enumerate(parent["hidden"].tolist())}
     nhit, npos = _match(child.hidden, parent["hidden"].numpy())
-    norm_weight = np.where(nhit, parent["norm_weight"].double().numpy()[npos] if len(npos) else 1.0, 1.0)
-    norm_bias = np.where(nhit, parent["norm_bias"].double().numpy()[npos] if len(npos) else 0.0, 0.0)
+    # A parent without hidden neurons (a linear seed) has nothing to index: every child neuron is new.
+    had = len(parent["hidden"]) > 0
+    norm_weight = np.where(nhit, parent["norm_weight"].double().numpy()[npos] if had else 1.0, 1.0)
+    norm_bias = np.where(nhit, parent["norm_bias"].double().numpy()[npos] if had else 0.0, 0.0)
     for orig, copy in how.duplicated:
         for j in np.flatnonzero(child.edges[:, 1] == copy):
             values[j] = lookup.get(int(sp.edge_id(child.edges[j, 0], orig)), new_edge)

@@ -59,9 +59,13 @@ def _fraction(rng: np.random.Generator, n: int) -> int:
     return max(1, int(round(rng.uniform(*FRACTION) * n)))
 
 
-def _law(sp: SearchSpace, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Edge-law weights; uniform into the output level, as the original draws output edges."""
-    return np.where(sp.level[dst] == sp.output_level, 1.0, sp.edge_law(src, dst))
+def _law(sp: SearchSpace, src: np.ndarray, dst: np.ndarray, inverse: bool = False) -> np.ndarray:
+    """Edge-law probabilities over the given edges (``inverse``: proportional to 1 / law); uniform
+    into the output level, as the original draws output edges. Normalised in log space: on a wide
+    input line (thousands of tabular features) the law itself underflows to 0 and its inverse to inf."""
+    log = np.where(sp.level[dst] == sp.output_level, 0.0, sp.log_edge_law(src, dst)) * (-1 if inverse else 1)
+    w = np.exp(log - log.max())
+    return w / w.sum()
 
 
 def _draw_new_edges(g: Genome, src: np.ndarray, dst: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -72,8 +76,7 @@ def _draw_new_edges(g: Genome, src: np.ndarray, dst: np.ndarray, k: int, rng: np
     s, d = s[free], d[free]
     if not len(s) or k <= 0:
         return np.zeros((0, 2), dtype=np.int64)
-    p = _law(sp, s, d)
-    pick = rng.choice(len(s), size=min(k, len(s)), replace=False, p=p / p.sum())
+    pick = rng.choice(len(s), size=min(k, len(s)), replace=False, p=_law(sp, s, d))
     return np.stack([s[pick], d[pick]], 1)
 
 
@@ -132,8 +135,7 @@ def remove_edges(g: Genome, rng: np.random.Generator, n_pairs: int = 3,
         if weights is not None:
             gone = idx[np.argsort(np.abs(weights[idx]), kind="stable")[:k]]
         else:
-            p = 1.0 / _law(sp, g.edges[idx, 0], g.edges[idx, 1])
-            gone = rng.choice(idx, size=k, replace=False, p=p / p.sum())
+            gone = rng.choice(idx, size=k, replace=False, p=_law(sp, g.edges[idx, 0], g.edges[idx, 1], inverse=True))
         drop[gone] = True
     ties = None if g.ties is None else g.ties[~drop]
     return _child(g, g.hidden, g.edges[~drop], ties), Inheritance("remove_edges")
@@ -168,8 +170,7 @@ def add_neurons(g: Genome, rng: np.random.Generator) -> tuple[Genome, Inheritanc
         for src, dst, m in ((lower, one, fan_in), (one, upper, fan_out)):
             # Each new neuron draws its own edges: the law depends on where it sits.
             s, d = (a.ravel() for a in np.meshgrid(src, dst, indexing="ij"))
-            law = _law(sp, s, d)
-            pick = rng.choice(len(s), size=min(m, len(s)), replace=False, p=law / law.sum())
+            pick = rng.choice(len(s), size=min(m, len(s)), replace=False, p=_law(sp, s, d))
             new.append(np.stack([s[pick], d[pick]], 1))
     hidden = np.concatenate([g.hidden, new_ids])
     return _append(g, np.concatenate(new), hidden), Inheritance("add_neurons")

@@ -81,3 +81,22 @@ def test_every_operator_inherits_shared_weights(parent):
             assert (counts > 1).any() and torch.allclose(child.edge_weights(), mean[g]), name
         seen.add(how.mutation)
     assert "tie_weights" in seen  # the tie check above ran (tie_weights falls back to add_edges when nothing ties)
+
+
+def test_a_parent_without_hidden_neurons_passes_on_its_edges():
+    # A `linear` seed (inputs straight to outputs), or what remove_level leaves of a one-level genome.
+    from evolution.mutations import add_neurons
+    from evolution.seeds import build
+
+    space = SearchSpace((1, 8, 8), 10, levels=2, width=16)
+    parent = SparseNet(build("linear", space), torch.Generator().manual_seed(0))
+    assert parent.genome.hidden.size == 0
+    child_g, how = add_neurons(parent.genome, np.random.default_rng(0))
+    assert child_g.hidden.size > 0
+    child = inherit(parent, child_g, how)
+    sp = space
+    shared, pi, ci = np.intersect1d(sp.edge_id(*parent.genome.edges.T), sp.edge_id(*child_g.edges.T),
+                                    return_indices=True)
+    assert len(shared) == parent.genome.n_edges
+    assert torch.equal(child.edge_weights()[ci], parent.edge_weights()[pi])
+    assert (child.norm_weight == 1).all() and (child.norm_bias == 0).all()

@@ -141,3 +141,19 @@ def test_rates_are_validated_and_respected(space):
     g = random_genome(space, np.random.default_rng(0), density=0.2)
     rng = np.random.default_rng(0)
     assert {mutate(g, rng, rates)[1].mutation for _ in range(20)} == {"add_edges"}
+
+
+def test_a_wide_input_line_draws_finite_probabilities():
+    # 6,000 tabular features on a line: distances of thousands make exp(-d / 5.5) underflow to 0
+    # (and its inverse overflow), which drawing in log space must survive.
+    space = SearchSpace((6000,), 2, levels=1, width=4)
+    far = np.array([0, 2999, 5999])
+    hidden = space.level_slots(1)
+    edges = np.array([[s, h] for s in far for h in hidden] + [[h, o] for h in hidden for o in space.outputs])
+    g = Genome(space, hidden, edges).validate()
+    rng = np.random.default_rng(0)
+    for op in (add_edges, remove_edges):
+        for _ in range(5):
+            child, _ = op(g, rng)
+            child.validate()
+    assert len({mutate(g, rng)[0].n_edges for _ in range(20)}) > 1
