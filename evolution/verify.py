@@ -144,7 +144,7 @@ def rank_figures(est: np.ndarray, truth: np.ndarray, k: int) -> dict:
     k = min(k, len(est))
     top_e, top_t = set(np.argsort(-est)[:k].tolist()), set(np.argsort(-truth)[:k].tolist())
     return {"kendall_tau": float(kendalltau(est, truth)[0]), "spearman": float(spearmanr(est, truth)[0]),
-            "precision_at_k": len(top_e & top_t) / k}
+            "precision_at_k": len(top_e & top_t) / k if k else float("nan")}
 
 
 def verify(run_dir: str, top_k: int = 10, epochs: int = 20, lr: float = 3e-3, init: str = "scratch", seed: int = 0,
@@ -168,6 +168,8 @@ def verify(run_dir: str, top_k: int = 10, epochs: int = 20, lr: float = 3e-3, in
         progress: print a line per candidate.
     """
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # a line per candidate is enough
+    if top_k < 0 or epochs < 0:
+        raise ValueError(f"top_k {top_k}, epochs {epochs}: expected >= 0 (top_k 0 verifies the estimated front only)")
     if initializer is not None:
         init = "predicted"
     elif init not in INITS:
@@ -177,6 +179,10 @@ def verify(run_dir: str, top_k: int = 10, epochs: int = 20, lr: float = 3e-3, in
     data = load_data(run)
     out = run / "verify.json"
     settings = {"top_k": top_k, "epochs": epochs, "lr": lr, "init": init, "seed": seed}
+    if initializer is not None:  # candidates retrained from two initialisers do not belong in one verify.json
+        settings["initializer"] = f"{type(initializer).__module__}.{type(initializer).__name__}"
+        if getattr(initializer, "path", None) is not None:
+            settings["initializer_checkpoint"] = str(initializer.path)
     if init == "estimator":
         # The estimator keeps learning if the search resumes: candidates retrained from another
         # iteration's estimator do not belong in one verify.json.
@@ -185,7 +191,9 @@ def verify(run_dir: str, top_k: int = 10, epochs: int = 20, lr: float = 3e-3, in
     doc = json.loads(out.read_text()) if out.is_file() else {}
     if doc and doc.get("settings") != settings:
         raise ValueError(f"{out} was made with other settings {doc.get('settings')}; move it away to verify anew")
-    done = {c["id"]: c for c in doc.get("candidates", [])}
+    # Retrained candidates the current choice leaves out (the search went on and they fell off the
+    # front or out of the top-k) are kept apart, not counted, and reused if chosen again.
+    done = {c["id"]: c for c in doc.get("candidates", []) + doc.get("former_candidates", [])}
     if init == "estimator" and any(r["id"] not in done for r in chosen):
         initializer = search_estimator(run, data, state)
     if hasattr(initializer, "check_data"):  # predictions for another dataset's inputs would mean nothing
@@ -199,20 +207,31 @@ def verify(run_dir: str, top_k: int = 10, epochs: int = 20, lr: float = 3e-3, in
         done[r["id"]] = {"id": r["id"], "estimate": r["score"], **res, "flops": r["flops"], "params": r["params"],
                          "edges": r["edges"], "estimate_seconds": r["seconds"], "on_front": r["on_front"],
                          "in_top_k": r["in_top_k"], "inherited": state is not None}
-        cands = sorted(done.values(), key=lambda c: c["id"])
-        est = np.array([c["estimate"] for c in cands])
-        doc = {"run_dir": str(run), "settings": settings, **rank_figures(est, np.array([c["val_acc"] for c in cands]), top_k),
-               "candidates": cands}
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=1))
-        tmp.replace(out)
+        doc = _write(out, run, settings, chosen, done, top_k)
         if progress:
-            print(f"[{len(done)}/{len(chosen)}] candidate {r['id']}: estimate {r['score']:.4f}, retrained "
+            n = sum(c["id"] in done for c in chosen)
+            print(f"[{n}/{len(chosen)}] candidate {r['id']}: estimate {r['score']:.4f}, retrained "
                   f"val {res['val_acc']:.4f} test {res['test_acc']:.4f} ({res['train_seconds']:.1f} s)", flush=True)
+    doc = _write(out, run, settings, chosen, done, top_k)  # the flags of the current choice, also when none trained
     from evolution.plots import plot_verify
 
     plot_verify(doc["candidates"], run / "verify.png")
     _log_to_wandb(run, doc)
+    return doc
+
+
+def _write(out: Path, run: Path, settings: dict, chosen: list[dict], done: dict[int, dict], top_k: int) -> dict:
+    """``verify.json`` (atomically): the chosen candidates retrained so far, their front and top-k
+    flags as the search stands now, their rank figures, and the retrained ones no longer chosen."""
+    ids = {r["id"] for r in chosen}
+    cands = [{**done[r["id"]], "on_front": r["on_front"], "in_top_k": r["in_top_k"]} for r in chosen if r["id"] in done]
+    former = [{**c, "on_front": False, "in_top_k": False} for i, c in sorted(done.items()) if i not in ids]
+    est, truth = np.array([c["estimate"] for c in cands]), np.array([c["val_acc"] for c in cands])
+    doc = {"run_dir": str(run), "settings": settings, **rank_figures(est, truth, top_k), "candidates": cands,
+           **({"former_candidates": former} if former else {})}
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(out)
     return doc
 
 

@@ -55,6 +55,7 @@ class SupernetEstimator:
         if not path.exists():
             raise FileNotFoundError(f"supernet checkpoint {path} does not exist; train one with python -m oneshot fit")
         self.module = load_module(SupernetModule, path, "supernet checkpoint", device)
+        self.path = path
         check_data(self.module, data, "supernet checkpoint", path)
         self.supernet = self.module.supernet.to(device)
         self.space = self.module.space

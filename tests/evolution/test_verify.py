@@ -3,6 +3,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -122,6 +123,12 @@ def test_run_pipeline_end_to_end(tmp_path, capsys):
         net = est.initialise(Genome.load(search / "genomes" / f"{c['id']}.json")).eval()
         with torch.no_grad():
             assert c["val_acc"] == pytest.approx(float((net(x).argmax(1) == y).float().mean()))
+    # Rerun on another search's settings: refused before anything of the first run is replaced.
+    config = (search / "config.yaml").read_bytes()
+    assert cli(["run", "--config", str(REPO / "configs/run/digits.yaml"), "--run_dir", str(tmp_path),
+                "--fit.max_epochs", "1", "--search.iterations", "1", "--search.seed", "7"]) == 2
+    assert "holds a different search" in capsys.readouterr().err
+    assert (search / "config.yaml").read_bytes() == config
 
 
 def test_export_onnx_matches(run_dir, tmp_path):
@@ -154,6 +161,13 @@ def test_verify_can_start_from_predicted_weights(run_dir, tmp_path):
     (run / "verify.json").unlink()
     doc = verify(str(run), top_k=2, epochs=0, initializer=ConstantInitializer(), progress=False)
     assert doc["settings"]["init"] == "predicted"
+    assert doc["settings"]["initializer"].endswith(".ConstantInitializer")
+
+    class OtherInitializer(ConstantInitializer):
+        pass
+
+    with pytest.raises(ValueError, match="made with other settings"):  # two initialisers' results never mix
+        verify(str(run), top_k=2, epochs=0, initializer=OtherInitializer(), progress=False)
     from evolution.data import DigitsDataModule
     from evolution.genome import Genome
 
@@ -162,3 +176,40 @@ def test_verify_can_start_from_predicted_weights(run_dir, tmp_path):
         net = ConstantInitializer().initialise(Genome.load(run / "genomes" / f"{c['id']}.json")).eval()
         with torch.no_grad():
             assert c["val_acc"] == pytest.approx(float((net(x).argmax(1) == y).float().mean()))
+
+
+def test_verify_follows_the_search_as_it_goes_on(run_dir, tmp_path, monkeypatch):
+    """After a resumed search moves its front, verify counts and flags what is chosen now; the
+    retrained candidates it no longer chooses are kept apart, never retrained."""
+    import evolution.verify as v
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    first = json.loads((run / "verify.json").read_text())
+    chosen = v.candidates(run, 3)
+    assert len(chosen) >= 3
+    dropped, kept = chosen[0], [dict(r) for r in chosen[1:]]
+    kept[0]["on_front"] = not kept[0]["on_front"]  # as if the front had moved
+    monkeypatch.setattr(v, "candidates", lambda run_dir, top_k: kept)
+    monkeypatch.setattr(v, "retrain", lambda *a, **k: pytest.fail("a finished candidate was retrained"))
+    doc = verify(str(run), top_k=3, epochs=1, progress=False)
+    assert [c["id"] for c in doc["candidates"]] == [r["id"] for r in kept]
+    assert [c["on_front"] for c in doc["candidates"]] == [r["on_front"] for r in kept]
+    assert [c["id"] for c in doc["former_candidates"]] == [dropped["id"]]
+    by_id = {c["id"]: c for c in first["candidates"]}
+    assert all(c["val_acc"] == by_id[c["id"]]["val_acc"] for c in doc["candidates"])
+    expected = v.rank_figures(np.array([c["estimate"] for c in doc["candidates"]]),
+                              np.array([c["val_acc"] for c in doc["candidates"]]), 3)
+    assert doc["kendall_tau"] == pytest.approx(expected["kendall_tau"], nan_ok=True)
+    # Chosen again, it comes back from former_candidates without retraining.
+    monkeypatch.setattr(v, "candidates", lambda run_dir, top_k: chosen)
+    again = verify(str(run), top_k=3, epochs=1, progress=False)
+    assert [c["id"] for c in again["candidates"]] == [r["id"] for r in chosen] and "former_candidates" not in again
+
+
+def test_precision_at_zero_and_bad_top_k(run_dir):
+    from evolution.verify import rank_figures
+
+    assert np.isnan(rank_figures(np.array([0.1, 0.2, 0.3]), np.array([0.3, 0.2, 0.1]), 0)["precision_at_k"])
+    with pytest.raises(ValueError, match="top_k -1, epochs 1: expected >= 0"):
+        verify(str(run_dir), top_k=-1, epochs=1, progress=False)
