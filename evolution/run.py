@@ -99,6 +99,8 @@ def run(args: list[str]) -> None:
     plain = json.loads(parser.dump(cfg, format="json", skip_check=True))
     search = Search(settings, data, estimator, config={"data": plain["data"], "estimator": plain["estimator"]})
     resume = search.exists()
+    if resume:  # refuse another search's directory before its config.yaml is replaced
+        search.saved_state()
     search_dir.mkdir(parents=True, exist_ok=True)
     (search_dir / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
     t = time.perf_counter()

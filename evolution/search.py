@@ -125,6 +125,11 @@ class SearchSettings:
             raise ValueError(f"objectives {list(self.objectives)}: expected two or three of {', '.join(OBJECTIVES)}")
         if self.population < 2 or self.children < 1 or self.iterations < 0 or self.tournament < 1:
             raise ValueError("search needs population >= 2, children >= 1, iterations >= 0, tournament >= 1")
+        if self.levels < 1 or self.width < 1:  # the neuron mutations need a level to put neurons in
+            raise ValueError(f"levels {self.levels}, width {self.width}: a search needs levels >= 1 and width >= 1")
+        if self.ref_point is not None and len(self.ref_point) != len(self.objectives):
+            raise ValueError(f"ref_point {list(self.ref_point)}: expected one value per objective "
+                             f"({', '.join(self.objectives)})")
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -154,6 +159,7 @@ class Search:
         self.population: list[Candidate] = []
         self.archive: list[Candidate] = []
         self.iteration = 0
+        self.saved_iteration = 0  # the iteration state.pt holds, for a message on Ctrl-C
         self.next_id = 0
         self.hv: list[float] = []
         self.scale: list[float] = []
@@ -237,7 +243,8 @@ class Search:
         F = self._objectives(pool)
         self.archive = [pool[i] for i in nsga2.pareto_front(F)]
         Fa = self._objectives(self.archive)
-        ref = np.array(self.s.ref_point if self.s.ref_point else [1.0] + [2.0] * (F.shape[1] - 1))
+        # Error lies in [0, 1]; the others are scaled by the initial population's largest value.
+        ref = np.array(self.s.ref_point if self.s.ref_point else [1.0 if n == "error" else 2.0 for n in self.s.objectives])
         self.hv.append(float(nsga2.hypervolume(Fa, ref)))
         self.fronts.append(Fa.tolist())
         if self.s.rank_check_every and self.iteration and self.iteration % self.s.rank_check_every == 0:
@@ -302,6 +309,7 @@ class Search:
         buf = io.BytesIO()
         torch.save(state, buf)
         _atomic_write(self.dir / STATE, buf.getvalue())
+        self.saved_iteration = self.iteration
         self._write_front()
 
     def _difference(self, state: dict) -> str:
@@ -338,8 +346,9 @@ class Search:
     def exists(self) -> bool:
         return (self.dir / STATE).is_file()
 
-    def load(self) -> None:
-        """Restore the state saved after the last finished iteration; cut history.jsonl back to it."""
+    def saved_state(self) -> dict:
+        """The state saved after the last finished iteration, once checked to be this search's, with
+        its history whole; nothing is changed (a caller may check before it writes anything)."""
         path = self.dir / STATE
         if not path.is_file():
             raise FileNotFoundError(f"run directory {self.dir} has no finished iteration ({STATE} missing)")
@@ -357,13 +366,25 @@ class Search:
             # Padding it back would put NUL bytes where candidates were: refuse, keep the files as they are.
             raise ValueError(f"{hist} holds {size} bytes but the search state counts {state['history_bytes']}: "
                              "it was cut or replaced; restore it or start the search in another --run_dir")
+        return state
+
+    def load(self) -> None:
+        """Restore the state saved after the last finished iteration; cut history.jsonl back to it."""
+        state, path, hist = self.saved_state(), self.dir / STATE, self.dir / "history.jsonl"
         # before anything is cut: the config names the estimator's checkpoint by path only
         restore_estimator(self.estimator, state.get("estimator"), path)
         with open(hist, "r+b") as f:
             f.truncate(state["history_bytes"])
         self.iteration, self.next_id = state["iteration"], state["next_id"]
+        self.saved_iteration = self.iteration
         self.hv, self.scale, self.fronts = state["hv"], state["scale"], state["fronts"]
         self.checks = state.get("checks", [])
+        log = self.dir / "rank_check.jsonl"
+        if log.is_file():  # a check logged by an iteration that was not saved is made again on resume
+            lines = [l for l in log.read_text().splitlines() if l.strip()]
+            kept = [l for l in lines if json.loads(l).get("iteration", 0) <= self.iteration]
+            if len(kept) < len(lines):
+                log.write_text("".join(l + "\n" for l in kept))
         self.population = [self._unpack(d) for d in state["population"]]
         self.archive = [self._unpack(d) for d in state["archive"]]
         self.rng.bit_generator.state = state["rng"]
@@ -398,7 +419,9 @@ class Search:
                     bar.set_postfix(best_error=f"{best:.4f}", front=len(self.archive), hv=f"{self.hv[-1]:.4f}")
                     bar.update(1)
         except KeyboardInterrupt:
-            print(f"\ninterrupted; iteration {self.iteration} is saved; resume with --resume {self.dir}", file=sys.stderr)
+            # step() counts an iteration before estimating it: the one interrupted is not saved.
+            print(f"\ninterrupted; iteration {self.saved_iteration} is saved; resume with --resume {self.dir}",
+                  file=sys.stderr)
             return False
         finally:
             if bar is not None:

@@ -21,6 +21,9 @@ import numpy as np
 import yaml
 
 METHODS = ("grid", "random", "bayes")
+# W&B's distributions over min/max that this driver draws from (log_uniform: min/max are natural
+# logs; *_values: the values themselves; q_*: rounded to multiples of q, default 1).
+DISTRIBUTIONS = ("uniform", "int_uniform", "log_uniform", "log_uniform_values", "q_uniform", "q_log_uniform_values")
 
 
 def load_sweep(path: str | Path) -> dict:
@@ -36,6 +39,12 @@ def load_sweep(path: str | Path) -> dict:
     for name, spec in sweep["parameters"].items():
         if not isinstance(spec, dict) or not ({"values", "value"} & set(spec) or {"min", "max"} <= set(spec)):
             raise ValueError(f"{path}: parameter {name!r} needs 'values', 'value' or 'min'/'max'")
+        dist = spec.get("distribution", "categorical" if "values" in spec else "uniform")
+        if "values" not in spec and "value" not in spec and dist not in DISTRIBUTIONS:
+            raise ValueError(f"{path}: parameter {name!r}: distribution {dist!r} is not drawn here; "
+                             f"expected one of {', '.join(DISTRIBUTIONS)}, or 'values'")
+        if "probabilities" in spec and len(spec["probabilities"]) != len(spec.get("values", [])):
+            raise ValueError(f"{path}: parameter {name!r}: one probability per value expected")
     return sweep
 
 
@@ -43,13 +52,23 @@ def _draw(spec: dict, rng: np.random.Generator):
     if "value" in spec:
         return spec["value"]
     if "values" in spec:
-        return spec["values"][int(rng.integers(len(spec["values"])))]
+        if "probabilities" not in spec:
+            return spec["values"][int(rng.integers(len(spec["values"])))]
+        p = np.asarray(spec["probabilities"], dtype=float)
+        return spec["values"][int(rng.choice(len(p), p=p / p.sum()))]
     lo, hi, dist = spec["min"], spec["max"], spec.get("distribution", "uniform")
     if dist == "int_uniform" or (isinstance(lo, int) and isinstance(hi, int) and dist == "uniform"):
         return int(rng.integers(lo, hi + 1))
-    if dist == "log_uniform_values":
-        return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
-    return float(rng.uniform(lo, hi))
+    if dist == "log_uniform":
+        return float(np.exp(rng.uniform(lo, hi)))
+    if dist in ("log_uniform_values", "q_log_uniform_values"):
+        x = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    else:
+        x = float(rng.uniform(lo, hi))
+    if dist.startswith("q_"):
+        q = spec.get("q", 1)
+        x = round(x / q) * q
+    return x
 
 
 def trials(sweep: dict, count: int, seed: int = 0) -> list[dict]:

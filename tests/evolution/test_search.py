@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import signal
@@ -6,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -88,6 +90,8 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path):
     assert proc.returncode == 130
     assert "is saved; resume with --resume" in err and "Traceback" not in err
     saved = json.loads((run / "front.json").read_text())["iteration"]
+    on_disk = torch.load(run / "state.pt", weights_only=False)["iteration"]
+    assert f"interrupted; iteration {on_disk} is saved" in err  # not the one it interrupted
     # The interrupted run's config asked for 200 iterations; the resumed one may set another budget.
     assert cli(["search", "--resume", str(run), "--iterations", str(saved + 1), "--search.progress", "false"]) == 0
     recs = _records(run)
@@ -100,6 +104,18 @@ def test_three_objectives(tmp_path):
                 "--run_dir", str(tmp_path)]) == 0
     front = json.loads((tmp_path / "front.json").read_text())
     assert front["objectives"] == ["error", "flops", "params"] and front["hypervolume"][-1] > 0
+
+
+def test_default_reference_point_follows_the_objectives_names(tmp_path):
+    from evolution import nsga2
+
+    data = DigitsDataModule()
+    s = SearchSettings(run_dir=str(tmp_path), iterations=1, population=6, children=3, width=16, progress=False,
+                       objectives=("flops", "error"))
+    search = Search(s, data, TrainEstimator(data, steps=5))
+    search.run()
+    front = np.array(search.fronts[-1])
+    assert search.hv[-1] == pytest.approx(nsga2.hypervolume(front, np.array([2.0, 1.0])))  # error's is 1
 
 
 class FlakyEstimator:
@@ -134,6 +150,8 @@ def test_failed_candidates_are_recorded_and_never_selected(tmp_path):
     (["--estimator.class_path", "evolution.estimators.NoSuchEstimator"], "estimator"),
     (["--search.objectives", "[error, beauty]"], "objectives ['error', 'beauty']: expected two or three of"),
     (["--search.population", "abc"], 'Parser key "search.population"'),
+    (["--search.ref_point", "[1.0]"], "ref_point [1.0]: expected one value per objective (error, flops)"),
+    (["--search.levels", "0"], "levels 0, width 32: a search needs levels >= 1 and width >= 1"),
 ])
 def test_bad_config_is_one_line(tmp_path, capsys, extra, message):
     assert cli(["search", *TINY, "--run_dir", str(tmp_path / "r"), *extra]) == 2
@@ -200,6 +218,14 @@ def test_online_rank_check_warns_about_a_misleading_estimator(tmp_path, capsys):
     assert [l["iteration"] for l in lines] == [1, 2] and lines[-1]["checked"] >= 6
     assert lines[-1]["kendall_tau"] < 0
     assert "it may be misleading the search" in capsys.readouterr().err
+    # Killed after iteration 3 logged its check but before its state was saved: resumed, the check
+    # is made once more, not logged twice.
+    with open(tmp_path / "rank_check.jsonl", "a") as f:
+        f.write(json.dumps({"iteration": 3, "checked": 99, "kendall_tau": 0.0}) + "\n")
+    s3 = dataclasses.replace(s, iterations=3)
+    assert Search(s3, DigitsDataModule(), ContrarianEstimator()).run(resume=True)
+    lines = [json.loads(l) for l in (tmp_path / "rank_check.jsonl").read_text().splitlines()]
+    assert [l["iteration"] for l in lines] == [1, 2, 3] and lines[-1]["checked"] != 99
 
 
 class SpyEstimator:

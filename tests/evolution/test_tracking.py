@@ -120,3 +120,20 @@ def test_local_driver_runs_two_trials_with_the_sampled_values(tmp_path, path, ex
         if "fit" in sweep["command"]:  # each trial keeps its own checkpoints, none in the config's dirpath
             assert (tmp_path / f"trial-{k}" / "checkpoints" / "last.ckpt").exists()
             assert _get(cfg, "checkpoint.dirpath") == str(tmp_path / f"trial-{k}" / "checkpoints")
+
+
+def test_sweep_distributions_are_drawn_as_wandb_defines_them(tmp_path):
+    doc = {"method": "random", "command": ["python", "${args}"], "parameters": {
+        "a": {"min": -9.2, "max": -4.6, "distribution": "log_uniform"},  # natural logs of 1e-4 .. 1e-2
+        "b": {"min": 1e-4, "max": 1e-2, "distribution": "log_uniform_values"},
+        "c": {"min": 0.0, "max": 10.0, "distribution": "q_uniform", "q": 2.5},
+        "d": {"values": ["x", "y"], "probabilities": [0.0, 1.0]}}}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    drawn = trials(load_sweep(path), 50)
+    assert all(1e-4 <= t["a"] <= 1.01e-2 and 1e-4 <= t["b"] <= 1e-2 for t in drawn)
+    assert all(t["c"] in (0.0, 2.5, 5.0, 7.5, 10.0) for t in drawn) and {t["d"] for t in drawn} == {"y"}
+    doc["parameters"]["e"] = {"min": 0.0, "max": 1.0, "distribution": "normal"}
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ValueError, match="parameter 'e': distribution 'normal' is not drawn here"):
+        load_sweep(path)
