@@ -145,8 +145,9 @@ class _Torchvision(TensorDataModule):
         try:
             return cls(self.root, train=train, download=self.download)
         except RuntimeError as err:
+            fix = "check the network or put the files there" if self.download else "pass download=True to fetch it"
             raise FileNotFoundError(f"{self.dataset} not found under {Path(self.root).resolve()} "
-                                    f"({str(err).splitlines()[0]}); pass download=True to fetch it") from None
+                                    f"({str(err).splitlines()[0]}); {fix}") from None
 
     def prepare_data(self) -> None:
         if self.download:

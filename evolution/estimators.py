@@ -102,7 +102,7 @@ def population_steps(opt: torch.optim.Optimizer, lr: float, steps: int, rng: np.
         for group in opt.param_groups:
             group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
         pick = rng.choice(len(population), min(genomes_per_step, len(population)), replace=False)
-        idx = torch.as_tensor(rng.choice(len(y), batch_size, replace=False), device=y.device)
+        idx = torch.as_tensor(rng.choice(len(y), min(batch_size, len(y)), replace=False), device=y.device)
         yield [population[i] for i in pick], x[idx], y[idx]
 
 

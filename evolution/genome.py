@@ -209,6 +209,10 @@ class Genome:
         if len(np.unique(self.hidden)) != len(self.hidden):
             dup = self.hidden[np.flatnonzero(np.diff(np.sort(self.hidden)) == 0)[0]]
             raise ValueError(f"hidden neuron {dup} is listed twice")
+        if (np.diff(self.hidden) < 0).any():  # compile slices each level's LayerNorm out of this order
+            i = int(np.flatnonzero(np.diff(self.hidden) < 0)[0])
+            raise ValueError(f"hidden neurons must be listed in ascending order: {self.hidden[i]} comes before "
+                             f"{self.hidden[i + 1]}")
         if e.ndim != 2 or e.shape[1] != 2:
             raise ValueError(f"edges must be an (E, 2) array of (src, dst) ids, got shape {e.shape}")
         present = np.zeros(sp.n_neurons, dtype=bool)
@@ -315,7 +319,11 @@ class Genome:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"genome file {path} does not exist")
-        return cls.from_json(path.read_text(), source=str(path))
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not a genome file (not UTF-8 text); genome files are JSON") from None
+        return cls.from_json(text, source=str(path))
 
     def summary(self) -> str:
         """One line: neurons per present level and edge count."""

@@ -83,7 +83,8 @@ def law_edges(space: SearchSpace, src: np.ndarray, dst: np.ndarray, density: flo
 def random_genome(space: SearchSpace, rng: np.random.Generator, density: float = 0.1,
                   n_levels: int | None = None, fill: tuple[float, float] = (0.25, 1.0),
                   skip: float = 0.0, tries: int = 20) -> Genome:
-    """A random genome: ``n_levels`` random hidden levels (default 1..levels), each holding a
+    """A random genome: ``n_levels`` random hidden levels (default 0..levels; 0: inputs straight
+    to outputs, as a search's seed genomes may be), each holding a
     uniform ``fill`` fraction of its slots, consecutive levels joined at ``density`` by the edge law,
     non-consecutive ones at ``skip * density``. Pruned and canonical; retried until some input
     reaches an output."""

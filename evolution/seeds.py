@@ -48,6 +48,10 @@ def parse_spec(spec: str) -> list[Layer]:
             raise ValueError(f"genome spec {spec!r}: cannot read {kind}:{token!r} (expected mlp:N or conv:CxK[sS])") from None
         if min(layers[-1].size, layers[-1].kernel or 1, layers[-1].stride) < 1:
             raise ValueError(f"genome spec {spec!r}: sizes must be positive in {kind}:{token}")
+    if any(l.stride != 1 for l in [l for l in layers if l.kind == "conv"][1:]):
+        # Every hidden level shares one lattice, which the first conv's stride sets.
+        raise ValueError(f"genome spec {spec!r}: only the first conv layer may have a stride (it sets the "
+                         "grid's lattice, which every level shares)")
     kinds = [l.kind for l in layers]
     if "mlp" in kinds and "conv" in kinds[kinds.index("mlp"):]:
         raise ValueError(f"genome spec {spec!r}: conv layers must come before mlp layers")

@@ -1,6 +1,7 @@
 """Train one standalone ``SparseNet`` with Lightning: ``GenomeModule`` and its LightningCLI."""
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 from pathlib import Path
@@ -14,7 +15,7 @@ from torch import Tensor
 
 from evolution import checkpoints, seeds
 from evolution.estimators import finite
-from evolution.genome import Genome, SearchSpace
+from evolution.genome import Genome
 from evolution.network import SparseNet
 
 
@@ -33,7 +34,7 @@ def resolve_genome(genome: str, input_shape: tuple[int, ...] | None, num_classes
             space = seeds.space_for_spec(genome, tuple(input_shape), num_classes)
         else:
             auto = seeds.space_for_spec(genome, tuple(input_shape), num_classes)
-            space = SearchSpace(tuple(input_shape), num_classes, levels or auto.levels, width or auto.width)
+            space = dataclasses.replace(auto, levels=levels or auto.levels, width=width or auto.width)  # keeps channels
         return seeds.build(genome, space)
     n_in = None if input_shape is None else math.prod(input_shape)
     if (n_in is not None and g.space.n_inputs != n_in) or (num_classes is not None and g.space.n_outputs != num_classes):
@@ -106,8 +107,15 @@ class GenomeModule(pl.LightningModule):
         else:
             cls = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
             opt = cls(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        if hp.scheduler == "cosine" and self.trainer is not None and self.trainer.max_epochs:
-            return [opt], [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.trainer.max_epochs)]
+        if hp.scheduler == "cosine" and self.trainer is not None:
+            if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
+                return [opt], [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.trainer.max_epochs)]
+            # max_epochs -1 (a run bounded by max_steps): anneal over the steps instead, per step.
+            steps = self.trainer.estimated_stepping_batches
+            if not math.isfinite(steps):
+                raise ValueError("scheduler cosine needs a finite trainer.max_epochs or trainer.max_steps")
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(steps))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         return opt
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -211,6 +211,20 @@ def test_torchvision_without_download_names_the_fix(tmp_path, cls, name):
     assert f"{name} not found under {tmp_path}" in msg and "download=True" in msg and "\n" not in msg
 
 
+def test_a_failed_download_does_not_ask_for_download(tmp_path, monkeypatch):
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    data = MNISTDataModule(root=str(tmp_path), download=True)
+    with pytest.raises(FileNotFoundError) as err:
+        data.prepare_data()
+    msg = str(err.value)
+    assert "Error downloading" in msg and "check the network" in msg and "pass download=True" not in msg
+
+
 def test_bad_fractions_and_split_names():
     with pytest.raises(ValueError, match="expected fractions"):
         DigitsDataModule(val_fraction=0.6, test_fraction=0.5)

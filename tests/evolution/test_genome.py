@@ -59,6 +59,7 @@ def test_save_load_round_trip(tmp_path):
         ([99], [], "hidden neuron 99 is outside the grid (hidden ids are 16..23)"),
         ([5], [], "hidden neuron 5 is outside the grid"),
         ([16, 16], [], "hidden neuron 16 is listed twice"),
+        ([20, 16], [], "hidden neurons must be listed in ascending order: 20 comes before 16"),
         ([16], [[0, 17]], "edge (0, 17): unknown neuron 17"),
         ([16], [[0, 400]], "edge (0, 400): unknown neuron 400"),
         ([16, 17], [[16, 17]], "edge (16, 17) goes from level 1 to level 1; edges must go up a level"),
@@ -115,6 +116,9 @@ def test_bad_json_files(tmp_path, space):
         assert name in msg and expected[name] in msg and "\n" not in msg
     with pytest.raises(FileNotFoundError, match="nope.json does not exist"):
         Genome.load(tmp_path / "nope.json")
+    (tmp_path / "binary.json").write_bytes(b"\x80PK\x03\x04")  # e.g. a checkpoint passed by mistake
+    with pytest.raises(ValueError, match="binary.json: not a genome file"):
+        Genome.load(tmp_path / "binary.json")
 
 
 def test_pruning_drops_dead_neurons(space):

@@ -41,6 +41,7 @@ def test_stride_and_second_conv():
     ("rnn:4", "unknown layer kind 'rnn'"),
     ("mlp:0", "sizes must be positive"),
     ("mlp:8,conv:2x3", "conv layers must come before mlp layers"),
+    ("conv:4x3,conv:4x3s2", "only the first conv layer may have a stride"),
 ])
 def test_bad_specs(spec, message):
     with pytest.raises(ValueError, match=message):

@@ -133,3 +133,41 @@ def test_lamarckian_first_phase_keeps_inherited_weights():
     assert torch.allclose(kept, torch.tensor([lookup[i] for i in space.edge_id(*child.edges[shared].T).tolist()]))
     assert (out.state["edge"][torch.as_tensor(~shared)] != 0).any()  # the new edges did train
     assert out.score >= parent.score - 0.05
+
+
+def test_grid_overrides_keep_a_conv_spec_s_channels():
+    from evolution.train import resolve_genome
+
+    g = resolve_genome("conv:8x3,mlp:64", (1, 8, 8), 10, levels=3)
+    assert g.space.levels == 3 and g.space.channels == 8 and g.space.lattice == (8, 8)
+
+
+def test_cosine_over_steps_when_the_run_is_bounded_by_max_steps():
+    import lightning.pytorch as pl
+
+    data = DigitsDataModule()
+    g = seeds.build("mlp:16", seeds.space_for_spec("mlp:16", data.input_shape, data.num_classes))
+    module = GenomeModule(g.to_json(), data.input_shape, data.num_classes, lr=1e-2, scheduler="cosine")
+    lrs = []
+
+    class Record(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer = pl.Trainer(max_epochs=-1, max_steps=30, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                         callbacks=[Record()], accelerator="cpu")
+    trainer.fit(module, train_dataloaders=data.train_dataloader())
+    # 30 steps span 3 epochs of 12 batches: annealed once over the steps, never back up per epoch.
+    assert len(lrs) == 30 and lrs[0] == pytest.approx(1e-2) and all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert lrs[-1] < 1e-4
+
+
+def test_population_draws_fit_a_small_train_split():
+    from evolution.estimators import population_steps
+
+    data = DigitsDataModule(train_size=50)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    (_, x, y), = population_steps(opt, 0.1, 1, np.random.default_rng(0), [None, None], 2,
+                                  data.tensors("train"), batch_size=128)
+    assert len(y) == 50 == len(x)
