@@ -148,6 +148,8 @@ class TrainEstimator:
         self.keep_state = keep_state or warm_start
         self.max_val, self.device, self.seed = max_val, torch.device(device), seed
         self.initializer = initializer
+        if hasattr(initializer, "check_data"):  # predictions made for another data shape mean nothing
+            initializer.check_data(data)
         self._tensors: dict[str, tuple[Tensor, Tensor]] = {}
 
     def _split(self, name: str) -> tuple[Tensor, Tensor]:

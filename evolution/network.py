@@ -114,6 +114,24 @@ class Weights(NamedTuple):
     bias: Tensor
 
 
+def tie_mean(edge: Tensor, groups: Tensor | None) -> Tensor:
+    """``edge`` (E,) with each tie group's edges at their mean (differentiable); ``groups`` (E,) the
+    group of each edge (``Genome.groups``), None for an untied genome. Weights made per edge (a
+    supernet's gather, a hypernet's prediction) become those of the network ``SparseNet`` builds."""
+    if groups is None:
+        return edge
+    n = int(groups.max()) + 1 if len(groups) else 0
+    total = torch.zeros(n, device=edge.device, dtype=edge.dtype).index_add(0, groups, edge)
+    return (total / torch.bincount(groups, minlength=n).clamp(min=1))[groups]
+
+
+def tied(genome: Genome, weights: Weights) -> Weights:
+    """``weights`` of ``genome`` with its tie groups at their mean (``tie_mean``)."""
+    if genome.ties is None:
+        return weights
+    return weights._replace(edge=tie_mean(weights.edge, torch.as_tensor(genome.groups, device=weights.edge.device)))
+
+
 def _long(a: np.ndarray) -> Tensor:
     return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.long)
 
@@ -426,6 +444,7 @@ class SparseNet(nn.Module):
         hypernet's prediction, a supernet's gather); ``rescale``: hidden levels at the init's scale
         (``init_scaled``: the same function, retrained at a fresh init's pace)."""
         net = cls(genome).to(weights.edge.device)
+        weights = tied(genome, weights)  # first, so the rescale measures the weights the net will hold
         net.set_weights(init_scaled(genome, net.plan, weights) if rescale else weights)
         return net
 

@@ -45,6 +45,32 @@ def resolve_genome(genome: str, input_shape: tuple[int, ...] | None, num_classes
     return g
 
 
+def cosine_to_zero(opt: torch.optim.Optimizer, trainer: pl.Trainer, per_epoch: bool) -> dict:
+    """Lightning's optimizer config for a cosine from ``opt``'s rate to 0 at ``trainer``'s last epoch
+    (``per_epoch``) or step. The length is read from the trainer at every step, so a fit resumed with
+    a longer budget anneals to its new end (a restored ``CosineAnnealingLR`` keeps its old length and
+    climbs back to the full rate after it)."""
+    def total() -> float:
+        n = trainer.max_epochs if per_epoch else trainer.estimated_stepping_batches
+        if n is None or not math.isfinite(n) or n < 1:
+            raise ValueError("scheduler cosine needs a finite trainer.max_epochs or trainer.max_steps")
+        return float(n)
+
+    total()  # fail in one line before training starts
+    sched = _Cosine(opt, lambda t: 0.5 * (1 + math.cos(math.pi * min(t, total()) / total())))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch" if per_epoch else "step"}}
+
+
+class _Cosine(torch.optim.lr_scheduler.LambdaLR):
+    def load_state_dict(self, state_dict: dict) -> None:
+        # Lightning restores the optimizer first, at the rate it ended with; the first step of the
+        # resumed fit takes the rate of its own position in the (possibly longer) schedule.
+        state_dict.setdefault("lr_lambdas", [None] * len(self.lr_lambdas))  # a CosineAnnealingLR's, before
+        super().load_state_dict(state_dict)
+        for group, base, f in zip(self.optimizer.param_groups, self.base_lrs, self.lr_lambdas):
+            group["lr"] = base * f(self.last_epoch)
+
+
 class GenomeModule(pl.LightningModule):
     """Trains the ``SparseNet`` of one genome on a classification DataModule.
 
@@ -108,14 +134,9 @@ class GenomeModule(pl.LightningModule):
             cls = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
             opt = cls(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         if hp.scheduler == "cosine" and self.trainer is not None:
-            if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
-                return [opt], [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.trainer.max_epochs)]
-            # max_epochs -1 (a run bounded by max_steps): anneal over the steps instead, per step.
-            steps = self.trainer.estimated_stepping_batches
-            if not math.isfinite(steps):
-                raise ValueError("scheduler cosine needs a finite trainer.max_epochs or trainer.max_steps")
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(steps))
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+            # Per epoch; a run bounded by max_steps alone (max_epochs -1) anneals over its steps.
+            epochs = self.trainer.max_epochs
+            return cosine_to_zero(opt, self.trainer, per_epoch=epochs is not None and epochs > 0)
         return opt
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -14,9 +14,8 @@ from evolution import checkpoints
 from evolution.estimators import Estimate, Parent, finite, population_steps
 from evolution.genome import Genome
 from evolution.network import SparseNet, compile, ridge_readout, sparse_forward
-from hypernet.graph import to_batch
 from hypernet.init import predicted_sparsenet
-from hypernet.module import HypernetModule, hypernet_loss
+from hypernet.module import HypernetModule, hypernet_loss, predict
 
 CHUNK = 4096  # validation examples per forward, so large splits stay within memory
 
@@ -93,7 +92,7 @@ class HypernetEstimator:
     def _scores(self, genomes: list[Genome]) -> list[float]:
         x, y = self.val
         # Predicted and compiled once per batch of genomes, not once per chunk of examples.
-        weights = self.module.model(to_batch(genomes).to(self.device))
+        weights = predict(self.module.model, genomes, self.device)
         plans = [compile(g).to(self.device) for g in genomes]
         if self.readout:
             x_fit, y_fit = self.train[0][:self.readout], self.train[1][:self.readout]

@@ -5,7 +5,7 @@ import torch
 
 from evolution.genome import Genome
 from evolution.network import SparseNet
-from hypernet.graph import to_batch
+from hypernet.module import predict
 from hypernet.model import HyperNet
 
 
@@ -20,4 +20,5 @@ def predicted_sparsenet(hypernet: HyperNet, genome: Genome, rescale: bool = True
     training loss up to 26x higher.
     """
     device = next(hypernet.parameters()).device
-    return SparseNet.starting_from(genome, hypernet(to_batch([genome]).to(device))[0], rescale)
+    # Tied first, so the rescale measures the weights the network will hold.
+    return SparseNet.starting_from(genome, predict(hypernet, [genome], device)[0], rescale)

@@ -8,18 +8,24 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from evolution.estimators import finite
+from evolution.train import cosine_to_zero
 from evolution.genome import Genome, SearchSpace
-from evolution.network import compile, readout_loss, sparse_forward
+from evolution.network import Weights, compile, readout_loss, sparse_forward, tied
 from evolution.sampling import GenomeSampler
 from hypernet.graph import to_batch
 from hypernet.model import HyperNet
 
 
+def predict(model: HyperNet, genomes: list[Genome], device: torch.device | str) -> list[Weights]:
+    """The weights ``model`` predicts for each genome, in one batched pass of the GNN; a tie group's
+    edges at the mean of their predictions, as the network ``SparseNet`` builds from them has."""
+    return [tied(g, w) for g, w in zip(genomes, model(to_batch(genomes).to(device)))]
+
+
 def predicted_logits(model: HyperNet, genomes: list[Genome], x: Tensor) -> list[Tensor]:
     """Logits ``(B, n_outputs)`` of each genome on ``x`` ``(B, n_inputs)`` with the weights the
-    hypernet predicts for it; all genomes go through the GNN in one batched pass."""
-    weights = model(to_batch(genomes).to(x.device))
-    return [sparse_forward(compile(g).to(x.device), w, x) for g, w in zip(genomes, weights)]
+    hypernet predicts for it."""
+    return [sparse_forward(compile(g).to(x.device), w, x) for g, w in zip(genomes, predict(model, genomes, x.device))]
 
 
 def hypernet_loss(model: HyperNet, genomes: list[Genome], x: Tensor, y: Tensor, support: int = 0, ridge: float = 1.0,
@@ -29,9 +35,8 @@ def hypernet_loss(model: HyperNet, genomes: list[Genome], x: Tensor, y: Tensor, 
     the first ``support`` examples, logits of the refit times ``scale``)."""
     if not support:
         return torch.stack([F.cross_entropy(z, y) for z in predicted_logits(model, genomes, x)]).mean()
-    weights = model(to_batch(genomes).to(x.device))
     return torch.stack([readout_loss(compile(g).to(x.device), w, x, y, support, ridge, scale)
-                        for g, w in zip(genomes, weights)]).mean()
+                        for g, w in zip(genomes, predict(model, genomes, x.device))]).mean()
 
 
 class HypernetModule(pl.LightningModule):
@@ -122,9 +127,7 @@ class HypernetModule(pl.LightningModule):
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
         if self.hparams.scheduler == "none":
             return opt
-        steps = max(1, int(self.trainer.estimated_stepping_batches))
-        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
+        return cosine_to_zero(opt, self.trainer, per_epoch=False)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The sampler's stream continues where it stopped when a fit resumes.

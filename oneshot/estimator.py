@@ -74,10 +74,16 @@ class SupernetEstimator:
         idx = torch.as_tensor(self.rng.choice(len(self.train[1]), self.batch_size, replace=False), device=self.device)
         return self.train[0][idx], self.train[1][idx]
 
+    def _inherited(self, genome: Genome):
+        """The genome's weights from the bank (refused where a few-shot bank never trained)."""
+        if hasattr(self.supernet, "check_trained"):
+            self.supernet.check_trained(genome)
+        return self.supernet.weights_for(genome)
+
     @torch.no_grad()
     def _score(self, genome: Genome) -> float:
         x, y = self.val
-        plan, weights = self.supernet.plan_for(genome), self.supernet.weights_for(genome)
+        plan, weights = self.supernet.plan_for(genome), self._inherited(genome)
         if self.readout:
             weights = ridge_readout(plan, weights, self.train[0][:self.readout], self.train[1][:self.readout], self.ridge)
         correct = sum(int((sparse_forward(plan, weights, x[i:i + 4096]).argmax(1) == y[i:i + 4096]).sum())
@@ -87,7 +93,7 @@ class SupernetEstimator:
     def _finetuned_score(self, genome: Genome) -> float:
         net = SparseNet(genome).to(self.device)
         with torch.no_grad():  # only the values: nothing for the supernet's optimizer to move
-            net.set_weights(self.supernet.weights_for(genome))
+            net.set_weights(self._inherited(genome))
         opt = torch.optim.Adam(net.parameters(), lr=self.lr)
         for step in range(self.finetune_steps):
             x, y = self._batch()
@@ -131,7 +137,7 @@ class SupernetEstimator:
         """A standalone network of ``genome`` starting from the weights it inherits from the bank (its
         hidden levels brought to the init's scale, ``evolution.network.init_scaled``: same function,
         retrains at a fresh init's pace); its output level is the bank's, not a readout refit."""
-        return SparseNet.starting_from(genome, self.supernet.weights_for(genome))
+        return SparseNet.starting_from(genome, self._inherited(genome))
 
     def state_dict(self) -> dict:
         """What a search saves with its state, so a resumed search continues the same supernet."""

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from evolution.genome import Genome, SearchSpace
-from evolution.network import Plan, Weights, compile, sparse_forward
+from evolution.network import Plan, Weights, compile, sparse_forward, tie_mean
 
 
 class Supernet(nn.Module):
@@ -89,13 +89,7 @@ class Supernet(nn.Module):
         edges take the mean of their bank entries."""
         _, idx = self._compiled(genome)
         # index_select: its backward is one index_add (embedding's sorts the indices first, ~4x slower here).
-        edge = self.bank.index_select(0, idx["edge"]).squeeze(1)
-        if idx["groups"] is not None:
-            g = idx["groups"]
-            n = int(g.max()) + 1 if len(g) else 0
-            mean = torch.zeros(n, device=edge.device, dtype=edge.dtype).index_add(0, g, edge)
-            mean = mean / torch.bincount(g, minlength=n).clamp(min=1)
-            edge = mean[g]
+        edge = tie_mean(self.bank.index_select(0, idx["edge"]).squeeze(1), idx["groups"])
         slot = idx["slot"]
         outputs = torch.arange(self.space.n_outputs, device=slot.device)
         if torch.is_grad_enabled():  # what the next optimizer step may move (see touched_rows)
@@ -129,12 +123,30 @@ class Supernet(nn.Module):
 class FewShotSupernet(nn.Module):
     """One bank per depth (few-shot NAS, Zhao et al. 2021, split by number of hidden levels): a
     genome trains and is scored only in the bank of its depth, so shallow and deep genomes stop
-    fighting over the same weights. Same interface as ``Supernet``."""
+    fighting over the same weights. Same interface as ``Supernet``.
+
+    A bank only learns from the depths its sampler draws (sandwich and nested draw 1..levels hidden
+    levels, fair fills them all), so ``draws`` counts the genomes each bank was trained on, and
+    ``check_trained`` refuses to score a genome whose bank never was: its weights are the init's.
+    """
 
     def __init__(self, space: SearchSpace, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.space = space
         self.banks = nn.ModuleList([Supernet(space, generator) for _ in range(space.levels + 1)])
+        self.register_buffer("draws", torch.zeros(space.levels + 1, dtype=torch.long))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        # A checkpoint from before banks were counted: -1, unknown, never refused.
+        state_dict.setdefault(prefix + "draws", torch.full_like(self.draws, -1))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def check_trained(self, genome: Genome) -> None:
+        """``ValueError`` when the bank of ``genome``'s depth never trained."""
+        depth = len(genome.levels_present())
+        if int(self.draws[depth]) == 0:
+            raise ValueError(f"few-shot supernet: the bank for {depth} hidden levels was never trained (its sampler "
+                             "draws no such genomes), so this genome's inherited weights are untrained")
 
     @property
     def n_bank(self) -> int:
@@ -151,10 +163,12 @@ class FewShotSupernet(nn.Module):
         return None
 
     def weights_for(self, genome: Genome) -> Weights:
+        if torch.is_grad_enabled():
+            self.draws[len(genome.levels_present())] += 1
         return self.bank_for(genome).weights_for(genome)
 
     def plan_for(self, genome: Genome) -> Plan:
         return self.bank_for(genome).plan_for(genome)
 
     def forward(self, genome: Genome, x: Tensor) -> Tensor:
-        return self.bank_for(genome)(genome, x)
+        return sparse_forward(self.plan_for(genome), self.weights_for(genome), x)

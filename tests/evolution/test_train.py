@@ -161,6 +161,13 @@ def test_cosine_over_steps_when_the_run_is_bounded_by_max_steps():
     # 30 steps span 3 epochs of 12 batches: annealed once over the steps, never back up per epoch.
     assert len(lrs) == 30 and lrs[0] == pytest.approx(1e-2) and all(a > b for a, b in zip(lrs, lrs[1:]))
     assert lrs[-1] < 1e-4
+    # A checkpoint from when the schedule was a CosineAnnealingLR still resumes.
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    old = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=4)
+    old.step()
+    sched = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+    sched.load_state_dict(old.state_dict())
+    assert sched.last_epoch == 1
 
 
 def test_population_draws_fit_a_small_train_split():

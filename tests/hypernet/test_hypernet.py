@@ -16,7 +16,7 @@ from hypernet.estimator import HypernetEstimator
 from hypernet.graph import to_batch
 from hypernet.init import predicted_sparsenet
 from hypernet.model import HyperNet
-from hypernet.module import HypernetModule, hypernet_loss
+from hypernet.module import HypernetModule, hypernet_loss, predicted_logits
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 DIGITS = SearchSpace((1, 8, 8), 10, levels=2, width=16)
@@ -146,6 +146,27 @@ def test_estimator_round_trip_is_deterministic_and_matches_the_initialised_net(c
             assert float((net(x).argmax(1) == y).float().mean()) == pytest.approx(e.score)
 
 
+def test_tied_genomes_are_scored_as_the_network_they_build(checkpoint):
+    from evolution.mutations import tie_weights
+
+    data = DigitsDataModule()
+    est = HypernetEstimator(data, checkpoint, batch=4)
+    rng = np.random.default_rng(7)
+    g = random_genome(DIGITS, rng, density=0.3)
+    for _ in range(3):
+        g, _ = tie_weights(g, rng)
+    assert g.n_weights < g.n_edges
+    with torch.no_grad():
+        raw = est.module.model(to_batch([g]))[0].edge
+    assert not torch.allclose(raw, raw.new_tensor(np.bincount(g.groups, raw.numpy()) / np.bincount(g.groups))[g.groups])
+    x, y = data.tensors("val")
+    with torch.no_grad():  # the network verify and the initialiser build: one weight per tie group
+        net = predicted_sparsenet(est.module.model, g, rescale=False)
+        assert torch.allclose(predicted_logits(est.module.model, [g], x)[0], net(x), atol=1e-5)
+        built = float((est.initialise(g)(x).argmax(1) == y).float().mean())
+    assert est.estimate([g])[0].score == pytest.approx(built)
+
+
 def test_predicted_sparsenet_carries_the_predictions(checkpoint):
     model = HypernetModule.load_from_checkpoint(checkpoint, weights_only=False).model
     g = random_genome(DIGITS, np.random.default_rng(5), density=0.3)
@@ -214,7 +235,7 @@ def test_train_estimator_starts_from_predictions_then_fine_tunes(checkpoint):
     assert all(e.ok for e in tuned) and np.mean([e.score for e in tuned]) > np.mean(predicted)
 
 
-def test_cosine_schedule_anneals_to_zero_over_the_fit():
+def test_cosine_schedule_anneals_to_zero_over_the_fit(tmp_path):
     module = HypernetModule(DIGITS.input_shape, 10, levels=2, width=16, hidden=8, layers=1, lr=1e-3,
                             scheduler="cosine")
     trainer = pl.Trainer(max_steps=6, limit_val_batches=0, logger=False, enable_checkpointing=False,
@@ -222,6 +243,20 @@ def test_cosine_schedule_anneals_to_zero_over_the_fit():
     trainer.fit(module, datamodule=DigitsDataModule(batch_size=64))
     lr = trainer.optimizers[0].param_groups[0]["lr"]
     assert lr == pytest.approx(0.0, abs=1e-12)
+    # Resumed with twice the budget: it anneals to the new end, halfway at the old one (a restored
+    # CosineAnnealingLR kept the old length and climbed back to the full rate).
+    trainer.save_checkpoint(tmp_path / "h.ckpt")
+    lrs = []
+
+    class Record(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    longer = pl.Trainer(max_steps=12, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()])
+    longer.fit(module, datamodule=DigitsDataModule(batch_size=64), ckpt_path=tmp_path / "h.ckpt")
+    assert len(lrs) == 6 and lrs[0] == pytest.approx(0.5e-3) and all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert longer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ValueError, match="scheduler 'step': expected 'none' or 'cosine'"):
         HypernetModule(DIGITS.input_shape, 10, scheduler="step")
 

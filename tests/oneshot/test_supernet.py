@@ -332,7 +332,31 @@ def test_few_shot_routes_each_depth_to_its_own_bank():
     opt.step()
     moved = [not torch.equal(b.bank, x) for b, x in zip(sup.banks, before)]
     assert moved == [False, True, False]
+    # Only the trained bank may score: the others hold the init (a sampler that never draws their depth).
+    assert sup.draws.tolist() == [0, 1, 0]
+    sup.check_trained(one)
+    with pytest.raises(ValueError, match="the bank for 2 hidden levels was never trained"):
+        sup.check_trained(two)
+    old = {k: v for k, v in sup.state_dict().items() if k != "draws"}  # a checkpoint from before the count
+    fresh = FewShotSupernet(space)
+    fresh.load_state_dict(old)
+    fresh.check_trained(two)
     net = SparseNet(two)
     net.set_weights(sup.weights_for(two))
     x = torch.rand(4, 64)
     assert (sup(two, x) - net(x)).abs().max() <= 1e-6
+
+
+def test_few_shot_estimator_refuses_depths_its_sampler_never_drew(tmp_path):
+    # sandwich draws 1..levels hidden levels: the depth-0 bank (inputs straight to outputs) never trains.
+    assert _fit(tmp_path, "--model.few_shot", "true", "--model.sampler", "sandwich", "--trainer.max_epochs", "1",
+                "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1") == 0
+    est = SupernetEstimator(DigitsDataModule(), str(tmp_path / "ckpt" / "last.ckpt"))
+    rng = np.random.default_rng(0)
+    linear = random_genome(est.space, rng, density=0.3, n_levels=0)
+    deep = random_genome(est.space, rng, density=0.3, n_levels=1)
+    bad, good = est.estimate([linear, deep])
+    assert not bad.ok and "the bank for 0 hidden levels was never trained" in bad.error
+    assert good.ok and 0 <= good.score <= 1
+    with pytest.raises(ValueError, match="never trained"):
+        est.initialise(linear)
