@@ -77,16 +77,26 @@ def metrics(est: np.ndarray, truth: np.ndarray, params: np.ndarray, edges: np.nd
     }
 
 
+def ranked_last(est: np.ndarray) -> np.ndarray:
+    """``est`` with failed estimates (NaN) below every other, as a search never selects them."""
+    ok = np.isfinite(est)
+    return est if ok.all() else np.where(ok, est, (est[ok].min() - 1) if ok.any() else 0.0)
+
+
 def entry_metrics(key: str, est: np.ndarray, s: dict) -> dict:
     """``metrics`` of entry ``key`` against set ``s``'s truth (mean of seeds 0 and 1, the issue's),
     and where the set has 4 seeds, Kendall tau and size-controlled tau against their mean
-    (``*_4seeds``: the same ranking judged by a truth with half the seed noise).
+    (``*_4seeds``: the same ranking judged by a truth with half the seed noise). Failed estimates
+    (NaN: e.g. a genome whose few-shot bank never trained) rank last and are counted (``failed``).
 
     ``seed_vs_seed`` (the estimate is seed 0) is the noise ceiling instead: seed 0 against seed 1,
     and with 4 seeds the mean of seeds 0, 1 against the mean of seeds 2, 3
     (``kendall_tau_2seed_means``: two independent truths of the kind every estimator is judged by).
     """
+    failed = int((~np.isfinite(est)).sum())
+    est = ranked_last(est)
     m = metrics(est, s["truth"], s["params"], s["edges"], s["depth"])
+    m["failed"] = failed
     if key == "seed_vs_seed":
         m["kendall_tau"] = float(kendalltau(s["seeds"][:, 0], s["seeds"][:, 1])[0])
         if s.get("seeds4") is not None:
@@ -291,11 +301,11 @@ def main() -> None:
         m["seconds_per_genome"] = seconds
         entry = results.setdefault(key, {})
         entry.update(m if name == "broad" else {f"lineage_{k}": v for k, v in m.items()})
-        estimates.setdefault(key, {})[name] = est.tolist()
+        estimates.setdefault(key, {})[name] = [v if np.isfinite(v) else None for v in est.tolist()]
         if prior:
             # Size prior: the mean of the estimate's rank and the parameter count's rank. Accuracy
             # on random genomes is mostly size (the notes); does the estimator add to it?
-            ranks = (rankdata(est) + rankdata(s["params"])) / 2
+            ranks = (rankdata(ranked_last(est)) + rankdata(s["params"])) / 2
             record(f"{key}+sizeprior", name, ranks, seconds)
 
     for name, s in sets.items():
