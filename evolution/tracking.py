@@ -14,6 +14,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -47,8 +48,10 @@ class WandbSettings:
 def _has_api_key() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
+    # `wandb login` writes the key to .netrc under the server's host (a self-hosted one with --host).
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
     netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+    return netrc.is_file() and host in netrc.read_text(errors="ignore")
 
 
 class Tracker:

@@ -137,3 +137,16 @@ def test_sweep_distributions_are_drawn_as_wandb_defines_them(tmp_path):
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(ValueError, match="parameter 'e': distribution 'normal' is not drawn here"):
         load_sweep(path)
+
+
+def test_a_self_hosted_login_counts_as_a_key(tmp_path, monkeypatch):
+    from evolution.tracking import _has_api_key
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine wandb.example.org\n  login user\n  password abc\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
+    assert not _has_api_key()  # logged in elsewhere, not to api.wandb.ai
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")
+    assert _has_api_key()
