@@ -54,6 +54,13 @@ def _has_api_key() -> bool:
     return netrc.is_file() and host in netrc.read_text(errors="ignore")
 
 
+def require_key(mode: str) -> None:
+    """One line, before anything runs, when W&B would run online without an API key (wandb would
+    otherwise fail deep inside the run, or prompt for a key in a terminal)."""
+    if mode == "online" and not _has_api_key():
+        raise ValueError("W&B: no API key; run `wandb login`, set WANDB_API_KEY, or use wandb mode offline")
+
+
 class Tracker:
     """One W&B run per run directory (or nothing, when ``settings.project`` is None)."""
 
@@ -64,8 +71,7 @@ class Tracker:
         import wandb
 
         mode = os.environ.get("WANDB_MODE", settings.mode)
-        if mode == "online" and not _has_api_key():
-            raise ValueError("W&B: no API key; run `wandb login`, set WANDB_API_KEY, or use wandb mode offline")
+        require_key(mode)
         id_file = run_dir / "wandb_run_id"
         run_id = id_file.read_text().strip() if id_file.is_file() else None
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import os
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -188,6 +189,17 @@ class DataShapeCLI(LightningCLI):
                 raise ValueError(f"checkpoint {path} is not a {self.model_class.__name__} checkpoint: it was trained "
                                  f"with {', '.join(foreign[:3])}, which {self.model_class.__name__} does not take")
         super()._parse_ckpt_path()
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        from lightning.pytorch.loggers import WandbLogger
+
+        from evolution.tracking import require_key
+
+        for logger in self.trainer.loggers:  # the W&B logger's key, checked before a step runs
+            if isinstance(logger, WandbLogger):
+                offline = getattr(logger, "_offline", False)
+                require_key(os.environ.get("WANDB_MODE") or ("offline" if offline else "online"))
 
     def _check_ckpt_path(self) -> None:
         # Lightning would fail deep in load_state_dict (or, for a hypernet trained on other data,

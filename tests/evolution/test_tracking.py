@@ -150,3 +150,14 @@ def test_a_self_hosted_login_counts_as_a_key(tmp_path, monkeypatch):
     assert not _has_api_key()  # logged in elsewhere, not to api.wandb.ai
     monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")
     assert _has_api_key()
+
+
+def test_fit_with_the_wandb_logger_and_no_key_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    rc = cli(["train", "fit", "--config", str(REPO / "configs/train/digits.yaml"), "--config",
+              str(REPO / "configs/logging/wandb.yaml"), "--trainer.max_epochs", "1", "--trainer.default_root_dir",
+              str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "W&B: no API key" in err[0]
