@@ -280,6 +280,8 @@ def main() -> None:
     ap.add_argument("--rescore", action="store_true",
                     help="only recompute every metric from the estimates saved in ranking.json (no training)")
     args = ap.parse_args()
+    if args.only - set(KINDS):
+        ap.error(f"--only {','.join(sorted(args.only - set(KINDS)))}: expected some of {','.join(KINDS)}")
     doc = ranking_sets.load()
     data = ranking_sets.data_module()
     sets = {}

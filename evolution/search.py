@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import json
 import os
 import random
@@ -130,6 +131,14 @@ class SearchSettings:
         if self.ref_point is not None and len(self.ref_point) != len(self.objectives):
             raise ValueError(f"ref_point {list(self.ref_point)}: expected one value per objective "
                              f"({', '.join(self.objectives)})")
+
+
+def _check_line(line: str) -> float:
+    """The iteration of a ``rank_check.jsonl`` line; infinite (dropped on resume) for a line a kill cut."""
+    try:
+        return json.loads(line).get("iteration", 0)
+    except json.JSONDecodeError:
+        return math.inf
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -382,7 +391,7 @@ class Search:
         log = self.dir / "rank_check.jsonl"
         if log.is_file():  # a check logged by an iteration that was not saved is made again on resume
             lines = [l for l in log.read_text().splitlines() if l.strip()]
-            kept = [l for l in lines if json.loads(l).get("iteration", 0) <= self.iteration]
+            kept = [l for l in lines if _check_line(l) <= self.iteration]
             if len(kept) < len(lines):
                 log.write_text("".join(l + "\n" for l in kept))
         self.population = [self._unpack(d) for d in state["population"]]

@@ -54,6 +54,16 @@ def _has_api_key() -> bool:
     return netrc.is_file() and host in netrc.read_text(errors="ignore")
 
 
+def effective_mode() -> str:
+    """W&B's mode where no config sets one: ``WANDB_MODE``, else what ``wandb offline`` / ``online`` /
+    ``disabled`` saved in wandb's settings."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    from wandb.sdk import wandb_setup
+
+    return str(wandb_setup.singleton().settings.mode)
+
+
 def require_key(mode: str) -> None:
     """One line, before anything runs, when W&B would run online without an API key (wandb would
     otherwise fail deep inside the run, or prompt for a key in a terminal)."""

@@ -194,12 +194,12 @@ class DataShapeCLI(LightningCLI):
         super().instantiate_classes()
         from lightning.pytorch.loggers import WandbLogger
 
-        from evolution.tracking import require_key
+        from evolution.tracking import effective_mode, require_key
 
         for logger in self.trainer.loggers:  # the W&B logger's key, checked before a step runs
             if isinstance(logger, WandbLogger):
-                offline = getattr(logger, "_offline", False)
-                require_key(os.environ.get("WANDB_MODE") or ("offline" if offline else "online"))
+                offline = getattr(logger, "_offline", False) and not os.environ.get("WANDB_MODE")
+                require_key("offline" if offline else effective_mode())
 
     def _check_ckpt_path(self) -> None:
         # Lightning would fail deep in load_state_dict (or, for a hypernet trained on other data,

@@ -8,6 +8,7 @@ Finished candidates are kept: a stopped verify resumes where it stopped.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -181,8 +182,9 @@ def verify(run_dir: str, top_k: int = 10, epochs: int = 20, lr: float = 3e-3, in
     settings = {"top_k": top_k, "epochs": epochs, "lr": lr, "init": init, "seed": seed}
     if initializer is not None:  # candidates retrained from two initialisers do not belong in one verify.json
         settings["initializer"] = f"{type(initializer).__module__}.{type(initializer).__name__}"
-        if getattr(initializer, "path", None) is not None:
-            settings["initializer_checkpoint"] = str(initializer.path)
+        if getattr(initializer, "path", None) is not None:  # by content: a checkpoint retrained in place differs
+            digest = hashlib.sha1(Path(initializer.path).read_bytes()).hexdigest()[:16]
+            settings["initializer_checkpoint"] = f"{Path(initializer.path).resolve()} sha1:{digest}"
     if init == "estimator":
         # The estimator keeps learning if the search resumes: candidates retrained from another
         # iteration's estimator do not belong in one verify.json.

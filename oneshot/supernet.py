@@ -163,8 +163,9 @@ class FewShotSupernet(nn.Module):
         return None
 
     def weights_for(self, genome: Genome) -> Weights:
-        if torch.is_grad_enabled():
-            self.draws[len(genome.levels_present())] += 1
+        depth = len(genome.levels_present())
+        if torch.is_grad_enabled() and self.draws[depth] >= 0:  # -1: an older checkpoint, not counted
+            self.draws[depth] += 1
         return self.bank_for(genome).weights_for(genome)
 
     def plan_for(self, genome: Genome) -> Plan:

@@ -222,6 +222,7 @@ def test_online_rank_check_warns_about_a_misleading_estimator(tmp_path, capsys):
     # is made once more, not logged twice.
     with open(tmp_path / "rank_check.jsonl", "a") as f:
         f.write(json.dumps({"iteration": 3, "checked": 99, "kendall_tau": 0.0}) + "\n")
+        f.write('{"iteration": 3, "chec')  # and the kill cut its next line
     s3 = dataclasses.replace(s, iterations=3)
     assert Search(s3, DigitsDataModule(), ContrarianEstimator()).run(resume=True)
     lines = [json.loads(l) for l in (tmp_path / "rank_check.jsonl").read_text().splitlines()]

@@ -161,3 +161,17 @@ def test_fit_with_the_wandb_logger_and_no_key_is_one_line(tmp_path, monkeypatch,
               str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "W&B: no API key" in err[0]
+
+
+def test_the_mode_wandb_offline_saved_counts_where_no_env_sets_one(monkeypatch):
+    from types import SimpleNamespace
+
+    from wandb.sdk import wandb_setup
+
+    from evolution.tracking import effective_mode
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setattr(wandb_setup, "singleton", lambda: SimpleNamespace(settings=SimpleNamespace(mode="offline")))
+    assert effective_mode() == "offline"  # `wandb offline` writes wandb's settings, not the environment
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert effective_mode() == "disabled"

@@ -168,6 +168,16 @@ def test_verify_can_start_from_predicted_weights(run_dir, tmp_path):
 
     with pytest.raises(ValueError, match="made with other settings"):  # two initialisers' results never mix
         verify(str(run), top_k=2, epochs=0, initializer=OtherInitializer(), progress=False)
+
+    class FromFile(ConstantInitializer):  # a checkpoint-backed initialiser, retrained in place
+        path = run / "init.ckpt"
+
+    (run / "verify.json").unlink()
+    FromFile.path.write_bytes(b"first")
+    verify(str(run), top_k=2, epochs=0, initializer=FromFile(), progress=False)
+    FromFile.path.write_bytes(b"second")
+    with pytest.raises(ValueError, match="made with other settings"):
+        verify(str(run), top_k=2, epochs=0, initializer=FromFile(), progress=False)
     from evolution.data import DigitsDataModule
     from evolution.genome import Genome
 

@@ -341,6 +341,8 @@ def test_few_shot_routes_each_depth_to_its_own_bank():
     fresh = FewShotSupernet(space)
     fresh.load_state_dict(old)
     fresh.check_trained(two)
+    supernet_loss(fresh, [two], torch.rand(8, 64), torch.randint(0, 10, (8,)))  # uncounted: stays unknown
+    fresh.check_trained(two)
     net = SparseNet(two)
     net.set_weights(sup.weights_for(two))
     x = torch.rand(4, 64)
