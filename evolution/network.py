@@ -120,9 +120,13 @@ def tie_mean(edge: Tensor, groups: Tensor | None) -> Tensor:
     supernet's gather, a hypernet's prediction) become those of the network ``SparseNet`` builds."""
     if groups is None:
         return edge
-    n = int(groups.max()) + 1 if len(groups) else 0
+    return group_mean(edge, groups, int(groups.max()) + 1 if len(groups) else 0)[groups]
+
+
+def group_mean(edge: Tensor, groups: Tensor, n: int) -> Tensor:
+    """``(n,)``: the mean of ``edge`` over each of the ``n`` groups (0 where a group has no edge)."""
     total = torch.zeros(n, device=edge.device, dtype=edge.dtype).index_add(0, groups, edge)
-    return (total / torch.bincount(groups, minlength=n).clamp(min=1))[groups]
+    return total / torch.bincount(groups, minlength=n).clamp(min=1).to(edge.dtype)
 
 
 def tied(genome: Genome, weights: Weights) -> Weights:
@@ -429,10 +433,7 @@ class SparseNet(nn.Module):
         """Start from given weights (a supernet's gather, a hypernet's prediction): ``edge`` (E,)
         per edge, a tie group taking the mean of its edges."""
         g = self.groups if self.groups is not None else torch.arange(len(self.weight), device=self.weight.device)
-        edge = weights.edge.detach().to(self.weight)
-        total = torch.zeros_like(self.weight).index_add_(0, g, edge)
-        count = torch.zeros_like(self.weight).index_add_(0, g, torch.ones_like(edge))
-        self.weight.copy_(total / count.clamp(min=1))
+        self.weight.copy_(group_mean(weights.edge.detach().to(self.weight), g, len(self.weight)))
         self.norm_weight.copy_(weights.norm_weight.detach())
         self.norm_bias.copy_(weights.norm_bias.detach())
         self.bias.copy_(weights.bias.detach())

@@ -76,8 +76,7 @@ class SupernetEstimator:
 
     def _inherited(self, genome: Genome):
         """The genome's weights from the bank (refused where a few-shot bank never trained)."""
-        if hasattr(self.supernet, "check_trained"):
-            self.supernet.check_trained(genome)
+        self.supernet.check_trained(genome)
         return self.supernet.weights_for(genome)
 
     @torch.no_grad()

@@ -99,6 +99,9 @@ class Supernet(nn.Module):
         return Weights(edge, self.norm_weight.index_select(0, slot).squeeze(1),
                        self.norm_bias.index_select(0, slot).squeeze(1), self.bias.index_select(0, outputs).squeeze(1))
 
+    def check_trained(self, genome: Genome) -> None:
+        """Nothing to refuse: one bank serves every depth (``FewShotSupernet`` counts per depth)."""
+
     def touched_rows(self, param: Tensor) -> Tensor | None:
         """Rows of ``param`` gathered with grad since the last call (for ``LazyAdam(rows=...)``);
         None for a tensor this supernet does not own."""
