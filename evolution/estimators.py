@@ -127,7 +127,8 @@ class TrainEstimator:
 
     With ``warm_start`` a child starts from its parent's inherited weights (Lamarckian); its first
     ``new_edge_steps`` steps then train only the edges the parent lacked, as the original search did
-    (two phases), before all weights train. With ``initializer`` (e.g. the hypernet) each genome starts
+    (two phases), before all weights train. ``schedule`` ``cosine`` anneals the rate to 0 over the
+    steps. With ``initializer`` (e.g. the hypernet) each genome starts
     from predicted weights instead of a random init: "predict, then fine-tune". Full budgets (35-50 epochs per child) reproduce the
     original neuron-level search: the baseline the cheap estimators are measured against.
 
@@ -138,16 +139,18 @@ class TrainEstimator:
     def __init__(self, data, steps: int = 200, epochs: float | None = None, batch_size: int = 128,
                  lr: float = 3e-3, warm_start: bool = False, new_edge_steps: int = 0, keep_state: bool = False,
                  max_val: int | None = None, device: str = "cpu", seed: int = 0,
-                 initializer: Initializer | None = None) -> None:
+                 initializer: Initializer | None = None, schedule: str = "constant") -> None:
         if steps < 0 or batch_size < 1 or lr <= 0:
             raise ValueError(f"TrainEstimator: steps {steps}, batch_size {batch_size}, lr {lr}: expected steps >= 0, "
                              "batch_size >= 1, lr > 0")
+        if schedule not in ("constant", "cosine"):
+            raise ValueError(f"TrainEstimator: schedule {schedule!r}: expected 'constant' or 'cosine'")
         self.data = data
         self.steps, self.epochs, self.batch_size, self.lr = steps, epochs, batch_size, lr
         self.warm_start, self.new_edge_steps = warm_start, new_edge_steps
         self.keep_state = keep_state or warm_start
         self.max_val, self.device, self.seed = max_val, torch.device(device), seed
-        self.initializer = initializer
+        self.initializer, self.schedule = initializer, schedule
         if hasattr(initializer, "check_data"):  # predictions made for another data shape mean nothing
             initializer.check_data(data)
         self._tensors: dict[str, tuple[Tensor, Tensor]] = {}
@@ -193,6 +196,9 @@ class TrainEstimator:
         pos = 0
         net.train()
         for step in range(steps):
+            if self.schedule == "cosine":  # per step from lr to 0, as verify's retraining anneals
+                for group in opt.param_groups:
+                    group["lr"] = self.lr * 0.5 * (1 + math.cos(math.pi * step / steps))
             if pos + self.batch_size > len(y):
                 order, pos = torch.randperm(len(y), generator=gen), 0
             idx = order[pos:pos + self.batch_size].to(self.device)

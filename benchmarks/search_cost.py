@@ -1,0 +1,429 @@
+"""What a search finds per CPU-second: every estimator as an arm of the same search, against
+training every candidate, random search and dense MLP ladders.
+
+Each arm is a real ``Search`` (same grid, seeds and settings) whose estimator is named by an arm file
+``benchmarks/arms/NAME.yaml`` (one section per preset: ``estimator`` and optionally ``fit``, the
+LightningModule trained first, its cost counted; ``sampler: random`` draws children from the initial
+sampler instead of mutating; ``budget_factor`` scales the budget). ``train-full`` is the truth recipe
+itself: every candidate trained as the truth retrains (``TrainEstimator``, Adam, cosine to 0, the
+preset's epochs and batch), so its archive after each iteration draws the reference anytime curve.
+Every arm runs until its process CPU-seconds (``time.process_time``, torch on one thread) reach the
+preset's budget; then its estimated front and top 10 are retrained by the same recipe (seeded per
+genome, cached per seed: a genome is trained once) and scored on the held-out test split.
+
+    python -m benchmarks.search_cost --preset digits            # 5 seeds; resumable: rerun to continue
+    python -m benchmarks.search_cost --preset mnist-t10k --seeds 3 --arms train-low,supernet
+    python -m benchmarks.search_cost --preset digits --data '{"class_path": "evolution.data.CSVDataModule",
+        "init_args": {"path": "my.csv"}}'                       # any DataModule, the preset's settings
+
+Writes ``benchmarks/results/search_cost.json`` (+ ``.md``, ``.png``); work files under
+``runs/benchmarks/search_cost/`` (a finished arm is not rerun; a killed one loses its candidate in flight).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from benchmarks import search_cost_report as report
+from evolution import cost, nsga2, seeds
+from evolution.estimators import Estimate, TrainEstimator, build_estimator
+from evolution.genome import Genome
+from evolution.sampling import random_genome
+from evolution.search import Search, SearchSettings
+
+REPO = Path(__file__).resolve().parents[1]
+ARMS = Path(__file__).parent / "arms"
+LADDER = [2, 4, 8, 16, 32, 64, 128, 256, 512]
+DIGITS = {"class_path": "evolution.data.DigitsDataModule", "init_args": {"batch_size": 64}}
+PRESETS: dict[str, dict] = {
+    "digits": {"data": DIGITS, "seeds": 5, "budget": 30.0, "epochs": 20, "batch_size": 64,
+               "search": {"levels": 2, "width": 64, "density": 0.2, "population": 16, "children": 8,
+                          "init": ["random", "mlp:32", "random", "mlp:16"]},
+               "reference_point": [1.0, 6.0],
+               "dense": [f"mlp:{w}" for w in LADDER] + [f"mlp:{w},{w}" for w in LADDER[:-1]]
+               + ["conv:4x3", "conv:8x3", "conv:8x3s2,mlp:32"],
+               "arms": ["train-low", "supernet", "hypernet", "random", "random-supernet", "train-full"]},
+    "mnist-t10k": {"data": {"class_path": "evolution.data.IDXDataModule",
+                            "init_args": {"root": "mnist-t10k", "batch_size": 128, "val_fraction": 0.1,
+                                          "test_fraction": 0.1}},
+                   "seeds": 3, "budget": 60.0, "epochs": 5, "batch_size": 128,
+                   "search": {"levels": 3, "width": 256, "density": 0.05, "population": 16, "children": 8,
+                              "init": ["random"]},
+                   "reference_point": [1.0, 7.0],
+                   "dense": [f"mlp:{w}" for w in LADDER] + [f"mlp:{w},{w}" for w in LADDER[:-2]]
+                   + ["conv:4x5s2", "conv:8x5s2,mlp:64"],
+                   "arms": ["train-low", "supernet", "hypernet", "random", "train-full"]},
+    # The test suite's preset: every stage, seconds of work.
+    "tiny": {"data": DIGITS, "seeds": 1, "budget": 1.5, "epochs": 1, "batch_size": 64,
+             "search": {"levels": 1, "width": 16, "density": 0.3, "population": 4, "children": 2,
+                        "init": ["random", "mlp:4"]},
+             "reference_point": [1.0, 6.0], "dense": ["mlp:2", "mlp:8"],
+             "arms": ["train-low", "random", "train-full"]},
+}
+TOP_K = 10
+
+
+def genome_key(genome: Genome) -> str:
+    return hashlib.sha1(genome.to_json().encode()).hexdigest()
+
+
+class Ledger:
+    """An append-only JSONL file of records, read back on resume (a line cut by a kill is dropped)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.rows = path, []
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    self.rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break
+            path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+
+    def keep(self, which) -> None:
+        """Drop the rows ``which`` rejects (rewrites the file)."""
+        self.rows = [r for r in self.rows if which(r)]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+class Truth(TrainEstimator):
+    """The one training recipe: estimates are validation accuracy; test accuracy and the CPU-seconds
+    of each genome go to a per-seed cache, so a genome is trained once whichever arm asks."""
+
+    def __init__(self, data, epochs: int, batch_size: int, seed: int, cache: Path) -> None:
+        super().__init__(data, epochs=epochs, batch_size=batch_size, lr=3e-3, seed=seed, schedule="cosine")
+        self.cache = Ledger(cache)
+        self.known = {r["key"]: r for r in self.cache.rows}
+        self._test = float("nan")
+
+    def score(self, net) -> float:
+        val = super().score(net)
+        x, y = self._split("test")
+        with torch.no_grad():
+            self._test = float((net(x).argmax(1) == y).float().mean())
+        return val
+
+    def truth(self, genome: Genome) -> dict:
+        """``{val, test, cpu, error}`` of ``genome`` trained by the recipe (cached)."""
+        key = genome_key(genome)
+        if key not in self.known:
+            start = time.process_time()
+            est = self._one(genome, None)
+            row = {"key": key, "val": est.score, "test": self._test if est.ok else float("nan"),
+                   "cpu": time.process_time() - start, "error": est.error}
+            self.cache.add(row)
+            self.known[key] = row
+        return self.known[key]
+
+    def estimate(self, genomes, parents=None) -> list[Estimate]:
+        rows = [self.truth(g) for g in genomes]
+        return [Estimate(r["val"], r["cpu"], r["error"]) for r in rows]
+
+
+class Metered:
+    """An arm's estimator with its cost on a meter: CPU-seconds of each call, and estimates kept per
+    (iteration, genome) so a resumed iteration replays them (and their cost) instead of recomputing."""
+
+    def __init__(self, inner, ledger: Path, truth: Truth | None = None) -> None:
+        self.inner, self.truth, self.log = inner, truth, Ledger(ledger)
+        self.done = {(r["iteration"], r["key"]): r for r in self.log.rows}
+        self.replayed, self.iteration = 0.0, 0
+        # Training estimators cost seconds per candidate: keep each as it finishes.
+        self.chunk = 1 if isinstance(inner, TrainEstimator) else None
+
+    def __getattr__(self, name):  # update / state_dict / load_state_dict of the inner estimator
+        return getattr(self.inner, name)
+
+    def estimate(self, genomes, parents=None) -> list[Estimate]:
+        parents = list(parents) if parents is not None else [None] * len(genomes)
+        keys = [genome_key(g) for g in genomes]
+        todo = [i for i, k in enumerate(keys) if (self.iteration, k) not in self.done]
+        step = self.chunk or max(1, len(todo))
+        for s in range(0, len(todo), step):
+            idx = todo[s:s + step]
+            if self.truth is not None:
+                out = self.truth.estimate([genomes[i] for i in idx])
+                cpus = [self.truth.known[keys[i]]["cpu"] for i in idx]
+            else:
+                start = time.process_time()
+                out = self.inner.estimate([genomes[i] for i in idx], [parents[i] for i in idx])
+                cpus = [(time.process_time() - start) / len(idx)] * len(idx)
+            for i, e, c in zip(idx, out, cpus):
+                row = {"iteration": self.iteration, "key": keys[i], "score": e.score, "error": e.error, "cpu": c}
+                self.log.add(row)
+                self.done[(self.iteration, keys[i])] = dict(row, fresh=True)
+        result = []
+        for i, k in enumerate(keys):
+            r = self.done[(self.iteration, k)]
+            if not r.pop("fresh", False):
+                self.replayed += r["cpu"]
+            result.append(Estimate(r["score"], r["cpu"], r["error"]))
+        return result
+
+
+class RandomSearch(Search):
+    """The initial sampler alone: each iteration draws ``children`` random genomes (same estimator,
+    archive and files as the evolutionary search)."""
+
+    def step(self) -> None:
+        from evolution.mutations import Inheritance
+
+        self.iteration += 1
+        kids = [random_genome(self.space, self.rng, density=self.s.density) for _ in range(self.s.children)]
+        cands = self._estimate(kids, [None] * len(kids), [Inheritance("random")] * len(kids))
+        self._finish_iteration(cands)
+
+
+def load_arm(name: str, preset: str) -> dict:
+    path = ARMS / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in ARMS.glob("*.yaml")))
+        raise ValueError(f"arm {name!r}: no {path.relative_to(REPO)} (arms: {known})")
+    doc = yaml.safe_load(path.read_text()) or {}
+    section = doc.get(preset) or doc.get("digits" if preset == "tiny" else preset)
+    if not isinstance(section, dict):
+        raise ValueError(f"arm {name!r}: {path.relative_to(REPO)} has no section for preset {preset!r}")
+    return section
+
+
+def build_data(spec: dict, seed: int, data_root: Path):
+    from jsonargparse import ArgumentParser
+    import lightning.pytorch as pl
+
+    args = dict(spec.get("init_args") or {}, seed=seed)
+    if "root" in args and not Path(args["root"]).is_absolute():
+        args["root"] = str(data_root / args["root"])
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(pl.LightningDataModule, "data")
+    cfg = parser.parse_object({"data": {"class_path": spec["class_path"], "init_args": args}})
+    return parser.instantiate_classes(cfg).data
+
+
+def fit(spec: dict, data, ckpt: Path, seed: int) -> None:
+    """Train the arm's LightningModule (a supernet, a hypernet) on the CPU; its checkpoint goes to ``ckpt``."""
+    import logging
+
+    import lightning.pytorch as pl
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    pl.seed_everything(seed, verbose=False)
+    model_spec = _with_seed({**spec["model"], "init_args": dict(spec["model"].get("init_args") or {})}, seed)
+    model = _class(model_spec["class_path"])(**model_spec["init_args"], input_shape=tuple(data.input_shape),
+                                             num_classes=data.num_classes)
+    limits = {k: spec[k] for k in ("max_epochs", "max_steps") if k in spec}
+    trainer = pl.Trainer(**limits, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", devices=1, num_sanity_val_steps=0,
+                         limit_val_batches=0)
+    trainer.fit(model, datamodule=data)
+    trainer.save_checkpoint(ckpt)
+
+
+def _class(path: str):
+    import importlib
+
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def run_arm(name: str, preset: str, cfg: dict, seed: int, data, truth: Truth, out: Path, budget: float) -> dict:
+    """One arm on one seed, resumed from ``out``; returns its result (also written to result.json)."""
+    arm = load_arm(name, preset)
+    budget = budget * float(arm.get("budget_factor", 1.0))
+    out.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(out / "iterations.jsonl")
+    fit_cpu = 0.0
+    ckpt = out / "estimator.ckpt"
+    if arm.get("fit"):
+        done = [r for r in ledger.rows if r.get("fit")]
+        if done and ckpt.is_file():
+            fit_cpu = done[0]["cpu"]
+        else:
+            start = time.process_time()
+            fit(arm["fit"], data, ckpt, seed)
+            fit_cpu = time.process_time() - start
+            ledger.add({"fit": True, "cpu": fit_cpu})
+    if arm.get("estimator") == "truth":
+        inner, metered_truth = truth, truth
+    else:
+        spec = dict(arm["estimator"])
+        spec["init_args"] = dict(spec.get("init_args") or {})
+        inner = build_estimator(_with_seed(spec, seed), data, str(ckpt) if arm.get("fit") else None, f"arm {name}")
+        metered_truth = None
+    est = Metered(inner, out / "estimates.jsonl", metered_truth)
+    settings = SearchSettings(run_dir=str(out / "search"), seed=seed, iterations=10**6, progress=False,
+                              objectives=("error", "flops"), **cfg["search"])
+    search = (RandomSearch if arm.get("sampler") == "random" else Search)(settings, data, est)
+    start = time.process_time()
+    saved = -1
+    if search.exists():
+        search.load()
+        saved = search.iteration
+    # Iterations a kill left unsaved are run again (their estimates replay from estimates.jsonl).
+    ledger.keep(lambda r: "iteration" not in r or r["iteration"] <= saved)
+    iters = [r for r in ledger.rows if "iteration" in r]
+    base = iters[-1]["cpu"] if iters else fit_cpu
+
+    def spent() -> float:
+        return base + time.process_time() - start + est.replayed
+
+    def record() -> None:
+        ok = _ok_records(search)
+        top = [r["id"] for r in sorted(ok, key=lambda r: (-r["score"], r["id"]))[:TOP_K]]
+        ledger.add({"iteration": search.iteration, "cpu": spent(), "archive": [c.id for c in search.archive],
+                    "top": top, "hv_estimated": search.hv[-1]})
+
+    if not search.exists():
+        search.dir.mkdir(parents=True, exist_ok=True)
+        (search.dir / "history.jsonl").write_bytes(b"")
+        est.iteration = 0
+        search.start()
+        record()
+    while spent() < budget:
+        est.iteration = search.iteration + 1
+        search.step()
+        record()
+    return finish(name, search, truth, ledger, out)
+
+
+def _with_seed(spec: dict, seed: int) -> dict:
+    """The class seeded by the run's seed where it takes one."""
+    from inspect import signature
+
+    if "seed" in signature(_class(spec["class_path"])).parameters:
+        spec = {**spec, "init_args": {**spec["init_args"], "seed": seed}}
+    return spec
+
+
+def _ok_records(search: Search) -> list[dict]:
+    lines = (search.dir / "history.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["error"] is None]
+
+
+def finish(name: str, search: Search, truth: Truth, ledger: Ledger, out: Path) -> dict:
+    """Retrain the final front and top 10 by the truth recipe; the arm's result."""
+    records = {r["id"]: r for r in _ok_records(search)}
+    iters = [r for r in ledger.rows if "iteration" in r]
+    last = iters[-1]
+    chosen = sorted(set(last["archive"]) | set(last["top"]))
+    points = []
+    for cid in chosen:
+        g = Genome.load(search.dir / "genomes" / f"{cid}.json")
+        t = truth.truth(g)
+        points.append({"id": cid, "estimate": records[cid]["score"], "flops": records[cid]["flops"],
+                       "val": t["val"], "test": t["test"], "on_front": cid in last["archive"]})
+    result = {"arm": name, "cpu_seconds": last["cpu"], "iterations": search.iteration,
+              "candidates": search.next_id, "points": points}
+    if name == "train-full":  # its estimates are the truth: the anytime curve is free
+        curve = []
+        for r in iters:
+            pts = [truth.truth(Genome.load(search.dir / "genomes" / f"{c}.json")) for c in set(r["archive"]) | set(r["top"])]
+            fl = [records[c]["flops"] for c in set(r["archive"]) | set(r["top"])]
+            curve.append([r["cpu"], [[p["test"], f] for p, f in zip(pts, fl)]])
+        result["curve_points"] = curve
+    (out / "result.json").write_text(json.dumps(result))
+    return result
+
+
+def dense_points(specs: list[str], data, truth: Truth) -> list[dict]:
+    rows = []
+    for spec in specs:
+        space = seeds.space_for_spec(spec, tuple(data.input_shape), data.num_classes)
+        g = seeds.build(spec, space)
+        t = truth.truth(g)
+        rows.append({"name": spec, "flops": cost.flops(g).total, "val": t["val"], "test": t["test"]})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.search_cost", description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="digits", help=f"one of {', '.join(PRESETS)}")
+    ap.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: the preset's)")
+    ap.add_argument("--seed", type=int, default=None, help="run this one seed only (several processes may each take one)")
+    ap.add_argument("--arms", default=None, help="comma-separated arm names (default: the preset's)")
+    ap.add_argument("--budget", type=float, default=None, help="CPU-seconds per arm (default: the preset's)")
+    ap.add_argument("--data", default=None, help="a DataModule as YAML/JSON {class_path, init_args} (or a file)")
+    ap.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"), help="root of relative data paths")
+    ap.add_argument("--work", default=str(REPO / "runs" / "benchmarks" / "search_cost"), help="work files")
+    ap.add_argument("--results", default=str(Path(__file__).parent / "results"), help="where the results go")
+    ap.add_argument("--report-only", action="store_true", help="rebuild the JSON / page from finished arms")
+    args = ap.parse_args(argv)
+    try:
+        cfg, arms, key = configure(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(1)  # CPU-seconds of one thread: the same meter for every arm
+    work = Path(args.work) / key
+    n_seeds = args.seeds or cfg["seeds"]
+    todo = [] if args.report_only else [args.seed] if args.seed is not None else range(n_seeds)
+    for seed in todo:
+        data = build_data(cfg["data"], seed, Path(args.data_root))
+        truth = Truth(data, cfg["epochs"], cfg["batch_size"], seed, _cache(work, seed))
+        for name in arms:
+            out = work / name / f"seed{seed}"
+            if (out / "result.json").is_file():
+                continue
+            t = time.perf_counter()
+            try:
+                res = run_arm(name, key if key in PRESETS else "digits", cfg, seed, data, truth, out,
+                              args.budget or cfg["budget"])
+                print(f"[{key} seed {seed}] {name}: {res['iterations']} iterations, {res['candidates']} candidates, "
+                      f"{res['cpu_seconds']:.1f} CPU-s ({time.perf_counter() - t:.0f} s wall)", flush=True)
+            except KeyboardInterrupt:
+                raise
+            except Exception as err:  # recorded, the benchmark goes on; a rerun retries it
+                msg = f"{type(err).__name__}: {err}"
+                (out / "error.json").write_text(json.dumps({"error": msg, "traceback": traceback.format_exc()}))
+                print(f"[{key} seed {seed}] {name}: failed: {msg}", file=sys.stderr, flush=True)
+        dense = dense_points(cfg["dense"], data, truth)
+        (work / f"dense-seed{seed}.json").write_text(json.dumps(dense))
+    doc = report.collect(work, key, cfg, arms, n_seeds)
+    report.write(doc, key, Path(args.results), " ".join(["python -m benchmarks.search_cost"] + (argv or sys.argv[1:])))
+    return 0
+
+
+def _cache(work: Path, seed: int) -> Path:
+    work.mkdir(parents=True, exist_ok=True)
+    return work / f"truth-seed{seed}.jsonl"
+
+
+def configure(args) -> tuple[dict, list[str], str]:
+    """The preset's settings with the flags applied; one line (ValueError) for a bad name or spec."""
+    if args.preset not in PRESETS:
+        raise ValueError(f"preset {args.preset!r}: expected one of {', '.join(PRESETS)}")
+    cfg = json.loads(json.dumps(PRESETS[args.preset]))
+    key = args.preset
+    if args.data:
+        text = Path(args.data).read_text() if Path(args.data).is_file() else args.data
+        try:
+            spec = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ValueError(f"--data is not YAML/JSON: {str(err).splitlines()[0]}") from None
+        if not isinstance(spec, dict) or not isinstance(spec.get("class_path"), str):
+            raise ValueError("--data: expected {class_path: ..., init_args: {...}}")
+        cfg["data"] = spec
+        key = spec["class_path"].rsplit(".", 1)[-1]
+    arms = args.arms.split(",") if args.arms else cfg["arms"]
+    for name in arms:
+        load_arm(name, args.preset)
+    if args.seeds is not None and args.seeds < 1 or args.budget is not None and args.budget <= 0:
+        raise ValueError("--seeds and --budget must be positive")
+    return cfg, arms, key
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""benchmarks/search_cost.py: the figures on hand-made fronts, and the tiny preset end to end."""
+import json
+
+import pytest
+
+from benchmarks import search_cost, search_cost_report as report
+
+
+def test_speedup_is_the_reference_curves_cpu_to_reach_the_target_over_the_arms():
+    curve = [(10.0, 0.5), (20.0, 0.8), (40.0, 0.9)]
+    assert report.speedup(curve, 0.8, 2.0) == 10.0      # train-full needed 20 s, the arm 2 s
+    assert report.speedup(curve, 0.85, 4.0) == 10.0     # first reached at 40 s
+    assert report.speedup(curve, 0.95, 4.0) is None     # never reached
+
+
+def test_dominates_dense_counts_weakly_dominated_ladder_points():
+    front = [(0.90, 1_000), (0.95, 10_000)]             # (test accuracy, FLOPs)
+    dense = [(0.90, 1_000), (0.89, 5_000), (0.96, 9_000), (0.97, 50_000)]
+    # (0.90, 1k): equal, weakly dominated; (0.89, 5k): dominated; (0.96, 9k): more accurate, cheaper than
+    # the 10k point; (0.97, 50k): more accurate than any front point.
+    assert report.dominates_dense(front, dense) == 0.5
+
+
+def test_retrained_hv_is_over_test_error_and_log10_flops():
+    assert report.retrained_hv([(0.9, 100)], [1.0, 3.0]) == pytest.approx(0.9 * 1.0)
+    assert report.retrained_hv([(0.9, 100), (0.5, 10)], [1.0, 3.0]) == pytest.approx(0.9 * 1 + 0.5 * 1)
+    assert report.best_at([(0.9, 100), (0.95, 2_000)], 1_000) == 0.9
+    assert report.best_at([(0.9, 5_000)], 1_000) is None
+
+
+def test_bad_preset_or_arm_is_one_line_and_exit_2(tmp_path, capsys):
+    assert search_cost.main(["--preset", "nope", "--work", str(tmp_path)]) == 2
+    assert "preset 'nope'" in capsys.readouterr().err
+    assert search_cost.main(["--preset", "tiny", "--arms", "nope", "--work", str(tmp_path)]) == 2
+    assert "arm 'nope'" in capsys.readouterr().err
+    assert search_cost.main(["--preset", "tiny", "--data", "[1, 2]", "--work", str(tmp_path)]) == 2
+    assert "--data" in capsys.readouterr().err
+
+
+def test_tiny_preset_writes_every_key_and_resumes_an_arm_exactly(tmp_path):
+    work, results = tmp_path / "work", tmp_path / "results"
+    args = ["--preset", "tiny", "--budget", "0.4", "--work", str(work), "--results", str(results)]
+    assert search_cost.main(args) == 0
+    doc = json.loads((results / "search_cost.json").read_text())
+    assert doc["default_arm"] == report.DEFAULT_ARM
+    sec = doc["presets"]["tiny"]
+    assert sec["reference_point"] == [1.0, 6.0]
+    assert set(sec["arms"]) == {"train-low", "random", "train-full"}
+    for name, arm in sec["arms"].items():
+        assert set(report.KEYS) | {"wins_vs_random"} <= set(arm["mean"]), name
+        assert len(arm["seeds"]) == 1 and set(report.KEYS) <= set(arm["seeds"][0])
+    low = sec["arms"]["train-low"]["mean"]
+    assert low["wins_vs_random"] in (0.0, 1.0) and low["hv_ratio_vs_train_full"] > 0
+    assert sec["dense"]["seeds"][0]["points"] and sec["anytime"]["0"]
+    assert (results / "search_cost.md").read_text().count("| train-low |") == 1
+    assert (results / "search_cost.png").stat().st_size > 0
+    # A rerun skips finished arms; an arm whose result is lost replays its saved estimates to the same figures.
+    first = json.loads((work / "tiny" / "train-low" / "seed0" / "result.json").read_text())
+    (work / "tiny" / "train-low" / "seed0" / "result.json").unlink()
+    assert search_cost.main(args) == 0
+    again = json.loads((work / "tiny" / "train-low" / "seed0" / "result.json").read_text())
+    assert again["points"] == first["points"] and again["iterations"] == first["iterations"]
+
+
+def test_a_killed_arm_resumes_where_it_stopped(tmp_path, monkeypatch):
+    """Interrupted after a few candidates, the rerun replays their estimates: its history starts as an
+    uninterrupted run's does (same seed, same genomes, same scores)."""
+    args = ["--preset", "tiny", "--arms", "train-low", "--budget", "1.5"]
+    assert search_cost.main(args + ["--work", str(tmp_path / "a"), "--results", str(tmp_path / "ra")]) == 0
+    calls = {"n": 0}
+    real = search_cost.Metered.estimate
+
+    def dying(self, genomes, parents=None):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(self, genomes, parents)
+
+    monkeypatch.setattr(search_cost.Metered, "estimate", dying)
+    work_b = ["--work", str(tmp_path / "b"), "--results", str(tmp_path / "rb")]
+    with pytest.raises(KeyboardInterrupt):
+        search_cost.main(args + work_b)
+    monkeypatch.setattr(search_cost.Metered, "estimate", real)
+    assert search_cost.main(args + work_b) == 0
+    def hist(w):
+        lines = (tmp_path / w / "tiny" / "train-low" / "seed0" / "search" / "history.jsonl").read_text().splitlines()
+        return [{k: r[k] for k in ("id", "parent", "mutation", "score", "flops")} for r in map(json.loads, lines)]
+
+    a, b = hist("a"), hist("b")
+    n = min(len(a), len(b))
+    assert n >= 6 and a[:n] == b[:n]
