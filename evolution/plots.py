@@ -31,8 +31,9 @@ def plot_fronts(fronts: list[list[list[float]]], objectives: list[str], path: st
     plt.close(fig)
 
 
-def plot_verify(cands: list[dict], path: str | Path) -> None:
-    """Left: estimate vs retrained validation accuracy; right: estimated vs retrained front."""
+def plot_verify(cands: list[dict], path: str | Path, dense: list[dict] | None = None) -> None:
+    """Left: estimate vs retrained validation accuracy; right: estimated vs retrained front, and
+    ``dense`` networks (``name``, ``flops``, ``val_acc``) trained the same way, where given."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4.2))
     est = [c["estimate"] for c in cands]
     val = [c["val_acc"] for c in cands]
@@ -44,6 +45,11 @@ def plot_verify(cands: list[dict], path: str | Path) -> None:
     flops = [c["flops"] for c in front]
     b.step(flops, [1 - c["estimate"] for c in front], where="post", label="estimated", color="C0")
     b.step(flops, [1 - c["val_acc"] for c in front], where="post", label="same candidates, retrained", color="C3")
+    for d in dense or []:
+        b.scatter([d["flops"]], [1 - d["val_acc"]], marker="x", color="k")
+        b.annotate(d["name"], (d["flops"], 1 - d["val_acc"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    if dense:
+        b.scatter([], [], marker="x", color="k", label="dense MLPs, retrained")
     b.set_xscale("log")
     b.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap on a short log axis
     b.set_xlabel("FLOPs per example")

@@ -1,4 +1,4 @@
-"""The main job in one command: train the estimator, search, verify, export, compare with a dense MLP.
+"""The main job in one command: train the estimator, search, verify, export, compare with dense MLPs.
 
 ``python -m evolution run --config configs/run/digits.yaml``. Every step reuses what a previous run
 left in the run directory (the estimator's checkpoint, the search state, verified candidates), so
@@ -69,17 +69,34 @@ def _fit_estimator(cfg, data, ckpt: Path) -> None:
           f"{time.perf_counter() - start:.0f} s {val}; {ckpt}", flush=True)
 
 
-def _baseline(best: dict, data, epochs: int, lr: float, out: Path) -> dict:
-    """A dense MLP with about the best candidate's parameters, trained the same way."""
+LADDER = (2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+def dense_ladder(front: list[dict], data, epochs: int, lr: float, out: Path, most: int = 4) -> list[dict]:
+    """The one-hidden-layer MLPs of the ladder (widths 2..512) nearest in FLOPs to the retrained front's
+    candidates (at most ``most``, spread over the front), trained the same way: where the found
+    networks stand against dense ones of their cost."""
     from evolution import seeds
 
-    n_in, n_out = math.prod(data.input_shape), data.num_classes
-    width = max(1, round((best["params"] - n_out) / (n_in + n_out + 2)))
-    space = seeds.space_for_spec(f"mlp:{width}", tuple(data.input_shape), n_out)
-    genome = seeds.build(f"mlp:{width}", space)
-    res = retrain(genome, data, out, epochs, lr, 0, "cpu")
-    return {"name": f"mlp:{width}", **res, "flops": cost.flops(genome).total, "params": cost.parameters(genome),
-            "edges": genome.n_edges}
+    n_out = data.num_classes
+    specs = {}
+    for w in LADDER:
+        space = seeds.space_for_spec(f"mlp:{w}", tuple(data.input_shape), n_out)
+        g = seeds.build(f"mlp:{w}", space)
+        specs[f"mlp:{w}"] = (g, cost.flops(g).total)
+    near = []
+    for c in sorted(front, key=lambda c: c["flops"]):
+        name = min(specs, key=lambda n: abs(math.log(specs[n][1]) - math.log(max(c["flops"], 1))))
+        if name not in near:
+            near.append(name)
+    if len(near) > most:  # spread: the cheapest, the dearest and evenly between
+        near = [near[round(i * (len(near) - 1) / (most - 1))] for i in range(most)]
+    rows = []
+    for name in near:
+        g, flops = specs[name]
+        res = retrain(g, data, out / name.replace(":", "-"), epochs, lr, 0, "cpu")
+        rows.append({"name": name, **res, "flops": flops, "params": cost.parameters(g), "edges": g.n_edges})
+    return rows
 
 
 def run(args: list[str]) -> None:
@@ -118,17 +135,20 @@ def run(args: list[str]) -> None:
     from evolution.export import export
 
     exported = export(str(search_dir / "verify" / str(best["id"])), "torch")
-    base = _baseline(best, data, cfg.verify.epochs, cfg.verify.lr, run_dir / "baseline")
-    print(f"[4/4] exported candidate {best['id']} to {exported}; baseline {base['name']} trained the same way")
-    print(f"\nretrained front ({cfg.verify.epochs} epochs each) against a dense MLP of similar size")
+    dense = dense_ladder(front, data, cfg.verify.epochs, cfg.verify.lr, run_dir / "baseline")
+    from evolution.plots import plot_verify
+
+    plot_verify(doc["candidates"], search_dir / "verify.png", dense)
+    print(f"[4/4] exported candidate {best['id']} to {exported}; dense MLPs of the front's cost trained the same way")
+    print(f"\nretrained front ({cfg.verify.epochs} epochs each) among the dense MLPs nearest in FLOPs")
     print(f"{'candidate':>10} {'val acc':>8} {'test acc':>8} {'FLOPs':>9} {'params':>8} {'edges':>7} {'estimate':>9}")
-    for c in sorted(front, key=lambda c: c["flops"]):
-        mark = " *" if c is best else ""
-        print(f"{c['id']:>10} {c['val_acc']:>8.4f} {c['test_acc']:>8.4f} {c['flops']:>9} {c['params']:>8} "
-              f"{c['edges']:>7} {c['estimate']:>9.4f}{mark}")
-    print(f"{base['name']:>10} {base['val_acc']:>8.4f} {base['test_acc']:>8.4f} {base['flops']:>9} {base['params']:>8} "
-          f"{base['edges']:>7} {'':>9}")
-    summary = {"best": best, "baseline": base, "kendall_tau": doc["kendall_tau"], "spearman": doc["spearman"],
+    rows = [(c["flops"], 0, c) for c in front] + [(d["flops"], 1, d) for d in dense]
+    for _, is_dense, c in sorted(rows, key=lambda r: (r[0], r[1])):
+        name = c["name"] if is_dense else c["id"]
+        est = "" if is_dense else f"{c['estimate']:.4f}" + (" *" if c is best else "")
+        print(f"{name:>10} {c['val_acc']:>8.4f} {c['test_acc']:>8.4f} {c['flops']:>9} {c['params']:>8} "
+              f"{c['edges']:>7} {est:>9}")
+    summary = {"best": best, "dense": dense, "kendall_tau": doc["kendall_tau"], "spearman": doc["spearman"],
                "precision_at_k": doc["precision_at_k"], "hypervolume": search.hv, "seconds": time.perf_counter() - started}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"\n* best: exported to {exported} (load it with torch.export.load(path).module())")

@@ -99,7 +99,14 @@ def test_run_pipeline_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "retrained front" in out and "mlp:" in out
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert {"best", "baseline", "kendall_tau"} <= set(summary)
+    assert {"best", "dense", "kendall_tau"} <= set(summary)
+    # The dense MLPs nearest in FLOPs to the retrained front, each printed in the table in FLOPs order.
+    front_flops = [int(line.split()[3]) for line in out.splitlines() if line.strip() and line.split()[0].isdigit()
+                   and len(line.split()) >= 7]
+    names = [d["name"] for d in summary["dense"]]
+    assert 1 <= len(names) <= 4 and all(f" {n} " in out for n in names)
+    ladder = {w: d["flops"] for w, d in ((int(d["name"][4:]), d) for d in summary["dense"])}
+    assert all(min(abs(__import__("math").log(f / d)) for d in ladder.values()) < 1.5 for f in front_flops)
     assert (tmp_path / "search" / "verify" / str(summary["best"]["id"]) / "model.pt2").is_file()
     assert (tmp_path / "estimator.ckpt").is_file()
     # Retrained from the run's supernet as its search left it (the checkpoint the run trained, then
