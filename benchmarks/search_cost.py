@@ -392,7 +392,11 @@ def main(argv: list[str] | None = None) -> int:
         dense = dense_points(cfg["dense"], data, truth)
         (work / f"dense-seed{seed}.json").write_text(json.dumps(dense))
     doc = report.collect(work, key, cfg, arms, n_seeds)
-    report.write(doc, key, Path(args.results), " ".join(["python -m benchmarks.search_cost"] + (argv or sys.argv[1:])))
+    flags = list(argv if argv is not None else sys.argv[1:])
+    if "--seed" in flags:  # the page names the command for all seeds (--seed K splits them over processes)
+        i = flags.index("--seed")
+        del flags[i:i + 2]
+    report.write(doc, key, Path(args.results), " ".join(["python -m benchmarks.search_cost"] + flags))
     return 0
 
 

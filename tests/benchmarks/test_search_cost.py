@@ -28,6 +28,18 @@ def test_retrained_hv_is_over_test_error_and_log10_flops():
     assert report.best_at([(0.9, 5_000)], 1_000) is None
 
 
+def test_paired_wins_compare_arms_seed_by_seed_and_skip_unfinished_seeds():
+    section = {"arms": {
+        "a": {"seeds": [{"seed": 0, "retrained_hv": 3.0}, {"seed": 1, "retrained_hv": 2.0},
+                        {"seed": 2, "retrained_hv": 5.0}]},
+        "b": {"seeds": [{"seed": 0, "retrained_hv": 2.5}, {"seed": 1, "retrained_hv": 2.5},
+                        {"seed": 2, "error": "boom"}]}}}
+    assert report.paired_wins(section, "a", "b") == (1, 2)
+    assert report.paired_wins(section, "b", "a") == (1, 2)
+    assert report.paired_wins(section, "a", "a") is None
+    assert report.paired_wins(section, "a", "missing") is None
+
+
 def test_bad_preset_or_arm_is_one_line_and_exit_2(tmp_path, capsys):
     assert search_cost.main(["--preset", "nope", "--work", str(tmp_path)]) == 2
     assert "preset 'nope'" in capsys.readouterr().err
