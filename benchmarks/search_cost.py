@@ -22,8 +22,10 @@ Writes ``benchmarks/results/search_cost.json`` (+ ``.md``, ``.png``); work files
 from __future__ import annotations
 
 import argparse
+import cProfile
 import hashlib
 import json
+import pstats
 import sys
 import time
 import traceback
@@ -325,7 +327,8 @@ def finish(name: str, search: Search, truth: Truth, ledger: Ledger, out: Path) -
         t = truth.truth(g)
         points.append({"id": cid, "estimate": records[cid]["score"], "flops": records[cid]["flops"],
                        "val": t["val"], "test": t["test"], "on_front": cid in last["archive"]})
-    result = {"arm": name, "cpu_seconds": last["cpu"], "iterations": search.iteration,
+    fit_cpu = next((r["cpu"] for r in ledger.rows if r.get("fit")), 0.0)
+    result = {"arm": name, "cpu_seconds": last["cpu"], "fit_cpu_seconds": fit_cpu, "iterations": search.iteration,
               "candidates": search.next_id, "points": points}
     if name == "train-full":  # its estimates are the truth: the anytime curve is free
         curve = []
@@ -360,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default=str(REPO / "runs" / "benchmarks" / "search_cost"), help="work files")
     ap.add_argument("--results", default=str(Path(__file__).parent / "results"), help="where the results go")
     ap.add_argument("--report-only", action="store_true", help="rebuild the JSON / page from finished arms")
+    ap.add_argument("--profile", action="store_true", help="write each arm's cProfile (by cumulative time) to "
+                    "WORK/PRESET/ARM/seedK/profile.txt")
     args = ap.parse_args(argv)
     try:
         cfg, arms, key = configure(args)
@@ -379,8 +384,12 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             t = time.perf_counter()
             try:
-                res = run_arm(name, key if key in PRESETS else "digits", cfg, seed, data, truth, out,
-                              args.budget or cfg["budget"])
+                prof = cProfile.Profile() if args.profile else None
+                res = (prof.runcall if prof else _call)(run_arm, name, key if key in PRESETS else "digits", cfg,
+                                                         seed, data, truth, out, args.budget or cfg["budget"])
+                if prof:
+                    with open(out / "profile.txt", "w") as f:
+                        pstats.Stats(prof, stream=f).sort_stats("cumulative").print_stats(40)
                 print(f"[{key} seed {seed}] {name}: {res['iterations']} iterations, {res['candidates']} candidates, "
                       f"{res['cpu_seconds']:.1f} CPU-s ({time.perf_counter() - t:.0f} s wall)", flush=True)
             except KeyboardInterrupt:
@@ -398,6 +407,10 @@ def main(argv: list[str] | None = None) -> int:
         del flags[i:i + 2]
     report.write(doc, key, Path(args.results), " ".join(["python -m benchmarks.search_cost"] + flags))
     return 0
+
+
+def _call(fn, *args):
+    return fn(*args)
 
 
 def _cache(work: Path, seed: int) -> Path:
