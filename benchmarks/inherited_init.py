@@ -1,8 +1,8 @@
 """Retraining from a supernet's inherited weights on mnist-t10k, beside retraining from scratch.
 
 The supernet ``ranking.py`` trains (uniform sampler, 1,500 steps, the 3 x 256 grid of the ranking
-sets) starts each genome of ``predicted_weights.py``'s initialiser sections
-(``SupernetEstimator.initialise``: its inherited weights, hidden levels at the init's scale), once
+sets) starts each genome of ``predicted_weights.py``'s initializer sections
+(``SupernetEstimator.initialize``: its inherited weights, hidden levels at the init's scale), once
 as trained and once after 1,000 population-guided steps on the set's genomes (lr 1e-2, cosine, as
 ``ranking.py``'s ``+population`` and a search with ``update_steps`` train it on the population that
 ``verify --init estimator`` then retrains). Per genome: the epochs to reach the from-scratch final
@@ -62,7 +62,7 @@ def main() -> None:
                 est.update([Genome.from_dict(e["genome"]) for e in ranking_sets.with_truth(doc, name)])
             seconds = time.perf_counter() - start
             key = f"{name}_updated" if steps else name
-            out[key], _, _ = predicted_weights.initialiser(
+            out[key], _, _ = predicted_weights.initializer(
                 doc, name, data, est, args.genomes, args.epochs,
                 f": supernet's inherited weights, {steps} update steps on the set ({seconds:.0f} s)")
             out[key].update(update_steps=steps, update_seconds=seconds)
@@ -74,9 +74,9 @@ def main() -> None:
     print(f"{'set':>8} {'start':>40} {'constant':>9} {'cosine':>7} {'cosine, scratch':>16} {'start worth (epochs, median)':>29}")
     rows = [(n, f"supernet, {s} update steps", out[f"{n}_updated" if s else n])
             for n in ("broad", "lineage") for s in (0, args.update_steps)]
-    hyper_keys = {("broad", "hypernet"): "initialiser", ("broad", "hypernet, updated"): "initialiser_broad_updated",
-                  ("lineage", "hypernet"): "initialiser_lineage",
-                  ("lineage", "hypernet, updated"): "initialiser_lineage_updated"}
+    hyper_keys = {("broad", "hypernet"): "initializer", ("broad", "hypernet, updated"): "initializer_broad_updated",
+                  ("lineage", "hypernet"): "initializer_lineage",
+                  ("lineage", "hypernet, updated"): "initializer_lineage_updated"}
     rows += [(n, f"{label} (predicted_weights.json)", hyper[k]) for (n, label), k in hyper_keys.items() if k in hyper]
     for n, label, sec in rows:
         cb = sec["cosine_half_budget"]

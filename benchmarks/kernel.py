@@ -26,7 +26,7 @@ import torch
 
 from evolution import network
 from evolution.genome import Genome, SearchSpace
-from evolution.network import (CSR_MIN_ENTRIES, CSR_RULE, LARGE_BATCH, Pair, SparseNet, _CSRProduct, _masked_dense,
+from evolution.network import (CSR_MIN_ENTRIES, CSR_RULE, LARGE_BATCH, Pair, SparseNet, CSRProduct, masked_dense,
                                compile, pair_mode)
 
 N, BATCH = 2048, 256
@@ -65,8 +65,8 @@ def run(repeats: int, device: str) -> dict:
         w = torch.randn(len(p.edges), device=device, requires_grad=True)
         kernels = {
             "dense": lambda: linear(x),
-            "masked": lambda: x @ _masked_dense(p, w),
-            "csr": lambda: _CSRProduct.apply(x, w[p.csr_edges], p),
+            "masked": lambda: x @ masked_dense(p, w),
+            "csr": lambda: CSRProduct.apply(x, w[p.csr_edges], p),
         }
         # "auto" runs whichever kernel sparse_forward would pick for this pair at this batch.
         pick = pair_mode(p, BATCH, torch.float32, device)
@@ -110,7 +110,7 @@ def run_shapes(repeats: int, device: str) -> list[dict]:
             w = torch.randn(len(p.edges), device=device, requires_grad=True)
             for regime, batch in REGIMES.items():
                 x = torch.randn(batch, n_src, device=device, requires_grad=regime == "train")
-                kernels = {"masked": lambda: x @ _masked_dense(p, w), "csr": lambda: _CSRProduct.apply(x, w[p.csr_edges], p)}
+                kernels = {"masked": lambda: x @ masked_dense(p, w), "csr": lambda: CSRProduct.apply(x, w[p.csr_edges], p)}
                 times: dict[str, list[float]] = {k: [] for k in kernels}
                 for r in range(repeats + 1):
                     for name, fn in kernels.items():

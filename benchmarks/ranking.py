@@ -42,7 +42,8 @@ from scipy.stats import kendalltau, rankdata, spearmanr
 from evolution import cost
 from evolution.estimators import TrainEstimator
 from evolution.genome import Genome
-from evolution.network import SparseNet, ridge_readout
+from evolution.network import SparseNet
+from evolution.readout import ridge_readout
 
 import ranking_sets  # noqa: E402  (benchmarks/ is the script's folder)
 

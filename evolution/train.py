@@ -85,7 +85,7 @@ class GenomeModule(pl.LightningModule):
         weight_decay: decoupled weight decay (AdamW) or L2 (SGD).
         optimizer: ``adam``, ``adamw`` or ``sgd`` (momentum 0.9).
         scheduler: ``none`` or ``cosine`` (over the trainer's max_epochs).
-        seed: seeds the weight initialisation.
+        seed: seeds the weight initialization.
         kernel: ``auto``, ``dense`` or ``csr`` (see ``evolution.network.sparse_forward``).
     """
 
@@ -235,10 +235,3 @@ def main(args: list[str] | None = None) -> None:
               parser_kwargs={"exit_on_error": False}, save_config_callback=LoggerSaveConfigCallback,
               save_config_kwargs={"overwrite": True})
 
-
-def module_cli(module: type[pl.LightningModule], args: list[str]) -> None:
-    """LightningCLI (fit / validate / test) of a LightningModule that takes the data's ``input_shape``
-    and ``num_classes``: the supernet's and the hypernet's commands."""
-    DataShapeCLI(module, pl.LightningDataModule, subclass_mode_data=True, args=args,
-                 parser_kwargs={"exit_on_error": False}, save_config_callback=LoggerSaveConfigCallback,
-                 save_config_kwargs={"overwrite": True})

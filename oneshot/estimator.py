@@ -12,7 +12,8 @@ import torch
 from evolution.checkpoints import check_data, load_module
 from evolution.estimators import Estimate, Parent, finite, population_steps
 from evolution.genome import Genome
-from evolution.network import SparseNet, ridge_readout, sparse_forward
+from evolution.network import SparseNet, sparse_forward
+from evolution.readout import ridge_readout
 from oneshot.optim import LazyAdam
 from oneshot.module import SupernetModule, supernet_loss
 
@@ -132,7 +133,7 @@ class SupernetEstimator:
             finite(supernet_loss(self.supernet, genomes, x, y), self.update_steps, "supernet update")
 
     @torch.no_grad()
-    def initialise(self, genome: Genome) -> SparseNet:
+    def initialize(self, genome: Genome) -> SparseNet:
         """A standalone network of ``genome`` starting from the weights it inherits from the bank (its
         hidden levels brought to the init's scale, ``evolution.network.init_scaled``: same function,
         retrains at a fresh init's pace); its output level is the bank's, not a readout refit."""
