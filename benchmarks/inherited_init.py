@@ -13,25 +13,22 @@ hypernet figures the summary repeats for comparison).
 
 Writes ``benchmarks/results/inherited_init.json``.
 
-    python benchmarks/inherited_init.py [--steps 1500] [--update-steps 1000] [--genomes 10] [--epochs 10]
+    python -m benchmarks.inherited_init [--steps 1500] [--update-steps 1000] [--genomes 10] [--epochs 10]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from evolution.genome import Genome
 
-import predicted_weights  # noqa: E402  (benchmarks/ is the script's folder)
-import ranking  # noqa: E402
-import ranking_sets  # noqa: E402
+from benchmarks import common, predicted_weights, ranking, ranking_sets
 
-OUT = Path(__file__).parent / "results" / "inherited_init.json"
+OUT = common.RESULTS / "inherited_init.json"
 
 
 def main() -> None:
@@ -41,13 +38,14 @@ def main() -> None:
     ap.add_argument("--update-lr", type=float, default=1e-2, help="their peak learning rate (as ranking.py)")
     ap.add_argument("--genomes", type=int, default=10, help="genomes per section")
     ap.add_argument("--epochs", type=int, default=10, help="from-scratch epochs")
+    common.add_data_root(ap)
     args = ap.parse_args()
     if args.update_steps < 1:
         ap.error("--update-steps must be at least 1 (the sections without an update are always measured)")
     from oneshot.estimator import SupernetEstimator
 
     torch.set_num_threads(min(torch.get_num_threads(), 2))
-    data = ranking_sets.data_module()
+    data = ranking_sets.data_module(args.data_root)
     data.setup("fit")
     ckpt, train_s = ranking.supernet_variant("uniform", data, args.steps, "uniform", False)
     print(f"supernet (uniform): {args.steps} steps in {train_s:.0f} s", flush=True)
@@ -83,7 +81,7 @@ def main() -> None:
         worth = np.median([r["start_worth_epochs"] for r in sec["genomes"]])
         print(f"{n:>8} {label:>40} {sec['within_half']:>9} {cb['predicted_reached']:>7} {cb['scratch_half_reached']:>16} "
               f"{worth:>29.1f}")
-    OUT.write_text(json.dumps(out, indent=1))
+    common.write_results("inherited_init", out)
     print(f"wrote {OUT}")
 
 

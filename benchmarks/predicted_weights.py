@@ -26,16 +26,14 @@ of the ranking sets (3 levels x 256 slots, 8,000 train / 2,000 validation images
 
 Writes ``benchmarks/results/predicted_weights.json``.
 
-    python benchmarks/predicted_weights.py [--hypernet-steps 12000] [--genomes 10] [--epochs 10]
+    python -m benchmarks.predicted_weights [--hypernet-steps 12000] [--genomes 10] [--epochs 10]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 import warnings
-from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
@@ -47,10 +45,9 @@ from evolution.readout import ridge_readout
 from evolution.sampling import random_genome
 from evolution.train import GenomeModule
 
-import ranking  # noqa: E402  (benchmarks/ is the script's folder)
-import ranking_sets  # noqa: E402
+from benchmarks import common, ranking, ranking_sets
 
-OUT = Path(__file__).parent / "results" / "predicted_weights.json"
+OUT = common.RESULTS / "predicted_weights.json"
 READOUT = 2000  # training examples of the closed-form output refit (HypernetEstimator(readout=...))
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
@@ -215,11 +212,12 @@ def main() -> None:
     ap.add_argument("--update-steps", type=int, default=1000,
                     help="population-guided hypernet steps on each set before the updated initializer sections")
     ap.add_argument("--variant-genomes", type=int, default=3, help="largest initializer genomes that try other starts")
+    common.add_data_root(ap)
     args = ap.parse_args()
     from hypernet.estimator import HypernetEstimator
 
     torch.set_num_threads(min(torch.get_num_threads(), 2))
-    data = ranking_sets.data_module()
+    data = ranking_sets.data_module(args.data_root)
     data.setup("fit")
     ckpt, train_s = ranking.hypernet_checkpoint(data, args.hypernet_steps)
     est = HypernetEstimator(data, str(ckpt), batch=16)
@@ -320,7 +318,7 @@ def main() -> None:
           f"{timings[1] * 1e3:.1f} ms/genome ({timings[1] / timings[16]:.2f}x); one standalone epoch: {epoch:.2f} s "
           f"= {epoch / timings[16]:.0f}x a batched estimate; with the readout ({READOUT} examples) "
           f"{timings['readout'] * 1e3:.1f} ms/genome = {epoch / timings['readout']:.0f}x")
-    OUT.write_text(json.dumps(out, indent=1))
+    common.write_results("predicted_weights", out)
     print(f"wrote {OUT}")
 
 
