@@ -42,8 +42,8 @@ class HypernetEstimator:
         batch_size: training examples per update step (plus the hypernet's ``readout`` support examples
             when it was trained through the readout: its updates then train through it too).
         lr: Adam learning rate of the updates; each update anneals it to zero (cosine), so the scores
-            that follow do not favour the genomes drawn last (at a constant rate, Kendall tau on the
-            broad ranking set swung 0.45-0.75 between step counts).
+            that follow do not favour the genomes drawn last (at a constant rate the ranking swung
+            with the step count; docs/ranking.md).
         readout: before scoring, refit each genome's output level in closed form
             (``evolution.readout.ridge_readout``) on the first ``readout`` training examples (0: off).
             The predicted hidden features are kept; the score then says how good they are, not how

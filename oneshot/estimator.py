@@ -121,7 +121,8 @@ class SupernetEstimator:
         """Population-guided training: ``update_steps`` steps on genomes drawn from the population."""
         if not self.update_steps or not population:
             return
-        # Annealed within each update: 1000 steps at 1e-2 ranked the broad set at tau 0.831, constant 3e-3 at 0.786.
+        # Annealed within each update, so the scores that follow do not favour the genomes drawn last
+        # (docs/ranking.md compares annealed and constant-rate updates).
         for step, (genomes, x, y) in enumerate(population_steps(self.opt, self.lr, self.update_steps, self.rng,
                                                                 population, self.genomes_per_step, self.train,
                                                                 self.batch_size)):
