@@ -61,14 +61,31 @@ def to_json(doc, indent: int = 1, inline_depth: int = 2) -> str:
     return emit(doc, 0) + "\n"
 
 
+def summary_page(name: str, summary: dict) -> str:
+    """A plain ``NAME.md``: the script, and every number of the summary by its key (lists left out)."""
+    rows = []
+
+    def walk(x, key: str) -> None:
+        if isinstance(x, dict):
+            for k, v in x.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif not isinstance(x, list):
+            rows.append(f"| `{key}` | {x:.4g} |" if isinstance(x, float) else f"| `{key}` | {x} |")
+
+    walk(summary, "")
+    return "\n".join([f"# {name}", "", f"Made by `python -m benchmarks.{name.split('_cuda')[0]}` "
+                      f"(`benchmarks/results/{name}.json`; lists of rows are in the JSON).", "",
+                      "| key | value |", "|---|---|", *rows]) + "\n"
+
+
 def write_results(name: str, summary: dict, raw: dict | None = None, page: str | None = None,
                   results: Path = RESULTS) -> Path:
     """Write ``NAME.json`` (``summary``), ``NAME.raw.json.gz`` (``raw``, when given) and ``NAME.md``
-    (``page``, when given) under ``results``; returns the JSON's path."""
+    (``page``, else ``summary_page``) under ``results``; returns the JSON's path."""
     results.mkdir(parents=True, exist_ok=True)
     path = results / f"{name}.json"
     if raw is not None:
-        _atomic(results / f"{name}.raw.json.gz", gzip.compress(json.dumps(raw, separators=(",", ":")).encode(), 9))
+        _atomic(results / f"{name}.raw.json.gz", gzip.compress(json.dumps(raw, separators=(",", ":")).encode(), 9, mtime=0))
     # As deep as a reader can scan it, as flat as keeps the summary short.
     text = to_json(summary, inline_depth=2)
     for depth in range(8, 2, -1):
@@ -77,8 +94,7 @@ def write_results(name: str, summary: dict, raw: dict | None = None, page: str |
             text = deeper
             break
     _atomic(path, text.encode())
-    if page is not None:
-        _atomic(results / f"{name}.md", page.encode())
+    _atomic(results / f"{name}.md", (summary_page(name, summary) if page is None else page).encode())
     return path
 
 

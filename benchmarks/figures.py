@@ -1,6 +1,6 @@
 """Pages and pictures drawn from saved results, without rerunning a benchmark.
 
-    python -m benchmarks.figures      # ranking.{md,png}, kernel.{md,png} from benchmarks/results/
+    python -m benchmarks.figures      # ranking.{md,png}, kernel.{md,png}, NAME.md from benchmarks/results/
 
 ``ranking.png``: per estimator, each genome's rank by estimate against its rank by the truth (both
 ranking sets; a perfect estimator draws the diagonal), from ``ranking.raw.json.gz`` (``estimates``)
@@ -152,6 +152,9 @@ def main(results: Path = common.RESULTS) -> None:
     kernel = json.loads((results / "kernel.json").read_text())
     common.write_results("kernel", kernel, page=kernel_page(kernel), results=results)
     kernel_figure(kernel, results / "kernel.png")
+    for path in sorted(results.glob("*.json")):  # the others: a plain page of their numbers
+        if path.stem not in ("ranking", "kernel") and not path.stem.startswith("search_cost"):
+            (results / f"{path.stem}.md").write_text(common.summary_page(path.stem, json.loads(path.read_text())))
     print(f"wrote ranking and kernel pages and pictures under {results}")
 
 

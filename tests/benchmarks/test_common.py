@@ -91,3 +91,22 @@ def test_benchmarks_that_read_data_take_data_root(module, monkeypatch, capsys):
 def test_a_missing_data_root_is_one_line(tmp_path):
     with pytest.raises(FileNotFoundError, match="point --data-root at the folder holding mnist-t10k/"):
         common.mnist_t10k(tmp_path)
+
+
+def test_a_summary_page_lists_every_number_by_its_key(tmp_path):
+    path = common.write_results("toy_speed", {"ratio": 1.23456, "by": {"a": {"ms": 2}}, "rows": [1, 2]},
+                                results=tmp_path)
+    page = path.with_suffix(".md").read_text()
+    assert "`python -m benchmarks.toy_speed`" in page
+    assert "| `ratio` | 1.235 |" in page and "| `by.a.ms` | 2 |" in page and "rows`" not in page
+
+
+def test_raw_files_are_byte_stable(tmp_path, monkeypatch):
+    # gzip stamps the time into its header unless told not to: a rewrite of the same estimates
+    # would show as a changed file.
+    def written(now: float) -> bytes:
+        monkeypatch.setattr(gzip.time, "time", lambda: now)
+        common.write_results("r", {}, raw={"x": [1]}, results=tmp_path)
+        return (tmp_path / "r.raw.json.gz").read_bytes()
+
+    assert written(1e9) == written(2e9)
