@@ -249,4 +249,3 @@ def main(args: list[str] | None = None) -> None:
     GenomeCLI(GenomeModule, pl.LightningDataModule, subclass_mode_data=True, args=args,
               parser_kwargs={"exit_on_error": False}, save_config_callback=LoggerSaveConfigCallback,
               save_config_kwargs={"overwrite": True})
-
