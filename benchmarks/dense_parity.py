@@ -4,14 +4,12 @@ Both train on mnist-t10k (8,000 train / 2,000 test, seeded split) with the same 
 optimizer (Adam 3e-3), epochs and batches, for several seeds; prints both test accuracies and both
 median epoch times, and writes ``benchmarks/results/dense_parity.json``.
 
-    python benchmarks/dense_parity.py [--epochs 5] [--seeds 5] [--root ../shared/data/mnist-t10k]
+    python -m benchmarks.dense_parity [--epochs 5] [--seeds 5] [--data-root ../shared/data]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
@@ -19,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks import common
 from evolution.data import IDXDataModule
 from evolution.train import GenomeModule
 
-ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist-t10k"
 
 
 class TorchMLP(pl.LightningModule):
@@ -73,16 +71,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--root", default=str(ROOT))
+    common.add_data_root(ap)
     ap.add_argument("--lr", type=float, default=3e-3)
     args = ap.parse_args()
     rows = []
     for seed in range(args.seeds):
         pl.seed_everything(seed, verbose=False)
-        data = IDXDataModule(args.root, seed=0, batch_size=128, val_fraction=0.0, test_fraction=0.2)
+        data = IDXDataModule(str(common.mnist_t10k(args.data_root)), seed=0, batch_size=128, val_fraction=0.0, test_fraction=0.2)
         g_acc, g_time = train(GenomeModule("mlp:256", data.input_shape, data.num_classes, lr=args.lr, seed=seed), data, args.epochs)
         pl.seed_everything(seed, verbose=False)
-        data = IDXDataModule(args.root, seed=0, batch_size=128, val_fraction=0.0, test_fraction=0.2)
+        data = IDXDataModule(str(common.mnist_t10k(args.data_root)), seed=0, batch_size=128, val_fraction=0.0, test_fraction=0.2)
         t_acc, t_time = train(TorchMLP(args.lr), data, args.epochs)
         rows.append({"seed": seed, "genome_acc": g_acc, "torch_acc": t_acc, "genome_epoch_s": g_time, "torch_epoch_s": t_time})
         print(f"seed {seed}: genome {g_acc:.4f} ({g_time:.3f} s/epoch)  torch {t_acc:.4f} ({t_time:.3f} s/epoch)")
@@ -101,9 +99,8 @@ def main() -> None:
     print(f"{'genome':>10} {result['genome_acc']:>9.4f} {result['genome_epoch_s']:>8.3f}")
     print(f"{'torch':>10} {result['torch_acc']:>9.4f} {result['torch_epoch_s']:>8.3f}")
     print(f"gap {result['acc_gap_pp']:+.2f} pp (target within 1), epoch time ratio {result['epoch_time_ratio']:.2f} (target <= 1.3)")
-    out = Path(__file__).parent / "results" / "dense_parity.json"
-    out.write_text(json.dumps({**result, "epochs": args.epochs, "seeds": args.seeds, "n_train": n_train,
-                               "n_test": n_test, "threads": torch.get_num_threads(), "rows": rows}, indent=1))
+    out = common.write_results("dense_parity", {**result, "epochs": args.epochs, "seeds": args.seeds, "n_train": n_train,
+                                                "n_test": n_test, "threads": torch.get_num_threads(), "rows": rows})
     print(f"wrote {out}")
 
 

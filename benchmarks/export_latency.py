@@ -6,7 +6,7 @@ same way with about as many parameters. Both are exported with ``torch.export`` 
 side (alternating, median of repeats) at batch 1 and 256, and so is the ``SparseNet`` itself with
 its automatic kernel choice. Writes ``benchmarks/results/export_latency.json``.
 
-    python benchmarks/export_latency.py [--run_dir runs/run/digits] [--repeats 200]
+    python -m benchmarks.export_latency [--run_dir runs/run/digits] [--repeats 200]
 """
 from __future__ import annotations
 
@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks import common
 from evolution.__main__ import main as cli
 from evolution.export import export
 from evolution.train import GenomeModule
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = common.REPO
 
 
 def timed(fn, x, repeats: int) -> float:
@@ -71,8 +72,7 @@ def main() -> None:
         print(f"{batch:>6} {1e3 * med['sparse']:>18.3f} {1e3 * med['dense']:>17.3f} {ratio:>6.2f} {1e3 * med['auto']:>17.3f}")
     result["latency_ratio_batch1"] = result["batch1"]["latency_ratio"]
     result["latency_ratio_batch256"] = result["batch256"]["latency_ratio"]
-    out = REPO / "benchmarks" / "results" / "export_latency.json"
-    out.write_text(json.dumps(result, indent=1))
+    out = common.write_results("export_latency", result)
     print(f"wrote {out}")
 
 

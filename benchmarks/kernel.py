@@ -8,25 +8,24 @@ density thresholds below which CSR wins. Then "shapes": the pairs the mnist grid
 inputs or 256 neurons into 64-512 targets) at 1-20 % density, training at batch 128 and inference
 at batch 2,000 (an estimator's validation set): CSR against masked-dense, and how much slower than
 the faster of the two the automatic choice is (its "regret"), beside the earlier rule that looked
-at density only. Writes ``benchmarks/results/kernel[_cuda].json``.
+at density only. Writes ``benchmarks/results/kernel[_cuda].{json,md,png}``.
 
-    python benchmarks/kernel.py [--repeats 15] [--device cpu|cuda]
+    python -m benchmarks.kernel [--repeats 15] [--device cpu|cuda]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks import common, figures
 from evolution import network
 from evolution.genome import Genome, SearchSpace
-from evolution.network import (CSR_MIN_ENTRIES, CSR_RULE, LARGE_BATCH, Pair, SparseNet, _CSRProduct, _masked_dense,
+from evolution.network import (CSR_MIN_ENTRIES, CSR_RULE, LARGE_BATCH, Pair, SparseNet, CSRProduct, masked_dense,
                                compile, pair_mode)
 
 N, BATCH = 2048, 256
@@ -65,8 +64,8 @@ def run(repeats: int, device: str) -> dict:
         w = torch.randn(len(p.edges), device=device, requires_grad=True)
         kernels = {
             "dense": lambda: linear(x),
-            "masked": lambda: x @ _masked_dense(p, w),
-            "csr": lambda: _CSRProduct.apply(x, w[p.csr_edges], p),
+            "masked": lambda: x @ masked_dense(p, w),
+            "csr": lambda: CSRProduct.apply(x, w[p.csr_edges], p),
         }
         # "auto" runs whichever kernel sparse_forward would pick for this pair at this batch.
         pick = pair_mode(p, BATCH, torch.float32, device)
@@ -110,7 +109,7 @@ def run_shapes(repeats: int, device: str) -> list[dict]:
             w = torch.randn(len(p.edges), device=device, requires_grad=True)
             for regime, batch in REGIMES.items():
                 x = torch.randn(batch, n_src, device=device, requires_grad=regime == "train")
-                kernels = {"masked": lambda: x @ _masked_dense(p, w), "csr": lambda: _CSRProduct.apply(x, w[p.csr_edges], p)}
+                kernels = {"masked": lambda: x @ masked_dense(p, w), "csr": lambda: CSRProduct.apply(x, w[p.csr_edges], p)}
                 times: dict[str, list[float]] = {k: [] for k in kernels}
                 for r in range(repeats + 1):
                     for name, fn in kernels.items():
@@ -137,9 +136,7 @@ def run_shapes(repeats: int, device: str) -> list[dict]:
 def run_genomes(repeats: int, device: str) -> dict:
     """Milliseconds per genome of the broad ranking set: a no-grad pass over 2,000 rows and a training
     step (forward + backward into the edge vector) at batch 128, per kernel rule, rules interleaved."""
-    import ranking_sets  # benchmarks/ is the script's folder
-
-    genomes = [Genome.from_dict(e["genome"]) for e in ranking_sets.load()["broad"]]
+    genomes = [Genome.from_dict(e["genome"]) for e in common.load_ranking_sets()["broad"]]
     nets = [SparseNet(g, torch.Generator().manual_seed(i)).to(device) for i, g in enumerate(genomes)]
     x = torch.rand(REGIMES["infer"], genomes[0].space.n_inputs, device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -243,11 +240,12 @@ def main() -> None:
     summary["genomes_speedup_train"] = ms["density_only_train"] / ms["auto_train"]
     print(f"automatic choice vs the density-only rule: {summary['genomes_speedup_infer']:.2f}x faster validation "
           f"pass, {summary['genomes_speedup_train']:.2f}x faster training step")
-    out = Path(__file__).parent / "results" / ("kernel.json" if args.device == "cpu" else f"kernel_{args.device}.json")
-    out.parent.mkdir(exist_ok=True)
     meta = {"device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "machine": platform.machine(), "batch": BATCH, "n": N, "repeats": args.repeats}
-    out.write_text(json.dumps({**summary, **meta, **result}, indent=1))
+    doc = {**summary, **meta, **result}
+    name = "kernel" if args.device == "cpu" else f"kernel_{args.device}"
+    out = common.write_results(name, doc, page=figures.kernel_page(doc))
+    figures.kernel_figure(doc, out.with_suffix(".png"))
     print(f"wrote {out}")
 
 

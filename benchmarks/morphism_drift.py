@@ -5,17 +5,16 @@ operator; every child inherits the parent's weights (``evolution.morphism.inheri
 copy, new edges 0, Net2Wider halving for duplicates) and is compared with the parent on the
 validation split: max |delta logit| and accuracy change. Writes ``benchmarks/results/morphism_drift.json``.
 
-    python benchmarks/morphism_drift.py [--children 40]
+    python -m benchmarks.morphism_drift [--children 40]
 """
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks import common
 from evolution.data import DigitsDataModule
 from evolution.estimators import TrainEstimator
 from evolution.genome import SearchSpace
@@ -58,8 +57,7 @@ def main() -> None:
     for name, r in rows.items():
         print(f"{name:>17} | {r['max_abs_logit_median']:>18.2e} {r['max_abs_logit_max']:>8.2e} | "
               f"{100 * r['acc_change_mean']:>+14.2f}pp {100 * r['acc_change_min']:>+6.2f}pp | {r['exact_share']:.0%}")
-    out = Path(__file__).parent / "results" / "morphism_drift.json"
-    out.write_text(json.dumps({"parent_acc": est.score, "parent": genome.summary(), "mutations": rows}, indent=1))
+    out = common.write_results("morphism_drift", {"parent_acc": est.score, "parent": genome.summary(), "mutations": rows})
     print(f"wrote {out}")
 
 

@@ -1,13 +1,13 @@
-"""The graph hypernetwork on mnist-t10k: beyond its grid, as an initialiser, and its speed.
+"""The graph hypernetwork on mnist-t10k: beyond its grid, as an initializer, and its speed.
 
 Uses the hypernet ``benchmarks/ranking.py`` trains (cached under ``runs/benchmarks``), on the grid
 of the ranking sets (3 levels x 256 slots, 8,000 train / 2,000 validation images).
 
 - Beyond the grid: random genomes of a grid 2x wider and one level deeper than any the hypernet saw,
-  scored with predicted weights and with a random initialisation (``SparseNet``'s default), each also
+  scored with predicted weights and with a random initialization (``SparseNet``'s default), each also
   with its output level refitted in closed form (the readout the search configs use), beside genomes
   of the training grid.
-- Initialiser: genomes spread over the sizes of the broad set, then of the lineage set (genomes of
+- Initializer: genomes spread over the sizes of the broad set, then of the lineage set (genomes of
   a real search, as verify retrains them), retrained with Lightning (Adam 3e-3, constant, as the
   ranking truth) from scratch and from predicted weights; the epochs each needs to reach the from-scratch
   final validation accuracy (0 = the predictions alone do), how many from-scratch epochs the
@@ -18,7 +18,7 @@ of the ranking sets (3 levels x 256 slots, 8,000 train / 2,000 validation images
   predicted weights help least, other starts (lower and higher learning rate, hidden levels scaled
   down, LayerNorm affine reset, predicted plus a fraction of a fresh init, a fresh output level)
   and the from-scratch final of two more init seeds (its noise).
-- Initialiser as a search leaves it: the same on both sets with the hypernet first trained on the
+- Initializer as a search leaves it: the same on both sets with the hypernet first trained on the
   set's genomes (1,000 population-guided steps, as ``ranking.py``'s ``hypernet+population`` and a
   search with ``update_steps`` do), what ``verify --init estimator`` starts from.
 - Speed: seconds per genome estimated in batches of 16 and one by one (and with the readout), the
@@ -26,30 +26,28 @@ of the ranking sets (3 levels x 256 slots, 8,000 train / 2,000 validation images
 
 Writes ``benchmarks/results/predicted_weights.json``.
 
-    python benchmarks/predicted_weights.py [--hypernet-steps 12000] [--genomes 10] [--epochs 10]
+    python -m benchmarks.predicted_weights [--hypernet-steps 12000] [--genomes 10] [--epochs 10]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 import warnings
-from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 
 from evolution.genome import Genome, SearchSpace
-from evolution.network import SparseNet, level_outputs, ridge_readout
+from evolution.network import SparseNet, level_outputs
+from evolution.readout import ridge_readout
 from evolution.sampling import random_genome
 from evolution.train import GenomeModule
 
-import ranking  # noqa: E402  (benchmarks/ is the script's folder)
-import ranking_sets  # noqa: E402
+from benchmarks import common, ranking, ranking_sets
 
-OUT = Path(__file__).parent / "results" / "predicted_weights.json"
+OUT = common.RESULTS / "predicted_weights.json"
 READOUT = 2000  # training examples of the closed-form output refit (HypernetEstimator(readout=...))
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
@@ -82,7 +80,7 @@ class Curve(pl.Callback):
             self.acc.append(float(trainer.callback_metrics["val_acc"]))
 
 
-# From-scratch curves by (genome, epochs, lr, seed, schedule): every initialiser section compares
+# From-scratch curves by (genome, epochs, lr, seed, schedule): every initializer section compares
 # with the same seeded runs, which need training only once per process.
 _SCRATCH: dict[tuple, tuple[list[float], float]] = {}
 
@@ -150,7 +148,7 @@ def variant_start(net: SparseNet, genome: Genome, name: str) -> SparseNet:
     return net
 
 
-def initialiser(doc: dict, name: str, data, est, n: int, epochs: int,
+def initializer(doc: dict, name: str, data, est, n: int, epochs: int,
                 title: str = "") -> tuple[dict, list[Genome], list[float]]:
     """Retraining from predicted weights against from scratch on ``n`` genomes spread over the sizes
     of ranking set ``name``: epochs to reach the from-scratch final at a constant rate, and, as
@@ -164,19 +162,19 @@ def initialiser(doc: dict, name: str, data, est, n: int, epochs: int,
     rows, epoch_s = [], []
     for g in picks:
         scratch, sec = curve(g, data, epochs, None)
-        warm, _ = curve(g, data, epochs, est.initialise(g))
+        warm, _ = curve(g, data, epochs, est.initialize(g))
         epoch_s.append(sec)
         final = scratch[-1]
         reach = next((e for e, a in enumerate(warm) if a >= final), None)
         rows.append({"edges": g.n_edges, "scratch": scratch, "predicted": warm, "scratch_final": final,
                      "epochs_to_reach": reach, "start_worth_epochs": start_worth(warm[0], scratch),
-                     "effective_rank_predicted": effective_rank(est.initialise(g), x),
+                     "effective_rank_predicted": effective_rank(est.initialize(g), x),
                      "effective_rank_init": effective_rank(SparseNet(g, torch.Generator().manual_seed(0)), x)})
     reached = [r["epochs_to_reach"] for r in rows]
     within = sum(r is not None and r <= epochs / 2 for r in reached)
     section = {"epochs": epochs, "genomes": rows, "within_half": within,
                "median_epochs_to_reach": float(np.median([epochs + 1 if r is None else r for r in reached]))}
-    print(f"\ninitialiser{title} ({len(picks)} {name}-set genomes, {epochs} epochs from scratch)")
+    print(f"\ninitializer{title} ({len(picks)} {name}-set genomes, {epochs} epochs from scratch)")
     print(f"{'edges':>8} {'scratch@0':>10} {'scratch@end':>12} {'predicted@0':>12} {'worth (epochs)':>15} "
           f"{'predicted@end':>14} {'epochs to reach':>16} {'eff. rank: predicted':>21} {'init':>18}")
     for r in rows:
@@ -190,7 +188,7 @@ def initialiser(doc: dict, name: str, data, est, n: int, epochs: int,
     budget = []
     for g in picks:
         full = curve(g, data, epochs, None, scheduler="cosine")[0][-1]
-        pred = curve(g, data, half, est.initialise(g), scheduler="cosine")[0][-1]
+        pred = curve(g, data, half, est.initialize(g), scheduler="cosine")[0][-1]
         short = curve(g, data, half, None, scheduler="cosine")[0][-1]
         budget.append({"edges": g.n_edges, "scratch_full": full, "predicted_half": pred, "scratch_half": short})
     section["cosine_half_budget"] = {"genomes": budget,
@@ -210,15 +208,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hypernet-steps", type=int, default=12000, help="steps of the hypernet ranking.py trains")
     ap.add_argument("--genomes", type=int, default=10, help="genomes per section")
-    ap.add_argument("--epochs", type=int, default=10, help="from-scratch epochs of the initialiser section")
+    ap.add_argument("--epochs", type=int, default=10, help="from-scratch epochs of the initializer section")
     ap.add_argument("--update-steps", type=int, default=1000,
-                    help="population-guided hypernet steps on each set before the updated initialiser sections")
-    ap.add_argument("--variant-genomes", type=int, default=3, help="largest initialiser genomes that try other starts")
+                    help="population-guided hypernet steps on each set before the updated initializer sections")
+    ap.add_argument("--variant-genomes", type=int, default=3, help="largest initializer genomes that try other starts")
+    common.add_data_root(ap)
     args = ap.parse_args()
     from hypernet.estimator import HypernetEstimator
 
     torch.set_num_threads(min(torch.get_num_threads(), 2))
-    data = ranking_sets.data_module()
+    data = ranking_sets.data_module(args.data_root)
     data.setup("fit")
     ckpt, train_s = ranking.hypernet_checkpoint(data, args.hypernet_steps)
     est = HypernetEstimator(data, str(ckpt), batch=16)
@@ -257,11 +256,11 @@ def main() -> None:
               f"{r['predicted_min']:>6.3f} {r['random_init_acc']:>12.3f} {r['predicted_readout_acc']:>20.3f} "
               f"{r['random_init_readout_acc']:>12.3f}")
 
-    # Initialiser: genomes spread over the broad set's sizes, then over the lineage set's (the
+    # Initializer: genomes spread over the broad set's sizes, then over the lineage set's (the
     # genomes a search makes, which verify retrains).
-    out["initialiser"], picks, epoch_s = initialiser(doc, "broad", data, est, args.genomes, args.epochs)
-    out["initialiser_lineage"], _, _ = initialiser(doc, "lineage", data, est, args.genomes, args.epochs)
-    init_rows = out["initialiser"]["genomes"]
+    out["initializer"], picks, epoch_s = initializer(doc, "broad", data, est, args.genomes, args.epochs)
+    out["initializer_lineage"], _, _ = initializer(doc, "lineage", data, est, args.genomes, args.epochs)
+    init_rows = out["initializer"]["genomes"]
     # As a search leaves it: the hypernet first trained on the set's genomes (the population-guided
     # update of a search with update_steps, as ranking.py's hypernet+population), which is the
     # hypernet `verify --init estimator` starts a search's candidates from.
@@ -271,10 +270,10 @@ def main() -> None:
         start = time.perf_counter()
         guided.update([Genome.from_dict(e["genome"]) for e in ranking_sets.with_truth(doc, name)])
         seconds = time.perf_counter() - start
-        out[f"initialiser_{name}_updated"], _, _ = initialiser(
+        out[f"initializer_{name}_updated"], _, _ = initializer(
             doc, name, data, guided, args.genomes, args.epochs,
             f" after {args.update_steps} update steps on the set ({seconds:.0f} s)")
-        out[f"initialiser_{name}_updated"].update(update_steps=args.update_steps, update_seconds=seconds)
+        out[f"initializer_{name}_updated"].update(update_steps=args.update_steps, update_seconds=seconds)
 
     # Other starts on the largest genomes, and the noise of the from-scratch final there.
     variants = ("lr 1e-3", "lr 6e-3", "hidden levels x 0.5", "LayerNorm affine reset", "+ 0.6 x fresh init",
@@ -285,11 +284,11 @@ def main() -> None:
         row = {"edges": g.n_edges, "scratch_final": r["scratch_final"], "predicted": r["epochs_to_reach"],
                "scratch_final_seeds_1_2": [curve(g, data, args.epochs, None, seed=s)[0][-1] for s in (1, 2)]}
         for name in variants:
-            start = est.initialise(g) if name in lrs else variant_start(est.initialise(g), g, name)
+            start = est.initialize(g) if name in lrs else variant_start(est.initialize(g), g, name)
             acc, _ = curve(g, data, args.epochs, start, lr=lrs.get(name, 3e-3))
             row[name] = {"curve": acc, "epochs_to_reach": next((e for e, a in enumerate(acc) if a >= r["scratch_final"]), None)}
         var_rows.append(row)
-    out["initialiser"]["variants"] = var_rows
+    out["initializer"]["variants"] = var_rows
     print(f"\nother starts on the {len(var_rows)} largest: epochs to reach the from-scratch final (seed 0; seeds 1, 2 end at)")
     print(f"{'edges':>8} {'final':>6} {'seeds 1, 2':>12} {'predicted':>10} " + " ".join(f"{v:>22}" for v in variants))
     for row in var_rows:
@@ -319,7 +318,7 @@ def main() -> None:
           f"{timings[1] * 1e3:.1f} ms/genome ({timings[1] / timings[16]:.2f}x); one standalone epoch: {epoch:.2f} s "
           f"= {epoch / timings[16]:.0f}x a batched estimate; with the readout ({READOUT} examples) "
           f"{timings['readout'] * 1e3:.1f} ms/genome = {epoch / timings['readout']:.0f}x")
-    OUT.write_text(json.dumps(out, indent=1))
+    common.write_results("predicted_weights", out)
     print(f"wrote {OUT}")
 
 

@@ -18,11 +18,12 @@ search trains it), ``+readout`` (output level refitted in closed form) and ``+fi
 hypernet is trained as ``configs/hypernet/mnist-t10k.yaml`` sets it up (through the readout); the
 ``+rotrain`` supernet variants are trained through it too, the ``+skip`` ones also on genomes with
 edges across levels (``GenomeSampler(skip=(0, 0.5))``), as a search's mutations add them.
-Writes ``benchmarks/results/ranking.json``.
+Writes ``benchmarks/results/ranking.json`` (figures), ``ranking.raw.json.gz`` (estimates), ``ranking.md`` and
+``ranking.png``; trained estimators are cached under ``runs/benchmarks/`` (``benchmarks.common``).
 
-    python benchmarks/ranking.py [--variants uniform,fair+rotrain] [--steps 1500] [--update-steps 1000] [--hypernet-steps 12000] [--hypernet-update-steps 1000]
-    python benchmarks/ranking.py --rescore   # recompute the metrics of the saved estimates only
-    python benchmarks/ranking.py --variants none --hypernet-steps 0 --extra-hypernet NAME=CKPT   # one more hypernet
+    python -m benchmarks.ranking [--data-root ../shared/data] [--variants uniform,fair+rotrain] [--steps 1500] [--update-steps 1000] [--hypernet-steps 12000] [--hypernet-update-steps 1000]
+    python -m benchmarks.ranking --rescore   # recompute the metrics of the saved estimates only
+    python -m benchmarks.ranking --variants none --hypernet-steps 0 --extra-hypernet NAME=CKPT   # one more hypernet
 """
 from __future__ import annotations
 
@@ -42,14 +43,14 @@ from scipy.stats import kendalltau, rankdata, spearmanr
 from evolution import cost
 from evolution.estimators import TrainEstimator
 from evolution.genome import Genome
-from evolution.network import SparseNet, ridge_readout
+from evolution.network import SparseNet
+from evolution.readout import ridge_readout
 
-import ranking_sets  # noqa: E402  (benchmarks/ is the script's folder)
+from benchmarks import common, ranking_sets
 
-OUT = Path(__file__).parent / "results" / "ranking.json"
+OUT = common.RESULTS / "ranking.json"  # the summary; the raw estimates in ranking.raw.json.gz
 KINDS = ("baselines", "inherited", "readout", "population", "cadence", "finetune")  # what --only chooses among
-REPO = Path(__file__).resolve().parents[1]
-CACHE = REPO / "runs" / "benchmarks"  # trained estimators, reused by benchmarks/predicted_weights.py
+REPO, CACHE = common.REPO, common.CACHE
 
 
 def metrics(est: np.ndarray, truth: np.ndarray, params: np.ndarray, edges: np.ndarray, depth: np.ndarray) -> dict:
@@ -224,18 +225,29 @@ def hypernet_checkpoint(data, steps: int, seed: int = 0) -> tuple[Path, float]:
 
 def rescore(sets: dict) -> None:
     """Recompute the metrics of every saved estimate (after a metric was added), keeping its seconds."""
-    doc = json.loads(OUT.read_text())
+    doc = common.read_results("ranking")
     for key, by_set in doc["estimates"].items():
         for name, est in by_set.items():
             s = sets[name]
             m = entry_metrics(key, np.asarray(est, dtype=float), s)
             doc["estimators"][key].update(m if name == "broad" else {f"lineage_{k}": v for k, v in m.items()})
     alias_supernet(doc["estimators"])
-    OUT.write_text(json.dumps(doc, indent=1))
+    save(doc)
     for name in sets:
         print(f"\n{name} set")
         table(doc["estimators"], name)
     print(f"rescored {OUT}")
+
+
+def save(doc: dict) -> None:
+    """``ranking.json`` (every figure), ``ranking.raw.json.gz`` (the estimates), ``ranking.md`` and
+    ``ranking.png`` (``benchmarks.figures``)."""
+    from benchmarks import figures
+
+    summary = {k: v for k, v in doc.items() if k != "estimates"}
+    common.write_results("ranking", summary, raw={"estimates": doc.get("estimates", {})},
+                         page=figures.ranking_page(summary))
+    figures.ranking_figure(doc, common.load_ranking_sets(), common.RESULTS / "ranking.png")
 
 
 def alias_supernet(results: dict[str, dict]) -> None:
@@ -279,11 +291,12 @@ def main() -> None:
                     help=f"measure only these kinds of entry, of {','.join(KINDS)} (the others keep their saved figures)")
     ap.add_argument("--rescore", action="store_true",
                     help="only recompute every metric from the estimates saved in ranking.json (no training)")
+    common.add_data_root(ap)
     args = ap.parse_args()
     if args.only - set(KINDS):
         ap.error(f"--only {','.join(sorted(args.only - set(KINDS)))}: expected some of {','.join(KINDS)}")
     doc = ranking_sets.load()
-    data = ranking_sets.data_module()
+    data = ranking_sets.data_module(args.data_root)
     sets = {}
     for name in ("broad", "lineage"):
         entries = ranking_sets.with_truth(doc, name)
@@ -404,7 +417,7 @@ def main() -> None:
               f"({sets[name]['epoch_seconds']:.2f} s/epoch)")
         table(results, name)
     if OUT.exists():  # keep the entries (and the figures of entries) this run did not measure again
-        old = json.loads(OUT.read_text())
+        old = common.read_results("ranking")
         results = {**old.get("estimators", {}), **{k: {**old.get("estimators", {}).get(k, {}), **v} for k, v in results.items()}}
         estimates = {**old.get("estimates", {}), **{k: {**old.get("estimates", {}).get(k, {}), **v} for k, v in estimates.items()}}
     alias_supernet(results)
@@ -418,7 +431,7 @@ def main() -> None:
            "readout_examples": args.readout,
            "estimators": results,
            "estimates": estimates}
-    OUT.write_text(json.dumps(out, indent=1))
+    save(out)
     print(f"wrote {OUT}")
 
 

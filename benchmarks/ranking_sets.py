@@ -12,13 +12,11 @@ opinion and for the agreement of two independent 2-seed truths, while its truth 
 Written to ``benchmarks/results/ranking_sets.json.gz`` (genome JSON + truth per genome); rerunning
 resumes where it stopped (every trained genome is saved at once).
 
-    python benchmarks/ranking_sets.py [--broad 60] [--lineage 60] [--epochs 5] [--seeds 2]
+    python -m benchmarks.ranking_sets [--data-root ../shared/data] [--broad 60] [--lineage 60] [--epochs 5] [--seeds 2]
 """
 from __future__ import annotations
 
 import argparse
-import base64
-import gzip
 import json
 import tempfile
 import time
@@ -28,6 +26,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from benchmarks import common
 from evolution.data import IDXDataModule
 from evolution.estimators import TrainEstimator
 from evolution.genome import Genome, SearchSpace
@@ -35,12 +34,12 @@ from evolution.sampling import random_genome
 from evolution.search import Search, SearchSettings
 from evolution.train import GenomeModule
 
-ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist-t10k"
-OUT = Path(__file__).parent / "results" / "ranking_sets.json.gz"
+OUT = common.RANKING_SETS
 
 
-def data_module(root: str | Path = ROOT) -> IDXDataModule:
-    return IDXDataModule(str(root), seed=0, batch_size=128, val_fraction=0.2, test_fraction=0.0)
+def data_module(data_root: str | Path = common.DATA_ROOT) -> IDXDataModule:
+    """mnist-t10k under ``data_root``, split as the sets' truth was trained (8,000 / 2,000, seed 0)."""
+    return IDXDataModule(str(common.mnist_t10k(data_root)), seed=0, batch_size=128, val_fraction=0.2, test_fraction=0.0)
 
 
 def grid(data: IDXDataModule) -> SearchSpace:
@@ -97,45 +96,8 @@ def truth(genome: Genome, data: IDXDataModule, epochs: int, seed: int) -> tuple[
     return acc, seconds
 
 
-def _pack(genome: dict) -> dict:
-    """Edges as row-to-row differences in int16, base64: a third of the gzipped JSON lists' size."""
-    if "edges" not in genome:
-        return genome
-    e = np.asarray(genome["edges"], dtype=np.int64).reshape(-1, 2)
-    delta = np.diff(e, axis=0, prepend=np.zeros((1, 2), dtype=np.int64)).astype(np.int16)
-    return {**{k: v for k, v in genome.items() if k != "edges"}, "edges_delta_int16": base64.b64encode(delta.tobytes()).decode()}
-
-
-def _unpack(genome: dict) -> dict:
-    if "edges_delta_int16" not in genome:
-        return genome
-    delta = np.frombuffer(base64.b64decode(genome["edges_delta_int16"]), dtype=np.int16).reshape(-1, 2)
-    edges = np.cumsum(delta.astype(np.int64), axis=0)
-    return {**{k: v for k, v in genome.items() if k != "edges_delta_int16"}, "edges": edges.tolist()}
-
-
-def load() -> dict:
-    """The saved sets: ``{"broad": [...], "lineage": [...], ...}``, each entry with genome and truth."""
-    if not OUT.exists():
-        raise FileNotFoundError(f"{OUT} does not exist; build it with python benchmarks/ranking_sets.py")
-    doc = json.loads(gzip.decompress(OUT.read_bytes()))
-    for name in ("broad", "lineage"):
-        for entry in doc.get(name, []):
-            entry["genome"] = _unpack(entry["genome"])
-    return doc
-
-
-def with_truth(doc: dict, name: str) -> list[dict]:
-    """The entries of set ``name`` whose ground truth has both seeds (a set being built has fewer)."""
-    return [e for e in doc.get(name, []) if len(e.get("acc", [])) >= 2]
-
-
-def save(doc: dict) -> None:
-    packed = {**doc, **{name: [{**e, "genome": _pack(e["genome"])} for e in doc[name]]
-                        for name in ("broad", "lineage") if name in doc}}
-    tmp = OUT.with_name(OUT.name + ".tmp")
-    tmp.write_bytes(gzip.compress(json.dumps(packed, separators=(",", ":")).encode(), 9))
-    tmp.replace(OUT)
+# The sets' file is read through benchmarks.common (one loader for every benchmark).
+load, save, with_truth = common.load_ranking_sets, common.save_ranking_sets, common.with_truth
 
 
 def main() -> None:
@@ -144,9 +106,10 @@ def main() -> None:
     ap.add_argument("--lineage", type=int, default=60)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--seeds", type=int, default=2)
+    common.add_data_root(ap)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    data = data_module()
+    data = data_module(args.data_root)
     space = grid(data)
     doc = load() if OUT.exists() else {}
     if "broad" not in doc:

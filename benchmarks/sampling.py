@@ -19,26 +19,25 @@ drawing them is on the critical path. Side by side in one run, on the mnist grid
 
 Writes ``benchmarks/results/sampling.json``.
 
-    python benchmarks/sampling.py [--repeats 20]
+    python -m benchmarks.sampling [--repeats 20]
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 
+from benchmarks import common
 from evolution import sampling
 from evolution.genome import SearchSpace
 from evolution.sampling import GenomeSampler
 
-OUT = Path(__file__).parent / "results" / "sampling.json"
-REPO = Path(__file__).resolve().parents[1]
+OUT = common.RESULTS / "sampling.json"
+REPO = common.REPO
 
 
 def bisection_scale(law: np.ndarray, density: float) -> np.ndarray:
@@ -97,6 +96,7 @@ def draw_ms(sampler: GenomeSampler, reference: bool, n: int = 40) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=20, help="interleaved training steps per sampler")
+    common.add_data_root(ap)
     args = ap.parse_args()
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     space = SearchSpace((1, 28, 28), 10, levels=3, width=256)
@@ -119,7 +119,7 @@ def main() -> None:
     from hypernet.module import HypernetModule, hypernet_loss
     from oneshot.module import SupernetModule, supernet_loss
 
-    data = IDXDataModule(REPO.parent / "shared" / "data" / "mnist-t10k", seed=0)
+    data = IDXDataModule(str(common.mnist_t10k(args.data_root)), seed=0)
     data.setup("fit")
     x_all, y_all = data.tensors("train")
     cfg = yaml.safe_load((REPO / "configs" / "hypernet" / "mnist-t10k.yaml").read_text())["model"]
@@ -171,7 +171,7 @@ def main() -> None:
     for name, r in steps.items():
         print(f"{name:>10} {r['reference_step_s']:>12.4f} {r['current_step_s']:>10.4f} {r['speedup']:>8.2f} "
               f"{r['reference_draw_share']:>16.2f} {r['current_draw_share']:>8.2f}")
-    OUT.write_text(json.dumps({"grid": "mnist 3 x 256, density 0.003-0.3", "draw": draws, "steps": steps}, indent=1))
+    common.write_results("sampling", {"grid": "mnist 3 x 256, density 0.003-0.3", "draw": draws, "steps": steps})
     print(f"wrote {OUT}")
 
 

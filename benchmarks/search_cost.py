@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import yaml
 
-from benchmarks import search_cost_report as report
+from benchmarks import common, search_cost_report as report
 from evolution import cost, nsga2, seeds
 from evolution.estimators import Estimate, TrainEstimator, build_estimator
 from evolution.genome import Genome
@@ -359,9 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arms", default=None, help="comma-separated arm names (default: the preset's)")
     ap.add_argument("--budget", type=float, default=None, help="CPU-seconds per arm (default: the preset's)")
     ap.add_argument("--data", default=None, help="a DataModule as YAML/JSON {class_path, init_args} (or a file)")
-    ap.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"), help="root of relative data paths")
-    ap.add_argument("--work", default=str(REPO / "runs" / "benchmarks" / "search_cost"), help="work files")
-    ap.add_argument("--results", default=str(Path(__file__).parent / "results"), help="where the results go")
+    ap.add_argument("--data-root", default=str(common.DATA_ROOT), help="root of relative data paths")
+    ap.add_argument("--work", default=str(common.CACHE / "search_cost"), help="work files")
+    ap.add_argument("--results", default=str(common.RESULTS), help="where the results go")
     ap.add_argument("--report-only", action="store_true", help="rebuild the JSON / page from finished arms")
     ap.add_argument("--profile", action="store_true", help="write each arm's cProfile (by cumulative time) to "
                     "WORK/PRESET/ARM/seedK/profile.txt")

@@ -6,25 +6,24 @@ Random: the initial sampler alone, drawing as many genomes as evolution estimate
 the same scale and reference point) after the same number of evaluations. Writes
 ``benchmarks/results/search_vs_random.json``.
 
-    python benchmarks/search_vs_random.py [--iterations 20] [--population 16] [--children 8] [--seeds 3]
+    python -m benchmarks.search_vs_random [--iterations 20] [--population 16] [--children 8] [--seeds 3]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks import common
 from evolution import cost, nsga2
 from evolution.data import IDXDataModule
 from evolution.estimators import TrainEstimator
 from evolution.sampling import random_genome
 from evolution.search import Search, SearchSettings
 
-ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist-t10k"
 
 
 def random_search(search: Search, evaluations: list[int]) -> list[float]:
@@ -52,9 +51,9 @@ def main() -> None:
     ap.add_argument("--children", type=int, default=8)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--root", default=str(ROOT))
+    common.add_data_root(ap)
     args = ap.parse_args()
-    data = IDXDataModule(args.root, seed=0, val_fraction=0.1, test_fraction=0.1)
+    data = IDXDataModule(str(common.mnist_t10k(args.data_root)), seed=0, val_fraction=0.1, test_fraction=0.1)
     runs = []
     for seed in range(args.seeds):
         with tempfile.TemporaryDirectory() as tmp:
@@ -82,10 +81,9 @@ def main() -> None:
     for i, (a, b) in enumerate(zip(hv_e, hv_r)):
         print(f"{i:>9} {runs[0]['evaluations'][i]:>6} {a:>10.4f} {b:>8.4f} {a / b:>6.3f}")
     print(f"final ratio evolution / random: {hv_e[-1] / hv_r[-1]:.3f}; {per:.2f} s per candidate")
-    out = Path(__file__).parent / "results" / "search_vs_random.json"
-    out.write_text(json.dumps({"hv_evolution": float(hv_e[-1]), "hv_random": float(hv_r[-1]),
-                               "hv_ratio": float(hv_e[-1] / hv_r[-1]), "seconds_per_candidate": per,
-                               "steps": args.steps, "runs": runs}, indent=1))
+    out = common.write_results("search_vs_random", {"hv_evolution": float(hv_e[-1]), "hv_random": float(hv_r[-1]),
+                                                    "hv_ratio": float(hv_e[-1] / hv_r[-1]),
+                                                    "seconds_per_candidate": per, "steps": args.steps, "runs": runs})
     print(f"wrote {out}")
 
 

@@ -9,21 +9,20 @@ bank, runs the sparse kernel forward and backward and a LazyAdam update; the ref
 of repeats. Also the peak resident memory of the process. Writes
 ``benchmarks/results/supernet_step.json``.
 
-    python benchmarks/supernet_step.py [--repeats 150]
+    python -m benchmarks.supernet_step [--repeats 150]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks import common
 from evolution.genome import SearchSpace
 from evolution.sampling import GenomeSampler
 from oneshot.module import supernet_loss
@@ -98,8 +97,7 @@ def main() -> None:
               "step_time_ratio_largest": med["largest"] / med["mlp"], "peak_rss_mb": rss, "bank_size": sup.n_bank,
               "seconds": med, "median_edges": {k: int(np.median(v)) for k, v in edges.items()},
               "threads": torch.get_num_threads()}
-    out = Path(__file__).parent / "results" / "supernet_step.json"
-    out.write_text(json.dumps(result, indent=1))
+    out = common.write_results("supernet_step", result)
     print(f"wrote {out}")
 
 

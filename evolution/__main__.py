@@ -36,40 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"error: unknown command {command!r}; expected one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    from evolution.cli import guarded
+
     return guarded(_command(command), rest)
-
-
-def guarded(command, args: list[str]) -> int:
-    """Run ``command(args)``; print bad input as one line and return 2, divergence 1, Ctrl-C 130."""
-    import logging
-    import warnings
-
-    from jsonargparse import ArgumentError
-
-    # Our CLIs pass their own argument lists to LightningCLI on purpose; the seed is in the config.
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-    for name in ("lightning.fabric.utilities.seed", "lightning.pytorch.utilities.seed"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        command(args)
-    except (ValueError, FileNotFoundError, ArgumentError) as err:
-        print(f"error: {_one_line(err)}", file=sys.stderr)
-        return 2
-    except FloatingPointError as err:
-        print(f"error: {_one_line(err)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
-
-
-def _one_line(err: BaseException, limit: int = 400) -> str:
-    # jsonargparse spreads a type error over several lines ("Parser key ...:", then the reason):
-    # fold them into one, and name the innermost cause of a failed instantiation.
-    while err.__cause__ is not None and isinstance(err.__cause__, (ValueError, FileNotFoundError)):
-        err = err.__cause__
-    text = " ".join(l.strip() for l in str(err).splitlines() if l.strip()) or type(err).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ class Estimator(Protocol):
 
 @runtime_checkable
 class Initializer(Protocol):
-    def initialise(self, genome: Genome) -> SparseNet:
+    def initialize(self, genome: Genome) -> SparseNet:
         """A standalone network of ``genome`` with predicted starting weights (e.g. a hypernet's)."""
         ...
 
@@ -67,9 +67,9 @@ def build_estimator(spec: dict, data, checkpoint: str | None = None, where: str 
     the class does not take are one line naming ``where``."""
     from inspect import signature
 
-    from jsonargparse._util import import_object  # the class a class_path names
+    from evolution.cli import import_class
 
-    cls = import_object(spec["class_path"])
+    cls = import_class(spec["class_path"])
     args = {**(spec.get("init_args") or {}), "data": data}
     if checkpoint is not None and "checkpoint" in signature(cls).parameters:
         args["checkpoint"] = checkpoint
@@ -181,7 +181,7 @@ class TrainEstimator:
         gen = torch.Generator().manual_seed(genome_seed(genome, self.seed))
         net = SparseNet(genome, gen)
         if self.initializer is not None:
-            net.set_weights(self.initializer.initialise(genome).weights())
+            net.set_weights(self.initializer.initialize(genome).weights())
         new_mask = None
         if self.warm_start and parent is not None:
             net.load_keyed(child_state(parent.state, genome, parent.how))

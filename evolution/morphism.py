@@ -17,7 +17,7 @@ from torch import Tensor
 
 from evolution.genome import Genome
 from evolution.mutations import Inheritance
-from evolution.network import SparseNet, _match
+from evolution.network import SparseNet, match_keys
 
 
 def child_state(parent: dict[str, Tensor], child: Genome, how: Inheritance, new_edge: float = 0.0) -> dict[str, Tensor]:
@@ -25,11 +25,11 @@ def child_state(parent: dict[str, Tensor], child: Genome, how: Inheritance, new_
     sp = child.space
     theirs = sp.edge_id(parent["edges"][:, 0].numpy(), parent["edges"][:, 1].numpy())
     edge = parent["edge"].double().numpy()
-    hit, pos = _match(sp.edge_id(child.edges[:, 0], child.edges[:, 1]), theirs)
+    hit, pos = match_keys(sp.edge_id(child.edges[:, 0], child.edges[:, 1]), theirs)
     values = np.where(hit, edge[pos] if len(edge) else 0.0, new_edge)
     lookup = dict(zip(theirs.tolist(), edge.tolist())) if how.duplicated else {}
     hidden = {int(n): i for i, n in enumerate(parent["hidden"].tolist())}
-    nhit, npos = _match(child.hidden, parent["hidden"].numpy())
+    nhit, npos = match_keys(child.hidden, parent["hidden"].numpy())
     # A parent without hidden neurons (a linear seed) has nothing to index: every child neuron is new.
     had = len(parent["hidden"]) > 0
     norm_weight = np.where(nhit, parent["norm_weight"].double().numpy()[npos] if had else 1.0, 1.0)

@@ -7,6 +7,7 @@ a standalone ``SparseNet``, the supernet's bank and the hypernet all feed the sa
 """
 from __future__ import annotations
 
+import importlib
 import warnings
 from dataclasses import dataclass, replace
 from typing import NamedTuple
@@ -21,16 +22,8 @@ from evolution.genome import Genome
 # When a pair runs the CSR kernel, per device type and batch size. A pair runs CSR when its density
 # is at most ``max_density * (1 - targets / n_dst)``: CSR's fixed cost per call (the transposed
 # input it multiplies) is only amortised over many targets, and below ``targets`` targets the pair
-# always runs masked-dense. The values are set by hand from benchmarks/kernel.py on 2 CPU threads
-# (benchmarks/results/kernel.json): at a training batch CSR beats masked-dense below ~15-20 %
-# density on a 2048x2048 pair and below ~10 % on the mnist grid's 784x256, but loses at any density
-# below 128 targets. On the broad ranking set's 60 genomes end to end ("genomes"), this rule ran a
-# validation pass of 2,000 images 1.46x and a training step at batch 128 1.22x faster than the
-# density-only rule it replaced (CSR at <= 20 %), as fast as masked-dense everywhere. Single pairs
-# time unsteadily at batch 2,000 (784x256 at 1 %: CSR 0.35x to 1.08x of masked-dense in five runs
-# of the benchmark); the large-batch values keep such pairs dense, which cost nothing end to end
-# (4.24 vs 4.33 ms per genome with the small-batch values). On an H100, cuSPARSE lost to dense
-# matmul at every density down to 1 % (kernel_cuda.json), so CUDA always runs masked-dense.
+# always runs masked-dense. The values are set by hand from benchmarks/kernel.py (docs/kernel.md
+# shows the measurements behind them); a device type without an entry (CUDA) always runs masked-dense.
 CSR_RULE = {"cpu": {"small": (0.2, 120), "large": (0.15, 400)}}  # (max_density, targets) per batch class
 LARGE_BATCH = 512  # rows above which a batch is "large"
 # Below this many matrix entries the sparse-format overhead outweighs any saving.
@@ -38,7 +31,6 @@ CSR_MIN_ENTRIES = 16384
 NORM_EPS = 1e-5
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
-
 
 _PAIR_TENSORS = ("flat", "edges", "crow", "col", "csr_edges", "crow_t", "col_t", "to_t")
 
@@ -54,7 +46,6 @@ class Pair:
     ``crow``/``col``/``csr_edges``: CSR layout of ``W^T`` (rows = targets); ``crow_t``/``col_t``/
     ``to_t``: CSR layout of ``W`` (rows = sources, for the input gradient) as a permutation of it.
     """
-
     src_level: int
     n_src: int
     n_dst: int
@@ -85,7 +76,6 @@ class Plan:
     level (0 = used inputs, last = outputs); ``norm_slices``: per hidden plan level, its slice of the
     genome's (sorted) hidden neurons, i.e. of the LayerNorm affine vectors.
     """
-
     n_inputs: int
     n_edges: int
     input_index: Tensor | None
@@ -107,7 +97,6 @@ class Plan:
 class Weights(NamedTuple):
     """Everything ``sparse_forward`` multiplies by: ``edge`` (E,), ``norm_weight``/``norm_bias`` (H,)
     per hidden neuron in the genome's sorted order, ``bias`` (n_outputs,)."""
-
     edge: Tensor
     norm_weight: Tensor
     norm_bias: Tensor
@@ -180,16 +169,16 @@ def compile(genome: Genome) -> Plan:  # noqa: A001 - the natural name; shadows a
                 grid_levels, pairs_into, norm_slices)
 
 
-def _masked_dense(p: Pair, edge: Tensor) -> Tensor:
+def masked_dense(p: Pair, edge: Tensor) -> Tensor:
     """The pair's ``(n_src, n_dst)`` weight block, differentiable in ``edge``."""
     if p.block is not None:
         return edge[p.block:p.block + p.n_src * p.n_dst].view(p.n_src, p.n_dst)
     values = edge[p.span:p.span + len(p.edges)] if p.span is not None else edge[p.edges]
-    # scatter, not index_put: measured 2-20x faster on CPU for millions of entries.
+    # scatter, not index_put: much faster on CPU for millions of entries (docs/kernel.md).
     return edge.new_zeros(p.n_src * p.n_dst).scatter(0, p.flat, values).view(p.n_src, p.n_dst)
 
 
-class _CSRProduct(torch.autograd.Function):
+class CSRProduct(torch.autograd.Function):
     """``x @ W`` for a sparse pair as ``(W^T_csr @ x^T)^T`` (the orientation that is fast on CPU),
     with the input gradient from the CSR of ``W`` and the weight gradient by sampled dense-dense
     matmul, so a training step costs O(B * E) instead of O(B * n_src * n_dst)."""
@@ -251,7 +240,7 @@ def level_outputs(plan: Plan, weights: Weights, x: Tensor, mode: str = "auto") -
         for p in pairs:
             m = pair_mode(p, len(x), x.dtype, x.device.type) if mode == "auto" else mode
             src = acts[p.src_level]
-            y = _CSRProduct.apply(src, edge[p.csr_edges], p) if m == "csr" else src @ _masked_dense(p, edge)
+            y = CSRProduct.apply(src, edge[p.csr_edges], p) if m == "csr" else src @ masked_dense(p, edge)
             acc = y if acc is None else acc + y
         if acc is None:
             acc = x.new_zeros(x.shape[0], len(plan.levels[k]))
@@ -289,97 +278,8 @@ def init_scaled(genome: Genome, plan: Plan, weights: Weights) -> Weights:
     return weights._replace(edge=edge)
 
 
-class Readout(NamedTuple):
-    """The output level's inputs as one feature matrix: ``feats`` ``(B, F)`` over the distinct
-    neurons that feed outputs; per output edge, its feature column ``col``, its output ``dst`` and
-    its index ``edge`` into the genome's edge vector."""
-
-    feats: Tensor
-    col: Tensor
-    dst: Tensor
-    edge: Tensor
-
-
-def readout_features(plan: Plan, acts: list[Tensor]) -> Readout | None:
-    """``Readout`` of ``level_outputs``' activations; None when no edge reaches an output."""
-    pairs = plan.pairs_into[-1]
-    if not pairs:
-        return None
-    # One feature matrix over the distinct neurons that feed outputs, so the ten per-output
-    # systems share one Gram matrix (ten separate ones cost 10x on a dense output level).
-    used = [torch.unique(p.flat // p.n_dst, return_inverse=True) for p in pairs]
-    feats = torch.cat([acts[p.src_level].index_select(1, u) for p, (u, _) in zip(pairs, used)], 1)
-    offsets = np.cumsum([0] + [len(u) for u, _ in used])
-    col = torch.cat([inv + int(off) for (_, inv), off in zip(used, offsets)])
-    return Readout(feats, col, torch.cat([p.flat % p.n_dst for p in pairs]), torch.cat([p.edges for p in pairs]))
-
-
-def ridge_solve(r: Readout, y: Tensor, n_outputs: int, ridge: float = 1.0) -> tuple[Tensor, Tensor]:
-    """Per output neuron, ridge regression of its one-hot target on the features its edges read,
-    plus its bias (not shrunk): ``(coef per output edge, bias per output)``, in float64.
-    Differentiable in ``r.feats`` (a hypernet can train through it: Bertinetto et al. 2019)."""
-    feats = r.feats.double()
-    target = F.one_hot(y, n_outputs).to(feats.dtype)
-    gram, rhs = feats.T @ feats, feats.T @ target
-    sums, counts = feats.sum(0), target.sum(0)
-    coef, bias, sels = [], [], []
-    for o in range(n_outputs):
-        sel = (r.dst == o).nonzero().squeeze(1)
-        c, k = r.col[sel], len(sel)
-        sels.append(sel)
-        # [features | 1]^T [features | 1], ridge on the features only
-        top = torch.cat([gram[c[:, None], c] + ridge * torch.eye(k, dtype=gram.dtype, device=gram.device),
-                         sums[c, None]], 1)
-        bottom = torch.cat([sums[c], counts.new_full((1,), float(len(y)))])[None]
-        sol = torch.linalg.solve(torch.cat([top, bottom]), torch.cat([rhs[c, o], counts[o:o + 1]]))
-        coef.append(sol[:k])
-        bias.append(sol[k:])
-    coef = torch.cat(coef)  # grouped by output: back to the order of the output edges
-    return torch.empty_like(coef).scatter(0, torch.cat(sels), coef), torch.cat(bias)
-
-
-def readout_logits(r: Readout, coef: Tensor, bias: Tensor) -> Tensor:
-    """Logits ``(B, n_outputs)`` of a fitted readout on ``r.feats``."""
-    terms = r.feats.index_select(1, r.col) * coef.to(r.feats.dtype)
-    return bias.to(r.feats.dtype).expand(len(r.feats), -1).index_add(1, r.dst, terms)
-
-
-def readout_loss(plan: Plan, weights: Weights, x: Tensor, y: Tensor, support: int, ridge: float,
-                 scale: Tensor) -> Tensor:
-    """Cross-entropy on ``x[support:]`` of the network plus that of its output level refitted by
-    ``ridge_solve`` on ``x[:support]``, its logits times ``scale``. Trains the hidden levels (of a
-    hypernet's predictions, a supernet's bank) for the closed-form readout that then scores them, as
-    R2D2 (Bertinetto et al. 2019) trains a feature extractor through a differentiable ridge solver.
-    A batch of at most ``2 * support`` examples (an epoch's short last one) fits on half of them;
-    one of a single example has nothing to fit on and gives the plain cross-entropy."""
-    support = min(support, len(y) // 2)
-    acts = level_outputs(plan, weights, x)
-    loss = F.cross_entropy(acts[-1][support:], y[support:])
-    r = readout_features(plan, acts)
-    if r is None or not support:
-        return loss
-    coef, bias = ridge_solve(r._replace(feats=r.feats[:support]), y[:support], plan.n_outputs, ridge)
-    query = readout_logits(r._replace(feats=r.feats[support:]), coef, bias)
-    return loss + F.cross_entropy(scale * query.to(scale.dtype), y[support:])
-
-
-@torch.no_grad()
-def ridge_readout(plan: Plan, weights: Weights, x: Tensor, y: Tensor, ridge: float = 1.0) -> Weights:
-    """``weights`` with the output level refitted in closed form on ``(x, y)`` (``ridge_solve``). The
-    hidden levels keep their weights, so the score that follows measures the features they compute
-    rather than how well the output weights were matched to them. Tied output edges are fitted one by one."""
-    r = readout_features(plan, level_outputs(plan, weights, x))
-    if r is None:  # no edge reaches an output: nothing to refit
-        return weights
-    coef, bias = ridge_solve(r, y, plan.n_outputs, ridge)
-    edge = weights.edge.detach().clone()
-    edge[r.edge] = coef.to(edge.dtype)
-    return weights._replace(edge=edge, bias=bias.to(weights.bias.dtype))
-
-
 class LoadReport(NamedTuple):
-    """What ``SparseNet.load_keyed`` matched: keys it had to initialise, keys it did not use."""
-
+    """What ``SparseNet.load_keyed`` matched: keys it had to initialize, keys it did not use."""
     missing_edges: int
     extra_edges: int
     missing_neurons: int
@@ -468,26 +368,31 @@ class SparseNet(nn.Module):
         sp = self.genome.space
         mine = sp.edge_id(self.genome.edges[:, 0], self.genome.edges[:, 1])
         theirs = sp.edge_id(state["edges"][:, 0].numpy(), state["edges"][:, 1].numpy())
-        hit, pos = _match(mine, theirs)
-        groups = self.genome.groups[hit]
-        values = state["edge"].to(self.weight)[_long(pos[hit])]
-        g = _long(groups)
-        total = torch.zeros_like(self.weight).index_add_(0, g, values)
-        count = torch.zeros_like(self.weight).index_add_(0, g, torch.ones_like(values))
-        self.weight.copy_(torch.where(count > 0, total / count.clamp(min=1), self.weight))
-        nhit, npos = _match(self.genome.hidden, state["hidden"].numpy())
+        hit, pos = match_keys(mine, theirs)
+        g, values = _long(self.genome.groups[hit]), state["edge"].to(self.weight)[_long(pos[hit])]
+        have = torch.bincount(g, minlength=len(self.weight)) > 0
+        self.weight.copy_(torch.where(have, group_mean(values, g, len(self.weight)), self.weight))
+        nhit, npos = match_keys(self.genome.hidden, state["hidden"].numpy())
         for name in ("norm_weight", "norm_bias"):
             getattr(self, name)[_long(np.flatnonzero(nhit))] = state[name].to(self.weight)[_long(npos[nhit])]
-        ohit, opos = _match(sp.outputs, state["outputs"].numpy())
+        ohit, opos = match_keys(sp.outputs, state["outputs"].numpy())
         self.bias[_long(np.flatnonzero(ohit))] = state["bias"].to(self.weight)[_long(opos[ohit])]
         return LoadReport(int((~hit).sum()), len(theirs) - int(hit.sum()),
                           int((~nhit).sum()), len(state["hidden"]) - int(nhit.sum()))
 
 
-def _match(mine: np.ndarray, theirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each of ``mine``: whether ``theirs`` holds it, and where."""
+def match_keys(mine: np.ndarray, theirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each key of ``mine`` (edge ids, neuron ids): whether ``theirs`` holds it, and where; the
+    lookup behind weights keyed by id (``SparseNet.load_keyed``, ``morphism.child_state``)."""
     theirs = np.asarray(theirs)
     order = np.argsort(theirs, kind="stable")
     pos = np.searchsorted(theirs[order], mine).clip(0, max(len(theirs) - 1, 0))
     hit = (theirs[order][pos] == mine) if len(theirs) else np.zeros(len(mine), dtype=bool)
     return hit, order[pos] if len(theirs) else pos
+
+
+
+def __getattr__(name: str):  # the ridge readout moved to evolution.readout; its names stay importable here
+    if name in ("Readout", "readout_features", "ridge_solve", "readout_logits", "readout_loss", "ridge_readout"):
+        return getattr(importlib.import_module("evolution.readout"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import yaml
-from jsonargparse._util import import_object  # the class a class_path names
 
 from evolution import cost
+from evolution.cli import import_class
 from evolution.estimators import Estimator, build_estimator
 from evolution.search import Search, SearchSettings
 from evolution.verify import retrain, verify
@@ -50,7 +50,7 @@ def _instantiate(spec, **extra):
     from jsonargparse import Namespace
 
     spec = spec.as_dict() if isinstance(spec, Namespace) else spec
-    return import_object(spec["class_path"])(**{**(spec.get("init_args") or {}), **extra})
+    return import_class(spec["class_path"])(**{**(spec.get("init_args") or {}), **extra})
 
 
 def _fit_estimator(cfg, data, ckpt: Path) -> None:

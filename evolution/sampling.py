@@ -20,7 +20,7 @@ def _scale_to_density(law: np.ndarray, density: float) -> np.ndarray:
         return scale * law
     # mean(min(1, s * law)) is concave, piecewise linear and increasing in s, and the plain rescale
     # is below its root: Newton's steps stay below it and land on it once the set of saturated
-    # pairs stops changing (a few steps; 40 bisection halvings over the pairs took 6 ms a call).
+    # pairs stops changing (a few steps, where bisection needs dozens of passes over the pairs).
     target = density * len(law)
     for _ in range(64):
         free = scale * law < 1.0

@@ -85,7 +85,7 @@ class GenomeModule(pl.LightningModule):
         weight_decay: decoupled weight decay (AdamW) or L2 (SGD).
         optimizer: ``adam``, ``adamw`` or ``sgd`` (momentum 0.9).
         scheduler: ``none`` or ``cosine`` (over the trainer's max_epochs).
-        seed: seeds the weight initialisation.
+        seed: seeds the weight initialization.
         kernel: ``auto``, ``dense`` or ``csr`` (see ``evolution.network.sparse_forward``).
     """
 
@@ -165,15 +165,30 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
 
 
 class DataShapeCLI(LightningCLI):
-    """LightningCLI whose model learns the data's input shape and class count from the DataModule
-    and whose ``fit`` keeps the best checkpoint by ``val_acc`` and the last one."""
+    """LightningCLI whose model learns the data's input shape and class count from the DataModule,
+    whose ``fit`` keeps the best checkpoint by ``val_loss`` and the last one, and which logs with
+    Lightning's ``CSVLogger`` (``metrics.csv`` under ``trainer.default_root_dir``) unless told otherwise.
+
+    ``val_loss``, not ``val_acc``: on a small validation split accuracy saturates early (every
+    example right), and the first epoch to reach it would be kept however the loss goes on falling.
+    The logger is named because Lightning's own default turns into TensorBoard wherever
+    ``tensorboard`` happens to be installed, and then no ``metrics.csv`` is written."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.monitor": "val_acc", "checkpoint.mode": "max", "checkpoint.save_last": True,
-                             "checkpoint.filename": "best-{epoch}-{val_acc:.4f}"})
+        parser.set_defaults({"checkpoint.monitor": "val_loss", "checkpoint.mode": "min", "checkpoint.save_last": True,
+                             "checkpoint.filename": "best-{epoch}-{val_loss:.4f}",
+                             # save_dir '': trainer.default_root_dir (filled in before_instantiate_classes)
+                             "trainer.logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                                                "init_args": {"save_dir": ""}}})
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        logger = cfg.trainer.logger
+        if getattr(logger, "class_path", None) == "lightning.pytorch.loggers.CSVLogger" and not logger.init_args.save_dir:
+            logger.init_args.save_dir = cfg.trainer.default_root_dir or os.getcwd()
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI torch.loads the checkpoint while parsing (for its hyperparameters): a truncated
@@ -234,11 +249,3 @@ def main(args: list[str] | None = None) -> None:
     GenomeCLI(GenomeModule, pl.LightningDataModule, subclass_mode_data=True, args=args,
               parser_kwargs={"exit_on_error": False}, save_config_callback=LoggerSaveConfigCallback,
               save_config_kwargs={"overwrite": True})
-
-
-def module_cli(module: type[pl.LightningModule], args: list[str]) -> None:
-    """LightningCLI (fit / validate / test) of a LightningModule that takes the data's ``input_shape``
-    and ``num_classes``: the supernet's and the hypernet's commands."""
-    DataShapeCLI(module, pl.LightningDataModule, subclass_mode_data=True, args=args,
-                 parser_kwargs={"exit_on_error": False}, save_config_callback=LoggerSaveConfigCallback,
-                 save_config_kwargs={"overwrite": True})

@@ -91,16 +91,16 @@ def search_estimator(run_dir: Path, data, state: dict | None = None) -> Initiali
     from ``config.yaml``, with what it learned while searching (a hypernet's population updates) from
     the search state (``state``, else read from ``state.pt``). A search of ``python -m evolution
     run`` gets the checkpoint that run trained."""
-    from jsonargparse._util import import_object  # the class a class_path names
+    from evolution.cli import import_class
 
     path = run_dir / "config.yaml"
     cfg = yaml.safe_load(path.read_text())
     spec = cfg.get("estimator") if isinstance(cfg, dict) else None
     if not isinstance(spec, dict) or "class_path" not in spec:
         raise ValueError(f"{path} names no estimator (class_path); is it a search's run directory?")
-    if not hasattr(import_object(spec["class_path"]), "initialise"):
+    if not hasattr(import_class(spec["class_path"]), "initialize"):
         raise ValueError(f"the search's estimator {spec['class_path']} cannot start networks from its predictions "
-                         "(it has no initialise); use --init scratch or inherited")
+                         "(it has no initialize); use --init scratch or inherited")
     ckpt = None
     if isinstance(cfg.get("fit"), dict):  # a run's search: its estimator's checkpoint is the run's, not in init_args
         ckpt = cfg["fit"].get("checkpoint") or str(run_dir.parent / "estimator.ckpt")
@@ -118,7 +118,7 @@ def retrain(genome: Genome, data, out_dir: Path, epochs: int, lr: float, seed: i
     if state is not None:
         module.net.load_keyed(state)
     if initializer is not None:
-        module.net.set_weights(initializer.initialise(genome).weights())
+        module.net.set_weights(initializer.initialize(genome).weights())
     trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, limit_val_batches=0, accelerator=accelerator, devices=1)
     start = time.perf_counter()
@@ -180,7 +180,7 @@ def verify(run_dir: str, top_k: int = 10, epochs: int = 20, lr: float = 3e-3, in
     data = load_data(run)
     out = run / "verify.json"
     settings = {"top_k": top_k, "epochs": epochs, "lr": lr, "init": init, "seed": seed}
-    if initializer is not None:  # candidates retrained from two initialisers do not belong in one verify.json
+    if initializer is not None:  # candidates retrained from two initializers do not belong in one verify.json
         settings["initializer"] = f"{type(initializer).__module__}.{type(initializer).__name__}"
         if getattr(initializer, "path", None) is not None:  # by content: a checkpoint retrained in place differs
             digest = hashlib.sha1(Path(initializer.path).read_bytes()).hexdigest()[:16]

@@ -4,8 +4,7 @@ from __future__ import annotations
 import sys
 from functools import partial
 
-from evolution.__main__ import guarded
-from evolution.train import module_cli
+from evolution.cli import guarded, module_cli
 from hypernet.module import HypernetModule
 
 

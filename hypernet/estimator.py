@@ -13,7 +13,8 @@ from torch import Tensor
 from evolution import checkpoints
 from evolution.estimators import Estimate, Parent, finite, population_steps
 from evolution.genome import Genome
-from evolution.network import SparseNet, compile, ridge_readout, sparse_forward
+from evolution.network import SparseNet, compile, sparse_forward
+from evolution.readout import ridge_readout
 from hypernet.init import predicted_sparsenet
 from hypernet.module import HypernetModule, hypernet_loss, predict
 
@@ -32,7 +33,7 @@ class HypernetEstimator:
     hypernet.estimator.HypernetEstimator --initializer.init_args.checkpoint CKPT`` retrains from predictions.
 
     Args:
-        data: the DataModule (linked by the search CLI); None when only used to initialise.
+        data: the DataModule (linked by the search CLI); None when only used to initialize.
         checkpoint: a ``python -m hypernet fit`` checkpoint.
         batch: genomes predicted per pass.
         max_val: score on the first ``max_val`` validation examples only.
@@ -41,10 +42,10 @@ class HypernetEstimator:
         batch_size: training examples per update step (plus the hypernet's ``readout`` support examples
             when it was trained through the readout: its updates then train through it too).
         lr: Adam learning rate of the updates; each update anneals it to zero (cosine), so the scores
-            that follow do not favour the genomes drawn last (at a constant rate, Kendall tau on the
-            broad ranking set swung 0.45-0.75 between step counts).
+            that follow do not favour the genomes drawn last (at a constant rate the ranking swung
+            with the step count; docs/ranking.md).
         readout: before scoring, refit each genome's output level in closed form
-            (``evolution.network.ridge_readout``) on the first ``readout`` training examples (0: off).
+            (``evolution.readout.ridge_readout``) on the first ``readout`` training examples (0: off).
             The predicted hidden features are kept; the score then says how good they are, not how
             well the hypernet matched the output weights to them.
         ridge: the readout's ridge penalty.
@@ -106,7 +107,7 @@ class HypernetEstimator:
     def estimate(self, genomes: Sequence[Genome], parents: Sequence[Parent | None] | None = None) -> list[Estimate]:
         """One Estimate per genome; ``seconds`` is its share of its batch's time."""
         if self.val is None:
-            raise ValueError("HypernetEstimator was built without data; it can only initialise networks")
+            raise ValueError("HypernetEstimator was built without data; it can only initialize networks")
         out: list[Estimate] = []
         for i in range(0, len(genomes), self.batch):
             chunk = list(genomes[i:i + self.batch])
@@ -159,7 +160,7 @@ class HypernetEstimator:
         except Exception as err:  # a failed estimate is recorded, never crashes the search
             return Estimate(float("nan"), time.perf_counter() - start, f"{type(err).__name__}: {err}")
 
-    def initialise(self, genome: Genome) -> SparseNet:
+    def initialize(self, genome: Genome) -> SparseNet:
         """A standalone network of ``genome`` starting from the predicted weights (the predicted output
         level, not a readout refit)."""
         return predicted_sparsenet(self.module.model, genome)

@@ -11,7 +11,7 @@ from hypernet.model import HyperNet
 
 @torch.no_grad()
 def predicted_sparsenet(hypernet: HyperNet, genome: Genome, rescale: bool = True) -> SparseNet:
-    """A ``SparseNet`` of ``genome`` initialised from the weights ``hypernet`` predicts for it (on the
+    """A ``SparseNet`` of ``genome`` initialized from the weights ``hypernet`` predicts for it (on the
     hypernet's device); a tie group starts from the mean of its edges' predictions.
 
     ``rescale``: bring each hidden level to the init's scale (``evolution.network.init_scaled``,

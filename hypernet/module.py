@@ -10,7 +10,8 @@ from torch import Tensor
 from evolution.estimators import finite
 from evolution.train import cosine_to_zero
 from evolution.genome import Genome, SearchSpace
-from evolution.network import Weights, compile, readout_loss, sparse_forward, tied
+from evolution.network import Weights, compile, sparse_forward, tied
+from evolution.readout import readout_loss
 from evolution.sampling import GenomeSampler
 from hypernet.graph import to_batch
 from hypernet.model import HyperNet
@@ -31,7 +32,7 @@ def predicted_logits(model: HyperNet, genomes: list[Genome], x: Tensor) -> list[
 def hypernet_loss(model: HyperNet, genomes: list[Genome], x: Tensor, y: Tensor, support: int = 0, ridge: float = 1.0,
                   scale: Tensor | None = None) -> Tensor:
     """Mean cross-entropy of the genomes on one batch, with the weights ``model`` predicts for them;
-    with ``support`` > 0 the mean ``evolution.network.readout_loss`` instead (output levels refitted on
+    with ``support`` > 0 the mean ``evolution.readout.readout_loss`` instead (output levels refitted on
     the first ``support`` examples, logits of the refit times ``scale``)."""
     if not support:
         return torch.stack([F.cross_entropy(z, y) for z in predicted_logits(model, genomes, x)]).mean()
@@ -66,7 +67,7 @@ class HypernetModule(pl.LightningModule):
         scheduler: ``none`` or ``cosine`` (per step, to zero at the trainer's last step).
         readout: the first ``readout`` examples of each batch fit every genome's output level by
             ridge regression, and the loss adds that readout's cross-entropy on the rest
-            (``evolution.network.readout_loss``): the hidden features train for the readout that scores
+            (``evolution.readout.readout_loss``): the hidden features train for the readout that scores
             them (``HypernetEstimator(readout=...)``);
             0: off. The batch size should exceed it (a shorter batch fits on half of its examples).
         ridge: the readout's ridge penalty.

@@ -12,7 +12,8 @@ import torch
 from evolution.checkpoints import check_data, load_module
 from evolution.estimators import Estimate, Parent, finite, population_steps
 from evolution.genome import Genome
-from evolution.network import SparseNet, ridge_readout, sparse_forward
+from evolution.network import SparseNet, sparse_forward
+from evolution.readout import ridge_readout
 from oneshot.optim import LazyAdam
 from oneshot.module import SupernetModule, supernet_loss
 
@@ -120,7 +121,8 @@ class SupernetEstimator:
         """Population-guided training: ``update_steps`` steps on genomes drawn from the population."""
         if not self.update_steps or not population:
             return
-        # Annealed within each update: 1000 steps at 1e-2 ranked the broad set at tau 0.831, constant 3e-3 at 0.786.
+        # Annealed within each update, so the scores that follow do not favour the genomes drawn last
+        # (docs/ranking.md compares annealed and constant-rate updates).
         for step, (genomes, x, y) in enumerate(population_steps(self.opt, self.lr, self.update_steps, self.rng,
                                                                 population, self.genomes_per_step, self.train,
                                                                 self.batch_size)):
@@ -132,7 +134,7 @@ class SupernetEstimator:
             finite(supernet_loss(self.supernet, genomes, x, y), self.update_steps, "supernet update")
 
     @torch.no_grad()
-    def initialise(self, genome: Genome) -> SparseNet:
+    def initialize(self, genome: Genome) -> SparseNet:
         """A standalone network of ``genome`` starting from the weights it inherits from the bank (its
         hidden levels brought to the init's scale, ``evolution.network.init_scaled``: same function,
         retrains at a fresh init's pace); its output level is the bank's, not a readout refit."""

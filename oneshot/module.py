@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from evolution.estimators import finite
 from evolution.genome import Genome, SearchSpace
-from evolution.network import readout_loss
+from evolution.readout import readout_loss
 from evolution.sampling import GenomeSampler
 from oneshot.optim import LazyAdam
 from oneshot.supernet import FewShotSupernet, Supernet
@@ -51,7 +51,7 @@ class SupernetModule(pl.LightningModule):
         lr: LazyAdam learning rate (only the entries a step used move).
         readout: the first ``readout`` examples of each batch fit every genome's output level by
             ridge regression, and the loss adds that readout's cross-entropy on the rest
-            (``evolution.network.readout_loss``), training the bank's hidden levels for the readout
+            (``evolution.readout.readout_loss``), training the bank's hidden levels for the readout
             that scores them (``SupernetEstimator(readout=...)``); 0: off. Not with ``distill``.
         ridge: the readout's ridge penalty.
         seed: seeds the bank and the sampler's stream.

@@ -6,8 +6,8 @@ from torch import nn
 
 from evolution import seeds
 from evolution.genome import Genome, SearchSpace
-from evolution.network import (CSR_MIN_ENTRIES, SparseNet, Weights, compile, level_outputs, pair_mode, readout_features,
-                               readout_logits, readout_loss, ridge_readout, ridge_solve, sparse_forward)
+from evolution.network import CSR_MIN_ENTRIES, SparseNet, Weights, compile, level_outputs, pair_mode, sparse_forward
+from evolution.readout import readout_features, readout_logits, readout_loss, ridge_readout, ridge_solve
 from evolution.sampling import random_genome
 
 
@@ -292,3 +292,21 @@ def test_readout_loss_on_a_short_batch_fits_on_half_and_on_one_example_is_the_cr
                        readout_loss(plan, net.weights(), x, y, 50, 1.0, scale))
     assert torch.equal(readout_loss(plan, net.weights(), x[:1], y[:1], 96, 1.0, scale),
                        F.cross_entropy(sparse_forward(plan, net.weights(), x[:1]), y[:1]))
+
+
+def test_match_keys_finds_each_key_and_where():
+    from evolution.network import match_keys
+
+    hit, pos = match_keys(np.array([7, 3, 9, 3]), np.array([3, 5, 7]))
+    assert hit.tolist() == [True, True, False, True]
+    assert pos[hit].tolist() == [2, 0, 0]
+    hit, _ = match_keys(np.array([1, 2]), np.array([], dtype=np.int64))
+    assert not hit.any()
+
+
+def test_the_readout_stays_importable_from_network():
+    from evolution import network, readout
+
+    assert network.ridge_readout is readout.ridge_readout and network.Readout is readout.Readout
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        network.nothing  # noqa: B018

@@ -39,6 +39,9 @@ def test_every_config_parses(path, capsys):
     assert done.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["data"]["class_path"].startswith("evolution.data.")
+    if command[-1] == "fit":  # named, so metrics.csv is written whether or not tensorboard is installed
+        assert printed["trainer"]["logger"]["class_path"] == "lightning.pytorch.loggers.CSVLogger"
+        assert (printed["checkpoint"]["monitor"], printed["checkpoint"]["mode"]) == ("val_loss", "min")
 
 
 def test_train_digits_mlp64_reaches_95_percent(tmp_path, capsys):
@@ -178,3 +181,32 @@ def test_population_draws_fit_a_small_train_split():
     (_, x, y), = population_steps(opt, 0.1, 1, np.random.default_rng(0), [None, None], 2,
                                   data.tensors("train"), batch_size=128)
     assert len(y) == 50 == len(x)
+
+
+def test_fit_keeps_the_epoch_of_lowest_val_loss_and_writes_metrics_csv_with_tensorboard_around(tmp_path, monkeypatch):
+    # sklearn's wine (178 rows, 27 for validation): validation accuracy reaches 1.0 within a few
+    # epochs while the loss goes on falling; the first epoch at full accuracy is not the best network.
+    import csv
+
+    from lightning.pytorch.trainer.connectors.logger_connector import logger_connector
+    from sklearn.datasets import load_wine
+
+    # Lightning's own default logger would be TensorBoard here (and write no metrics.csv).
+    monkeypatch.setattr(logger_connector, "_TENSORBOARD_AVAILABLE", True)
+    wine = load_wine()
+    with open(tmp_path / "wine.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([f"f{i}" for i in range(wine.data.shape[1])] + ["label"])
+        w.writerows(list(x) + [y] for x, y in zip(wine.data, wine.target))
+    assert cli(["train", "fit", "--data", "evolution.data.CSVDataModule", "--data.path", str(tmp_path / "wine.csv"),
+                "--data.batch_size", "32", "--model.genome", "mlp:32", "--trainer.max_epochs", "30",
+                "--trainer.default_root_dir", str(tmp_path / "out"), "--trainer.enable_progress_bar", "false",
+                "--test_after_fit", "false"]) == 0
+    with open(tmp_path / "out/lightning_logs/version_0/metrics.csv") as f:
+        val = [r for r in csv.DictReader(f) if r["val_loss"]]
+    losses, accs = [float(r["val_loss"]) for r in val], [float(r["val_acc"]) for r in val]
+    first_at_best_acc = accs.index(max(accs))
+    lowest_loss = losses.index(min(losses))
+    assert first_at_best_acc < lowest_loss  # the case the monitor decides
+    best = next((tmp_path / "out").rglob("best-*.ckpt"))
+    assert best.name.startswith(f"best-epoch={int(val[lowest_loss]['epoch'])}-")

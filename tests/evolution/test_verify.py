@@ -127,7 +127,7 @@ def test_run_pipeline_end_to_end(tmp_path, capsys):
     assert any(not torch.equal(v, as_trained[k]) for k, v in state.items())  # the search's updates moved it
     x, y = DigitsDataModule().tensors("val")
     for c in doc["candidates"]:
-        net = est.initialise(Genome.load(search / "genomes" / f"{c['id']}.json")).eval()
+        net = est.initialize(Genome.load(search / "genomes" / f"{c['id']}.json")).eval()
         with torch.no_grad():
             assert c["val_acc"] == pytest.approx(float((net(x).argmax(1) == y).float().mean()))
     # Rerun on another search's settings: refused before anything of the first run is replaced.
@@ -155,7 +155,7 @@ def test_export_onnx_matches(run_dir, tmp_path):
 class ConstantInitializer:
     """Starts every network from one fixed draw (seed 123), so an untrained retrain shows it."""
 
-    def initialise(self, genome):
+    def initialize(self, genome):
         from evolution.network import SparseNet
 
         return SparseNet(genome, torch.Generator().manual_seed(123))
@@ -173,10 +173,10 @@ def test_verify_can_start_from_predicted_weights(run_dir, tmp_path):
     class OtherInitializer(ConstantInitializer):
         pass
 
-    with pytest.raises(ValueError, match="made with other settings"):  # two initialisers' results never mix
+    with pytest.raises(ValueError, match="made with other settings"):  # two initializers' results never mix
         verify(str(run), top_k=2, epochs=0, initializer=OtherInitializer(), progress=False)
 
-    class FromFile(ConstantInitializer):  # a checkpoint-backed initialiser, retrained in place
+    class FromFile(ConstantInitializer):  # a checkpoint-backed initializer, retrained in place
         path = run / "init.ckpt"
 
     (run / "verify.json").unlink()
@@ -190,7 +190,7 @@ def test_verify_can_start_from_predicted_weights(run_dir, tmp_path):
 
     x, y = DigitsDataModule().tensors("val")
     for c in doc["candidates"]:
-        net = ConstantInitializer().initialise(Genome.load(run / "genomes" / f"{c['id']}.json")).eval()
+        net = ConstantInitializer().initialize(Genome.load(run / "genomes" / f"{c['id']}.json")).eval()
         with torch.no_grad():
             assert c["val_acc"] == pytest.approx(float((net(x).argmax(1) == y).float().mean()))
 

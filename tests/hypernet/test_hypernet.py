@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from evolution.data import DigitsDataModule
 from evolution.genome import Genome, SearchSpace
-from evolution.network import compile, ridge_readout, sparse_forward
+from evolution.network import compile, sparse_forward
+from evolution.readout import ridge_readout
 from evolution.sampling import random_genome
 from hypernet.estimator import HypernetEstimator
 from hypernet.graph import to_batch
@@ -133,7 +134,7 @@ def test_same_seed_same_hypernet_and_no_global_seeding():
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
 
 
-def test_estimator_round_trip_is_deterministic_and_matches_the_initialised_net(checkpoint):
+def test_estimator_round_trip_is_deterministic_and_matches_the_initialized_net(checkpoint):
     data = DigitsDataModule()
     est = HypernetEstimator(data, checkpoint, batch=4)
     genomes = [random_genome(DIGITS, np.random.default_rng(i), density=0.3) for i in range(6)]
@@ -141,7 +142,7 @@ def test_estimator_round_trip_is_deterministic_and_matches_the_initialised_net(c
     assert [e.score for e in a] == [e.score for e in b] and all(e.ok and e.seconds > 0 for e in a)
     x, y = data.tensors("val")
     for g, e in zip(genomes[:2], a):
-        net = est.initialise(g)
+        net = est.initialize(g)
         with torch.no_grad():
             assert float((net(x).argmax(1) == y).float().mean()) == pytest.approx(e.score)
 
@@ -160,10 +161,10 @@ def test_tied_genomes_are_scored_as_the_network_they_build(checkpoint):
         raw = est.module.model(to_batch([g]))[0].edge
     assert not torch.allclose(raw, raw.new_tensor(np.bincount(g.groups, raw.numpy()) / np.bincount(g.groups))[g.groups])
     x, y = data.tensors("val")
-    with torch.no_grad():  # the network verify and the initialiser build: one weight per tie group
+    with torch.no_grad():  # the network verify and the initializer build: one weight per tie group
         net = predicted_sparsenet(est.module.model, g, rescale=False)
         assert torch.allclose(predicted_logits(est.module.model, [g], x)[0], net(x), atol=1e-5)
-        built = float((est.initialise(g)(x).argmax(1) == y).float().mean())
+        built = float((est.initialize(g)(x).argmax(1) == y).float().mean())
     assert est.estimate([g])[0].score == pytest.approx(built)
 
 

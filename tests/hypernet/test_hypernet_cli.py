@@ -141,7 +141,7 @@ def test_verify_starts_from_the_search_estimator_as_the_search_left_it(fitted, t
     assert doc["settings"]["init"] == "estimator" and doc["candidates"]
     x, y = data.tensors("val")
     for c in doc["candidates"]:  # no epochs: the retrained accuracy is that of the predicted start
-        net = est.initialise(Genome.load(run / "genomes" / f"{c['id']}.json")).eval()
+        net = est.initialize(Genome.load(run / "genomes" / f"{c['id']}.json")).eval()
         with torch.no_grad():
             assert c["val_acc"] == pytest.approx(float((net(x).argmax(1) == y).float().mean()))
     # finished: resumed without building the estimator again

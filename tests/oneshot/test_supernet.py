@@ -7,7 +7,8 @@ import torch
 
 from evolution.data import DigitsDataModule
 from evolution.genome import SearchSpace
-from evolution.network import SparseNet, compile, readout_loss, ridge_readout, sparse_forward
+from evolution.network import SparseNet, compile, sparse_forward
+from evolution.readout import readout_loss, ridge_readout
 from evolution.sampling import GenomeSampler, random_genome
 from evolution import seeds
 from oneshot.__main__ import main as cli
@@ -175,7 +176,7 @@ def test_fit_resume_and_estimator(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="supernet checkpoint .*nope.ckpt does not exist"):
         SupernetEstimator(data, str(tmp_path / "nope.ckpt"))
     # a standalone start from the inherited weights: the supernet's function, hidden levels at the init's scale
-    net = est.initialise(g).eval()
+    net = est.initialize(g).eval()
     xv = data.tensors("val")[0][:64]
     with torch.no_grad():
         assert torch.allclose(net(xv), est.supernet(g, xv), atol=1e-3)  # up to LayerNorm's eps
@@ -361,4 +362,4 @@ def test_few_shot_estimator_refuses_depths_its_sampler_never_drew(tmp_path):
     assert not bad.ok and "the bank for 0 hidden levels was never trained" in bad.error
     assert good.ok and 0 <= good.score <= 1
     with pytest.raises(ValueError, match="never trained"):
-        est.initialise(linear)
+        est.initialize(linear)

@@ -1,0 +1,155 @@
+"""What every benchmark shares: where data and results live, how results are written, the ranking sets.
+
+- Data: ``--data-root`` (``add_data_root``), by default ``../shared/data`` beside the repository
+  (mnist-t10k is ``DATA_ROOT / "mnist-t10k"``); every benchmark takes it, so one runs from a clean
+  clone wherever the data is.
+- Results: ``benchmarks/results/NAME.json``, a small summary (``write_results``; nested entries
+  written one per line, so a reader can scan it), ``NAME.raw.json.gz`` for raw estimates too large
+  to read (``read_results`` merges them back), and ``NAME.md`` with the table a reader needs.
+- The estimator cache: ``runs/benchmarks/`` (``CACHE``) holds trained estimators and work files.
+  ``ranking.py`` trains the supernets and the hypernet there; ``predicted_weights.py`` and
+  ``inherited_init.py`` reuse them (same settings, same file), ``search_cost.py`` keeps its arms there.
+  Delete it to retrain from scratch.
+- The ranking sets (``ranking_sets.py`` builds them): ``load_ranking_sets`` and ``with_truth``.
+
+Run a benchmark as a module from the repository root: ``python -m benchmarks.NAME``.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+DATA_ROOT = REPO.parent / "shared" / "data"
+CACHE = REPO / "runs" / "benchmarks"
+RANKING_SETS = RESULTS / "ranking_sets.json.gz"
+MAX_LINES = 1500  # a results summary longer than this is not read: its raw part belongs in NAME.raw.json.gz
+
+
+def add_data_root(ap: argparse.ArgumentParser) -> None:
+    """``--data-root``: the folder holding the offline data sets (``mnist-t10k/``)."""
+    ap.add_argument("--data-root", type=Path, default=DATA_ROOT,
+                    help=f"folder of the offline data sets, e.g. its mnist-t10k/ (default {DATA_ROOT})")
+
+
+def mnist_t10k(data_root: str | Path = DATA_ROOT) -> Path:
+    """The mnist-t10k folder under ``data_root``; one line naming the flag when it is missing."""
+    path = Path(data_root) / "mnist-t10k"
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} does not exist; point --data-root at the folder holding mnist-t10k/")
+    return path
+
+
+def to_json(doc, indent: int = 1, inline_depth: int = 2) -> str:
+    """``doc`` as JSON with objects and lists below ``inline_depth`` each on one line: a results
+    file stays short enough to read (an entry per line) and still diffs line by line."""
+    def emit(x, depth: int) -> str:
+        if depth >= inline_depth or not isinstance(x, (dict, list)) or not x:
+            return json.dumps(x, separators=(", ", ": "))
+        pad, inner = " " * indent * depth, " " * indent * (depth + 1)
+        if isinstance(x, dict):
+            body = [f"{inner}{json.dumps(str(k))}: {emit(v, depth + 1)}" for k, v in x.items()]
+            return "{\n" + ",\n".join(body) + f"\n{pad}}}"
+        return "[\n" + ",\n".join(f"{inner}{emit(v, depth + 1)}" for v in x) + f"\n{pad}]"
+
+    return emit(doc, 0) + "\n"
+
+
+def summary_page(name: str, summary: dict) -> str:
+    """A plain ``NAME.md``: the script, and every number of the summary by its key (lists left out)."""
+    rows = []
+
+    def walk(x, key: str) -> None:
+        if isinstance(x, dict):
+            for k, v in x.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif not isinstance(x, list):
+            rows.append(f"| `{key}` | {x:.4g} |" if isinstance(x, float) else f"| `{key}` | {x} |")
+
+    walk(summary, "")
+    return "\n".join([f"# {name}", "", f"Made by `python -m benchmarks.{name.split('_cuda')[0]}` "
+                      f"(`benchmarks/results/{name}.json`; lists of rows are in the JSON).", "",
+                      "| key | value |", "|---|---|", *rows]) + "\n"
+
+
+def write_results(name: str, summary: dict, raw: dict | None = None, page: str | None = None,
+                  results: Path = RESULTS) -> Path:
+    """Write ``NAME.json`` (``summary``), ``NAME.raw.json.gz`` (``raw``, when given) and ``NAME.md``
+    (``page``, else ``summary_page``) under ``results``; returns the JSON's path."""
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"{name}.json"
+    if raw is not None:
+        _atomic(results / f"{name}.raw.json.gz", gzip.compress(json.dumps(raw, separators=(",", ":")).encode(), 9, mtime=0))
+    # As deep as a reader can scan it, as flat as keeps the summary short.
+    text = to_json(summary, inline_depth=2)
+    for depth in range(8, 2, -1):
+        deeper = to_json(summary, inline_depth=depth)
+        if deeper.count("\n") <= MAX_LINES:
+            text = deeper
+            break
+    _atomic(path, text.encode())
+    _atomic(results / f"{name}.md", (summary_page(name, summary) if page is None else page).encode())
+    return path
+
+
+def read_results(name: str, results: Path = RESULTS) -> dict:
+    """``NAME.json`` with ``NAME.raw.json.gz``'s keys merged in ({} when there is none yet)."""
+    path = results / f"{name}.json"
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    raw = results / f"{name}.raw.json.gz"
+    if raw.is_file():
+        doc.update(json.loads(gzip.decompress(raw.read_bytes())))
+    return doc
+
+
+def _atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+# --- the ranking sets ------------------------------------------------------------------------
+def pack_genome(genome: dict) -> dict:
+    """Edges as row-to-row differences in int16, base64: a third of the gzipped JSON lists' size."""
+    if "edges" not in genome:
+        return genome
+    e = np.asarray(genome["edges"], dtype=np.int64).reshape(-1, 2)
+    delta = np.diff(e, axis=0, prepend=np.zeros((1, 2), dtype=np.int64)).astype(np.int16)
+    return {**{k: v for k, v in genome.items() if k != "edges"}, "edges_delta_int16": base64.b64encode(delta.tobytes()).decode()}
+
+
+def unpack_genome(genome: dict) -> dict:
+    """``pack_genome`` undone (a genome saved unpacked is returned as it is)."""
+    if "edges_delta_int16" not in genome:
+        return genome
+    delta = np.frombuffer(base64.b64decode(genome["edges_delta_int16"]), dtype=np.int16).reshape(-1, 2)
+    edges = np.cumsum(delta.astype(np.int64), axis=0)
+    return {**{k: v for k, v in genome.items() if k != "edges_delta_int16"}, "edges": edges.tolist()}
+
+
+def load_ranking_sets(path: Path = RANKING_SETS) -> dict:
+    """The saved sets: ``{"broad": [...], "lineage": [...], ...}``, each entry with genome and truth."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; build it with python -m benchmarks.ranking_sets")
+    doc = json.loads(gzip.decompress(path.read_bytes()))
+    for name in ("broad", "lineage"):
+        for entry in doc.get(name, []):
+            entry["genome"] = unpack_genome(entry["genome"])
+    return doc
+
+
+def save_ranking_sets(doc: dict, path: Path = RANKING_SETS) -> None:
+    packed = {**doc, **{name: [{**e, "genome": pack_genome(e["genome"])} for e in doc[name]]
+                        for name in ("broad", "lineage") if name in doc}}
+    _atomic(path, gzip.compress(json.dumps(packed, separators=(",", ":")).encode(), 9))
+
+
+def with_truth(doc: dict, name: str) -> list[dict]:
+    """The entries of set ``name`` whose ground truth has both seeds (a set being built has fewer)."""
+    return [e for e in doc.get(name, []) if len(e.get("acc", [])) >= 2]

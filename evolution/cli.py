@@ -1,0 +1,64 @@
+"""What every neuronas command shares: bad input as one line and exit code 2 (``guarded``), the fit
+CLI of a LightningModule (``module_cli``, used by the supernet's and the hypernet's ``fit``), and
+the class a config's ``class_path`` names (``import_class``). Plugins import this module, never
+``evolution.__main__``."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+
+def guarded(command, args: list[str]) -> int:
+    """Run ``command(args)``; print bad input as one line and return 2, divergence 1, Ctrl-C 130."""
+    import logging
+    import warnings
+
+    from jsonargparse import ArgumentError
+
+    # Our CLIs pass their own argument lists to LightningCLI on purpose; the seed is in the config.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    for name in ("lightning.fabric.utilities.seed", "lightning.pytorch.utilities.seed"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        command(args)
+    except (ValueError, FileNotFoundError, ArgumentError) as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
+    except FloatingPointError as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def one_line(err: BaseException, limit: int = 400) -> str:
+    """``err`` as one line of at most ``limit`` characters."""
+    # jsonargparse spreads a type error over several lines ("Parser key ...:", then the reason):
+    # fold them into one, and name the innermost cause of a failed instantiation.
+    while err.__cause__ is not None and isinstance(err.__cause__, (ValueError, FileNotFoundError)):
+        err = err.__cause__
+    text = " ".join(l.strip() for l in str(err).splitlines() if l.strip()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def import_class(class_path: str):
+    """The object a dotted ``class_path`` (``oneshot.estimator.SupernetEstimator``) names; a
+    ``ValueError`` naming it when there is none."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ValueError(f"class_path {class_path!r} names nothing importable ({err})") from None
+
+
+def module_cli(module, args: list[str]) -> None:
+    """LightningCLI (fit / validate / test) of a LightningModule that takes the data's ``input_shape``
+    and ``num_classes``: the supernet's and the hypernet's commands."""
+    import lightning.pytorch as pl
+
+    from evolution.train import DataShapeCLI, LoggerSaveConfigCallback
+
+    DataShapeCLI(module, pl.LightningDataModule, subclass_mode_data=True, args=args,
+                 parser_kwargs={"exit_on_error": False}, save_config_callback=LoggerSaveConfigCallback,
+                 save_config_kwargs={"overwrite": True})
