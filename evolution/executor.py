@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 
 @dataclass
@@ -25,14 +25,17 @@ class LocalExecutor:
 
     name = "local"
 
-    def map(self, fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any]) -> list[Any]:
-        out = []
-        for item in items:
+    def imap(self, fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+        """(index, result) of each item as it finishes: here, in order."""
+        for i, item in enumerate(items):
             try:
-                out.append(fn(shared, item))
+                yield i, fn(shared, item)
             except Exception as err:  # recorded as the candidate's error, as a Ray task's would be
-                out.append(Failed(f"{type(err).__name__}: {err}"))
-        return out
+                yield i, Failed(f"{type(err).__name__}: {err}")
+
+    def map(self, fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any]) -> list[Any]:
+        """The results in the items' order."""
+        return [r for _, r in sorted(self.imap(fn, shared, items), key=lambda t: t[0])]
 
 
 class RayExecutor:
@@ -78,22 +81,30 @@ class RayExecutor:
             self._shared = (id(shared), self.ray.put(shared))
         return self._shared[1]
 
-    def map(self, fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any]) -> list[Any]:
+    def imap(self, fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+        """(index, result) of each item as its task finishes (all submitted at once)."""
         ref = self._put(shared)
         task = self._task.options(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.retries,
                                   retry_exceptions=True)
         threads = max(1, int(self.num_cpus))
-        pending = [task.remote(fn, ref, item, threads) for item in items]
-        out = []
-        for p in pending:
-            try:
-                out.append(self.ray.get(p))
-            except self.ray.exceptions.RayTaskError as err:
-                cause = err.cause if getattr(err, "cause", None) is not None else err
-                out.append(Failed(f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1]}"))
-            except self.ray.exceptions.RayError as err:  # a worker that died on every try
-                out.append(Failed(f"{type(err).__name__}: {str(err).strip().splitlines()[0]}"))
-        return out
+        index = {task.remote(fn, ref, item, threads): i for i, item in enumerate(items)}
+        pending = list(index)
+        while pending:
+            ready, pending = self.ray.wait(pending, num_returns=1)
+            yield index[ready[0]], self._get(ready[0])
+
+    def map(self, fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any]) -> list[Any]:
+        """The results in the items' order."""
+        return [r for _, r in sorted(self.imap(fn, shared, items), key=lambda t: t[0])]
+
+    def _get(self, ref) -> Any:
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayTaskError as err:
+            cause = err.cause if getattr(err, "cause", None) is not None else err
+            return Failed(f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1]}")
+        except self.ray.exceptions.RayError as err:  # a worker that died on every try
+            return Failed(f"{type(err).__name__}: {str(err).strip().splitlines()[0]}")
 
     def shutdown(self) -> None:
         self.ray.shutdown()

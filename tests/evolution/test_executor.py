@@ -1,4 +1,5 @@
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import pytest
 from evolution.__main__ import main as cli
 from evolution.executor import Failed, LocalExecutor, make_executor
 from evolution.search import Search, SearchSettings
+from evolution.verify import verify
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--config", str(REPO / "configs/search/digits.yaml"), "--population", "6", "--children", "3",
@@ -78,5 +80,13 @@ def test_ray_search_matches_local_and_a_failing_task_is_retried_then_recorded(tm
         assert cli(["search", *TINY, "--iterations", "1", "--run_dir", str(local)]) == 0
         assert cli(["search", *TINY, "--iterations", "1", "--run_dir", str(remote), "--search.executor", "ray"]) == 0
         assert _records(remote) == _records(local) and len(_records(local)) == 6 + 3
+
+        # verify's retraining as Ray tasks: the same figures as one after another here.
+        shutil.copytree(local, tmp_path / "local2")
+        figures = []
+        for run, how in ((local, "local"), (tmp_path / "local2", "ray")):
+            doc = verify(str(run), top_k=2, epochs=1, progress=False, executor=how)
+            figures.append(sorted((c["id"], c["val_acc"], c["test_acc"]) for c in doc["candidates"]))
+        assert figures[0] == figures[1] and len(figures[0]) >= 2
     finally:
         ray.shutdown()
