@@ -27,12 +27,13 @@ from evolution.network import SparseNet
 class Estimate:
     """``score``: estimated validation accuracy (higher is better); ``seconds`` it cost;
     ``error``: why the genome failed (score is then NaN); ``state``: trained keyed weights, for
-    Lamarckian children."""
+    Lamarckian children; ``cpu_seconds``: CPU time spent in another process (an executor's task) on it."""
 
     score: float
     seconds: float
     error: str | None = None
     state: dict[str, Tensor] | None = field(default=None, repr=False)
+    cpu_seconds: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -249,9 +250,10 @@ def train_job(est: TrainEstimator, item: tuple[Genome, Parent | None]) -> Estima
     """One candidate trained by ``est`` as an executor's job: a divergence is the candidate's result,
     any other error raises (the executor retries it, then records it)."""
     genome, parent = item
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     try:
         score, state = est._train(genome, parent)
     except FloatingPointError as err:
-        return Estimate(float("nan"), time.perf_counter() - start, str(err))
-    return Estimate(score, time.perf_counter() - start, None, state if est.keep_state else None)
+        return Estimate(float("nan"), time.perf_counter() - start, str(err), cpu_seconds=time.process_time() - cpu)
+    return Estimate(score, time.perf_counter() - start, None, state if est.keep_state else None,
+                    time.process_time() - cpu)
