@@ -143,7 +143,7 @@ class Metered:
     def __init__(self, inner, ledger: Path, truth: Truth | None = None) -> None:
         self.inner, self.truth, self.log = inner, truth, Ledger(ledger)
         self.done = {(r["iteration"], r["key"]): r for r in self.log.rows}
-        self.replayed, self.iteration = 0.0, 0
+        self.replayed, self.remote, self.iteration = 0.0, 0.0, 0
         # Training estimators cost seconds per candidate: keep each as it finishes.
         self.chunk = 1 if isinstance(inner, TrainEstimator) else None
 
@@ -154,7 +154,8 @@ class Metered:
         parents = list(parents) if parents is not None else [None] * len(genomes)
         keys = [genome_key(g) for g in genomes]
         todo = [i for i, k in enumerate(keys) if (self.iteration, k) not in self.done]
-        step = self.chunk or max(1, len(todo))
+        tasks = getattr(getattr(self.inner, "executor", None), "name", "local") != "local"
+        step = max(1, len(todo)) if tasks or not self.chunk else self.chunk
         for s in range(0, len(todo), step):
             idx = todo[s:s + step]
             if self.truth is not None:
@@ -163,7 +164,10 @@ class Metered:
             else:
                 start = time.process_time()
                 out = self.inner.estimate([genomes[i] for i in idx], [parents[i] for i in idx])
-                cpus = [(time.process_time() - start) / len(idx)] * len(idx)
+                # An executor's tasks spend their CPU-seconds in other processes: each reports its own.
+                own = (time.process_time() - start) / len(idx)
+                cpus = [own + (e.cpu_seconds or 0.0) for e in out]
+                self.remote += sum(e.cpu_seconds or 0.0 for e in out)
             for i, e, c in zip(idx, out, cpus):
                 row = {"iteration": self.iteration, "key": keys[i], "score": e.score, "error": e.error, "cpu": c}
                 self.log.add(row)
@@ -241,8 +245,10 @@ def _class(path: str):
     return getattr(importlib.import_module(module), name)
 
 
-def run_arm(name: str, preset: str, cfg: dict, seed: int, data, truth: Truth, out: Path, budget: float) -> dict:
-    """One arm on one seed, resumed from ``out``; returns its result (also written to result.json)."""
+def run_arm(name: str, preset: str, cfg: dict, seed: int, data, truth: Truth, out: Path, budget: float,
+            execution: dict | None = None) -> dict:
+    """One arm on one seed, resumed from ``out``; returns its result (also written to result.json).
+    ``execution``: SearchSettings' executor fields, for arms whose estimator trains candidates."""
     arm = load_arm(name, preset)
     budget = budget * float(arm.get("budget_factor", 1.0))
     out.mkdir(parents=True, exist_ok=True)
@@ -266,7 +272,9 @@ def run_arm(name: str, preset: str, cfg: dict, seed: int, data, truth: Truth, ou
         inner = build_estimator(_with_seed(spec, seed), data, str(ckpt) if arm.get("fit") else None, f"arm {name}")
         metered_truth = None
     est = Metered(inner, out / "estimates.jsonl", metered_truth)
+    execution = execution if hasattr(inner, "use_executor") else None
     settings = SearchSettings(run_dir=str(out / "search"), seed=seed, iterations=10**6, progress=False,
+                              **(execution or {}),
                               objectives=("error", "flops"), **cfg["search"])
     search = (RandomSearch if arm.get("sampler") == "random" else Search)(settings, data, est)
     start = time.process_time()
@@ -280,7 +288,7 @@ def run_arm(name: str, preset: str, cfg: dict, seed: int, data, truth: Truth, ou
     base = iters[-1]["cpu"] if iters else fit_cpu
 
     def spent() -> float:
-        return base + time.process_time() - start + est.replayed
+        return base + time.process_time() - start + est.replayed + est.remote
 
     def record() -> None:
         ok = _ok_records(search)
@@ -363,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default=str(common.CACHE / "search_cost"), help="work files")
     ap.add_argument("--results", default=str(common.RESULTS), help="where the results go")
     ap.add_argument("--report-only", action="store_true", help="rebuild the JSON / page from finished arms")
+    ap.add_argument("--executor", default="local", choices=("local", "ray"),
+                    help="where training-based arms train candidates (their tasks' CPU-seconds are counted)")
+    ap.add_argument("--ray-address", default=None, help="Ray cluster for --executor ray (default: a local Ray)")
     ap.add_argument("--profile", action="store_true", help="write each arm's cProfile (by cumulative time) to "
                     "WORK/PRESET/ARM/seedK/profile.txt")
     args = ap.parse_args(argv)
@@ -386,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 prof = cProfile.Profile() if args.profile else None
                 res = (prof.runcall if prof else _call)(run_arm, name, key if key in PRESETS else "digits", cfg,
-                                                         seed, data, truth, out, args.budget or cfg["budget"])
+                                                         seed, data, truth, out, args.budget or cfg["budget"],
+                                                         {"executor": args.executor, "ray_address": args.ray_address})
                 if prof:
                     with open(out / "profile.txt", "w") as f:
                         pstats.Stats(prof, stream=f).sort_stats("cumulative").print_stats(40)

@@ -27,12 +27,13 @@ from evolution.network import SparseNet
 class Estimate:
     """``score``: estimated validation accuracy (higher is better); ``seconds`` it cost;
     ``error``: why the genome failed (score is then NaN); ``state``: trained keyed weights, for
-    Lamarckian children."""
+    Lamarckian children; ``cpu_seconds``: CPU time spent in another process (an executor's task) on it."""
 
     score: float
     seconds: float
     error: str | None = None
     state: dict[str, Tensor] | None = field(default=None, repr=False)
+    cpu_seconds: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -154,6 +155,16 @@ class TrainEstimator:
         if hasattr(initializer, "check_data"):  # predictions made for another data shape mean nothing
             initializer.check_data(data)
         self._tensors: dict[str, tuple[Tensor, Tensor]] = {}
+        self.executor = None
+        self._worker: TrainEstimator | None = None
+
+    def use_executor(self, executor) -> None:
+        """Train the candidates of each ``estimate`` call as the executor's jobs (``evolution.executor``)."""
+        self.executor, self._worker = executor, None
+
+    def __getstate__(self) -> dict:
+        # What a Ray task receives: the split tensors, not the DataModule or the executor.
+        return {**self.__dict__, "data": None, "executor": None, "_worker": None}
 
     def _split(self, name: str) -> tuple[Tensor, Tensor]:
         if name not in self._tensors:
@@ -165,7 +176,15 @@ class TrainEstimator:
 
     def estimate(self, genomes: Sequence[Genome], parents: Sequence[Parent | None] | None = None) -> list[Estimate]:
         parents = parents or [None] * len(genomes)
-        return [self._one(g, p) for g, p in zip(genomes, parents)]
+        if self.executor is None or self.executor.name == "local":
+            return [self._one(g, p) for g, p in zip(genomes, parents)]
+        if self._worker is None:  # one copy with its tensors, put in the executor's store once
+            self._split("train"), self._split("val")
+            self._worker = self
+        from evolution.executor import Failed
+
+        out = self.executor.map(train_job, self._worker, list(zip(genomes, parents)))
+        return [Estimate(float("nan"), 0.0, r.error) if isinstance(r, Failed) else r for r in out]
 
     def _one(self, genome: Genome, parent: Parent | None) -> Estimate:
         start = time.perf_counter()
@@ -225,3 +244,16 @@ class TrainEstimator:
             logits = finite(net(x[i:i + 4096]), None)
             correct += int((logits.argmax(1) == y[i:i + 4096]).sum())
         return correct / len(y)
+
+
+def train_job(est: TrainEstimator, item: tuple[Genome, Parent | None]) -> Estimate:
+    """One candidate trained by ``est`` as an executor's job: a divergence is the candidate's result,
+    any other error raises (the executor retries it, then records it)."""
+    genome, parent = item
+    start, cpu = time.perf_counter(), time.process_time()
+    try:
+        score, state = est._train(genome, parent)
+    except FloatingPointError as err:
+        return Estimate(float("nan"), time.perf_counter() - start, str(err), cpu_seconds=time.process_time() - cpu)
+    return Estimate(score, time.perf_counter() - start, None, state if est.keep_state else None,
+                    time.process_time() - cpu)

@@ -64,6 +64,10 @@ class Candidate:
                 "error": self.error}
 
 
+# Where candidates run, not what the search does: a run may resume on another executor.
+EXECUTION = ("executor", "ray_address", "ray_cpus", "ray_gpus", "ray_retries")
+
+
 @dataclass(frozen=True)
 class SearchSettings:
     """What a search does (the estimator and data are configured beside it).
@@ -93,6 +97,13 @@ class SearchSettings:
         rank_check_steps: training steps of each check (the cheap truth).
         rank_check_warn: the tau below which the search warns that its estimator misleads it.
         wandb: Weights & Biases logging (off unless ``wandb.project`` is set).
+        executor: where training-based estimators train each generation's children: ``local`` (this
+            process) or ``ray`` (Ray tasks; the same history for the same seed).
+        ray_address: the Ray cluster (``auto``: the one ``ray start`` began here); none: a local Ray.
+        ray_cpus: CPUs each Ray task reserves.
+        ray_gpus: GPUs each Ray task reserves.
+        ray_retries: times a Ray task that raised is run again before it is recorded as the
+            candidate's error.
     """
 
     run_dir: str = "runs/search"
@@ -115,6 +126,11 @@ class SearchSettings:
     rank_check_steps: int = 200
     rank_check_warn: float = 0.3
     wandb: WandbSettings = WandbSettings()
+    executor: str = "local"
+    ray_address: str | None = None
+    ray_cpus: float = 1
+    ray_gpus: float = 0
+    ray_retries: int = 1
 
     def __post_init__(self) -> None:
         if isinstance(self.rates, dict):  # from a plain config
@@ -176,12 +192,24 @@ class Search:
         self.checks: list[dict] = []
         self.last_check_tau = float("nan")
         self.tracker: Tracker | None = None
+        if settings.executor != "local":
+            self._use_executor()
 
     def _identity(self) -> dict:
         """What must match for a run directory to be resumed: all but the iteration budget and UI."""
-        d = {k: v for k, v in asdict(self.s).items() if k not in ("iterations", "progress", "run_dir", "wandb")}
+        d = {k: v for k, v in asdict(self.s).items() if k not in ("iterations", "progress", "run_dir", "wandb")
+             and k not in EXECUTION}
         cfg = {k: v for k, v in self.config.items() if k not in ("iterations", "progress", "run_dir", "resume", "config")}
         return {"settings": d, "config": cfg, "space": self.space.to_dict()}
+
+    def _use_executor(self) -> None:
+        from evolution.executor import make_executor
+
+        if not hasattr(self.estimator, "use_executor"):
+            raise ValueError(f"executor {self.s.executor!r}: {type(self.estimator).__name__} scores in this process; "
+                             "training-based estimators (TrainEstimator) take an executor")
+        self.estimator.use_executor(make_executor(self.s.executor, self.s.ray_address, self.s.ray_cpus,
+                                                  self.s.ray_gpus, self.s.ray_retries))
 
     # --- candidates ----------------------------------------------------------------------------
     def _estimate(self, genomes: list[Genome], parents: list[Candidate | None], hows: list[Inheritance]) -> list[Candidate]:

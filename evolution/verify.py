@@ -138,6 +138,12 @@ def retrain(genome: Genome, data, out_dir: Path, epochs: int, lr: float, seed: i
     return {"val_acc": acc["val"], "test_acc": acc["test"], "train_seconds": seconds}
 
 
+def _retrain_job(shared: tuple, job: tuple) -> dict:
+    data, epochs, lr, seed, accelerator, initializer = shared
+    genome, out_dir, state = job
+    return retrain(genome, data, out_dir, epochs, lr, seed, accelerator, state, initializer)
+
+
 def rank_figures(est: np.ndarray, truth: np.ndarray, k: int) -> dict:
     """Kendall tau, Spearman and precision@k of estimates against retrained accuracies."""
     if len(est) < 2:
@@ -149,7 +155,9 @@ def rank_figures(est: np.ndarray, truth: np.ndarray, k: int) -> dict:
 
 
 def verify(run_dir: str, top_k: int = 10, epochs: int = 20, lr: float = 3e-3, init: str = "scratch", seed: int = 0,
-           accelerator: str = "cpu", progress: bool = True, initializer: Initializer | None = None) -> dict:
+           accelerator: str = "cpu", progress: bool = True, initializer: Initializer | None = None,
+           executor: str = "local", ray_address: str | None = None, ray_cpus: float = 1, ray_gpus: float = 0,
+           ray_retries: int = 1) -> dict:
     """Retrain the top-k and the front of ``run_dir`` (resumable); returns and writes ``verify.json``.
 
     Args:
@@ -167,6 +175,10 @@ def verify(run_dir: str, top_k: int = 10, epochs: int = 20, lr: float = 3e-3, in
         seed: training seed.
         accelerator: Lightning accelerator.
         progress: print a line per candidate.
+        executor: ``local`` retrains the candidates one after another; ``ray`` as Ray tasks (the
+            same figures: each is seeded by ``seed`` alone), written to verify.json as each finishes.
+            Across machines the run directory must be on a shared file system.
+        ray_address, ray_cpus, ray_gpus, ray_retries: as ``SearchSettings``'.
     """
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # a line per candidate is enough
     if top_k < 0 or epochs < 0:
@@ -200,12 +212,16 @@ def verify(run_dir: str, top_k: int = 10, epochs: int = 20, lr: float = 3e-3, in
         initializer = search_estimator(run, data, state)
     if hasattr(initializer, "check_data"):  # predictions for another dataset's inputs would mean nothing
         initializer.check_data(data)
-    for i, r in enumerate(chosen):
-        if r["id"] in done:
-            continue
-        genome = Genome.load(run / "genomes" / f"{r['id']}.json")
-        state = _inherited_state(run, r["id"]) if init == "inherited" else None
-        res = retrain(genome, data, run / "verify" / str(r["id"]), epochs, lr, seed, accelerator, state, initializer)
+    todo = [r for r in chosen if r["id"] not in done]
+    jobs = [(Genome.load(run / "genomes" / f"{r['id']}.json"), run / "verify" / str(r["id"]),
+             _inherited_state(run, r["id"]) if init == "inherited" else None) for r in todo]
+    from evolution.executor import Failed, make_executor
+
+    ex = make_executor(executor, ray_address, ray_cpus, ray_gpus, ray_retries)
+    for i, res in ex.imap(_retrain_job, (data, epochs, lr, seed, accelerator, initializer), jobs):
+        r, state = todo[i], jobs[i][2]
+        if isinstance(res, Failed):
+            raise RuntimeError(f"retraining candidate {r['id']} failed: {res.error}")
         done[r["id"]] = {"id": r["id"], "estimate": r["score"], **res, "flops": r["flops"], "params": r["params"],
                          "edges": r["edges"], "estimate_seconds": r["seconds"], "on_front": r["on_front"],
                          "in_top_k": r["in_top_k"], "inherited": state is not None}

@@ -112,7 +112,7 @@ class HypernetModule(pl.LightningModule):
         genomes = self.sampler.sample(self.rng, self.hparams.genomes_per_step)
         loss = hypernet_loss(self.model, genomes, x, y, self.hparams.readout, self.hparams.ridge, self.readout_scale)
         finite(loss, self.global_step, "hypernet training")
-        self.log("train_loss", loss, prog_bar=True, batch_size=len(y), on_step=False, on_epoch=True)
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(y), on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -120,9 +120,9 @@ class HypernetModule(pl.LightningModule):
         logits = self(self.panel, x)
         accs = torch.stack([(z.argmax(1) == y).float().mean() for z in logits])
         for i, acc in enumerate(accs):
-            self.log(f"val_acc_panel{i}", acc, batch_size=len(y))
-        self.log("val_acc", accs.mean(), prog_bar=True, batch_size=len(y))
-        self.log("val_loss", torch.stack([F.cross_entropy(z, y) for z in logits]).mean(), batch_size=len(y))
+            self.log(f"val_acc_panel{i}", acc, batch_size=len(y), sync_dist=True)
+        self.log("val_acc", accs.mean(), prog_bar=True, batch_size=len(y), sync_dist=True)
+        self.log("val_loss", torch.stack([F.cross_entropy(z, y) for z in logits]).mean(), batch_size=len(y), sync_dist=True)
 
     def configure_optimizers(self):
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)

@@ -97,7 +97,7 @@ class SupernetModule(pl.LightningModule):
         else:
             loss = supernet_loss(self.supernet, genomes, x, y, self.hparams.distill)
         finite(loss, self.global_step, "supernet training")
-        self.log("train_loss", loss, prog_bar=True, batch_size=len(y), on_step=False, on_epoch=True)
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(y), on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -108,9 +108,9 @@ class SupernetModule(pl.LightningModule):
             acc = (logits.argmax(1) == y).float().mean()
             accs.append(acc)
             losses.append(F.cross_entropy(logits, y))
-            self.log(f"val_acc_panel{i}", acc, batch_size=len(y))
-        self.log("val_acc", torch.stack(accs).mean(), prog_bar=True, batch_size=len(y))
-        self.log("val_loss", torch.stack(losses).mean(), batch_size=len(y))
+            self.log(f"val_acc_panel{i}", acc, batch_size=len(y), sync_dist=True)
+        self.log("val_acc", torch.stack(accs).mean(), prog_bar=True, batch_size=len(y), sync_dist=True)
+        self.log("val_loss", torch.stack(losses).mean(), batch_size=len(y), sync_dist=True)
 
     def configure_optimizers(self):
         return LazyAdam(list(self.parameters()), lr=self.hparams.lr, rows=self.supernet.touched_rows)
