@@ -15,9 +15,9 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from torch import Tensor
 
 from evolution import checkpoints, seeds
-from evolution.estimators import finite
 from evolution.genome import Genome
 from evolution.network import SparseNet
+from evolution.scoring import finite
 
 
 def resolve_genome(genome: str, input_shape: tuple[int, ...] | None, num_classes: int | None,

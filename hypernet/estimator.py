@@ -11,10 +11,11 @@ import torch
 from torch import Tensor
 
 from evolution import checkpoints
-from evolution.estimators import Estimate, Parent, finite, population_steps
+from evolution.estimators import Estimate, Parent
 from evolution.genome import Genome
 from evolution.network import SparseNet, compile, sparse_forward
 from evolution.readout import ridge_readout
+from evolution.scoring import finite, population_steps
 from hypernet.init import predicted_sparsenet
 from hypernet.module import HypernetModule, hypernet_loss, predict
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from evolution.estimators import finite
+from evolution.scoring import finite
 from evolution.train import cosine_to_zero
 from evolution.genome import Genome, SearchSpace
 from evolution.network import Weights, compile, sparse_forward, tied

@@ -10,10 +10,11 @@ import numpy as np
 import torch
 
 from evolution.checkpoints import check_data, load_module
-from evolution.estimators import Estimate, Parent, finite, population_steps
+from evolution.estimators import Estimate, Parent
 from evolution.genome import Genome
 from evolution.network import SparseNet, sparse_forward
 from evolution.readout import ridge_readout
+from evolution.scoring import finite, population_steps
 from oneshot.optim import LazyAdam
 from oneshot.module import SupernetModule, supernet_loss
 

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from evolution.estimators import finite
 from evolution.genome import Genome, SearchSpace
 from evolution.readout import readout_loss
 from evolution.sampling import GenomeSampler
+from evolution.scoring import finite
 from oneshot.optim import LazyAdam
 from oneshot.supernet import FewShotSupernet, Supernet
 
