@@ -1,10 +1,13 @@
-"""What every estimator and trainer shares, below the estimators and the plugins: ``finite`` (a loss
-or logits checked for divergence, as one line) and ``population_steps`` (the draws of a
-population-guided update)."""
+"""What the estimators and trainers share, below the estimators and the plugins: ``finite`` (a loss
+or logits checked for divergence, as one line); validation accuracy in chunks (``correct_counts``,
+``accuracy``); and the population-guided update of the supernet and hypernet estimators
+(``population_steps``, ``population_update``, and ``update_state`` / ``load_update_state``, what
+such an estimator saves with a search's state)."""
 from __future__ import annotations
 
+import copy
 import math
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -36,3 +39,55 @@ def finite(value: Tensor, step: int | None, what: str = "training") -> Tensor:
         got = f"loss is {value.item()}" if value.numel() == 1 else "its outputs are not finite"
         raise FloatingPointError(f"{what} diverged {at}: {got}; lower the learning rate")
     return value
+
+
+CHUNK = 4096  # validation examples per forward, so large splits stay within memory
+
+
+@torch.no_grad()
+def correct_counts(forwards: Sequence[Callable[[Tensor], Tensor]], x: Tensor, y: Tensor,
+                   chunk: int = CHUNK) -> Tensor:
+    """How many examples of ``x`` each of ``forwards`` (a network: examples to logits) classifies as
+    ``y``: an int64 tensor on ``y``'s device, one count per network, ``chunk`` examples per forward."""
+    correct = torch.zeros(len(forwards), dtype=torch.long, device=y.device)
+    for i in range(0, len(y), chunk):
+        correct += torch.stack([(f(x[i:i + chunk]).argmax(1) == y[i:i + chunk]).sum() for f in forwards])
+    return correct
+
+
+def accuracy(forward: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, chunk: int = CHUNK) -> float:
+    """The share of ``x`` that ``forward`` classifies as ``y`` (``correct_counts`` of one network)."""
+    return int(correct_counts([forward], x, y, chunk)[0]) / len(y)
+
+
+def population_update(opt: torch.optim.Optimizer, lr: float, steps: int, rng: np.random.Generator,
+                      population: Sequence[Genome], genomes_per_step: int, train: tuple[Tensor, Tensor],
+                      batch_size: int, loss: Callable[[list[Genome], Tensor, Tensor], Tensor], what: str) -> None:
+    """``steps`` (>= 1) steps of ``opt`` on ``loss(genomes, x, y)`` over the draws of
+    ``population_steps``, each loss checked by ``finite`` (naming ``what``) before its step moves a weight."""
+    for step, (genomes, x, y) in enumerate(population_steps(opt, lr, steps, rng, population, genomes_per_step,
+                                                            train, batch_size)):
+        value = finite(loss(genomes, x, y), step, what)
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+    with torch.no_grad():  # the last step's result: a blown-up model would score every child at chance
+        finite(loss(genomes, x, y), steps, what)
+
+
+def update_state(name: str, model: torch.nn.Module, rng: np.random.Generator,
+                 opt: torch.optim.Optimizer | None) -> dict:
+    """What a population-trained estimator saves with a search's state, so a resumed search continues
+    the same ``model`` (saved under ``name``), draws and optimizer (None: the estimator does not update)."""
+    # A snapshot, not live references: the model keeps training after this call.
+    return copy.deepcopy({name: model.state_dict(), "rng": rng.bit_generator.state,
+                          "opt": None if opt is None else opt.state_dict()})
+
+
+def load_update_state(state: dict, name: str, model: torch.nn.Module, rng: np.random.Generator,
+                      opt: torch.optim.Optimizer | None) -> None:
+    """Give ``model``, ``rng`` and ``opt`` back what ``update_state`` saved."""
+    model.load_state_dict(state[name])
+    rng.bit_generator.state = state["rng"]
+    if opt is not None and state["opt"] is not None:
+        opt.load_state_dict(state["opt"])

@@ -17,7 +17,7 @@ from evolution.estimators import Estimate, Initializer, Parent
 from evolution.genome import Genome
 from evolution.morphism import child_state
 from evolution.network import SparseNet
-from evolution.scoring import finite
+from evolution.scoring import accuracy, finite
 
 
 def genome_seed(genome: Genome, seed: int) -> int:
@@ -140,13 +140,8 @@ class TrainEstimator:
     def score(self, net: SparseNet) -> float:
         """Validation accuracy in chunks (inference kernel)."""
         net.eval()
-        x, y = self._split("val")
-        correct = 0
-        for i in range(0, len(y), 4096):
-            # finite() saw every loss but the one after the last step: a blown-up net scores chance, not an error.
-            logits = finite(net(x[i:i + 4096]), None)
-            correct += int((logits.argmax(1) == y[i:i + 4096]).sum())
-        return correct / len(y)
+        # finite() saw every loss but the one after the last step: a blown-up net scores chance, not an error.
+        return accuracy(lambda x: finite(net(x), None), *self._split("val"))
 
 
 def train_job(est: TrainEstimator, item: tuple[Genome, Parent | None]) -> Estimate:

@@ -1,8 +1,8 @@
 """``HypernetEstimator``: scores genomes with the weights a trained hypernetwork predicts for them."""
 from __future__ import annotations
 
-import copy
 import time
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -15,11 +15,9 @@ from evolution.estimators import Estimate, Parent
 from evolution.genome import Genome
 from evolution.network import SparseNet, compile, sparse_forward
 from evolution.readout import ridge_readout
-from evolution.scoring import finite, population_steps
+from evolution.scoring import correct_counts, load_update_state, population_update, update_state
 from hypernet.init import predicted_sparsenet
 from hypernet.module import HypernetModule, hypernet_loss, predict
-
-CHUNK = 4096  # validation examples per forward, so large splits stay within memory
 
 
 class HypernetEstimator:
@@ -99,10 +97,7 @@ class HypernetEstimator:
         if self.readout:
             x_fit, y_fit = self.train[0][:self.readout], self.train[1][:self.readout]
             weights = [ridge_readout(p, w, x_fit, y_fit, self.ridge) for p, w in zip(plans, weights)]
-        correct = torch.zeros(len(genomes), device=self.device)
-        for i in range(0, len(y), CHUNK):
-            correct += torch.stack([(sparse_forward(p, w, x[i:i + CHUNK]).argmax(1) == y[i:i + CHUNK]).sum()
-                                    for p, w in zip(plans, weights)])
+        correct = correct_counts([partial(sparse_forward, p, w) for p, w in zip(plans, weights)], x, y)
         return (correct / len(y)).tolist()
 
     def estimate(self, genomes: Sequence[Genome], parents: Sequence[Parent | None] | None = None) -> list[Estimate]:
@@ -130,29 +125,17 @@ class HypernetEstimator:
         # A hypernet trained through the readout keeps training through it, on that many more examples.
         support = hp.get("readout", 0)
         scale = self.module.readout_scale.detach() if support else None  # not trained by the updates
-        for step, (genomes, x, y) in enumerate(population_steps(self.opt, self.lr, self.update_steps, self.rng,
-                                                                population, self.genomes_per_step, self.train,
-                                                                self.batch_size + support)):
-            loss = finite(hypernet_loss(model, genomes, x, y, support, hp.get("ridge", 1.0), scale), step,
-                          "hypernet update")
-            self.opt.zero_grad()
-            loss.backward()
-            self.opt.step()
-        with torch.no_grad():  # the last step's result: a blown-up hypernet would score every child at chance
-            finite(hypernet_loss(model, genomes, x, y, support, hp.get("ridge", 1.0), scale), self.update_steps,
-                   "hypernet update")
+        loss = partial(hypernet_loss, model, support=support, ridge=hp.get("ridge", 1.0), scale=scale)
+        population_update(self.opt, self.lr, self.update_steps, self.rng, population, self.genomes_per_step,
+                          self.train, self.batch_size + support, loss, "hypernet update")
         model.eval()
 
     def state_dict(self) -> dict:
         """What a search saves with its state, so a resumed search continues the same hypernet."""
-        return copy.deepcopy({"hypernet": self.module.model.state_dict(), "rng": self.rng.bit_generator.state,
-                              "opt": None if self.opt is None else self.opt.state_dict()})
+        return update_state("hypernet", self.module.model, self.rng, self.opt)
 
     def load_state_dict(self, state: dict) -> None:
-        self.module.model.load_state_dict(state["hypernet"])
-        self.rng.bit_generator.state = state["rng"]
-        if self.opt is not None and state["opt"] is not None:
-            self.opt.load_state_dict(state["opt"])
+        load_update_state(state, "hypernet", self.module.model, self.rng, self.opt)
 
     def _alone(self, genome: Genome) -> Estimate:
         start = time.perf_counter()

@@ -1,8 +1,8 @@
 """``SupernetEstimator``: scores genomes with the weights they inherit from a trained supernet."""
 from __future__ import annotations
 
-import copy
 import time
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -14,7 +14,7 @@ from evolution.estimators import Estimate, Parent
 from evolution.genome import Genome
 from evolution.network import SparseNet, sparse_forward
 from evolution.readout import ridge_readout
-from evolution.scoring import finite, population_steps
+from evolution.scoring import accuracy, finite, load_update_state, population_update, update_state
 from oneshot.optim import LazyAdam
 from oneshot.module import SupernetModule, supernet_loss
 
@@ -87,9 +87,7 @@ class SupernetEstimator:
         plan, weights = self.supernet.plan_for(genome), self._inherited(genome)
         if self.readout:
             weights = ridge_readout(plan, weights, self.train[0][:self.readout], self.train[1][:self.readout], self.ridge)
-        correct = sum(int((sparse_forward(plan, weights, x[i:i + 4096]).argmax(1) == y[i:i + 4096]).sum())
-                      for i in range(0, len(y), 4096))
-        return correct / len(y)
+        return accuracy(partial(sparse_forward, plan, weights), x, y)
 
     def _finetuned_score(self, genome: Genome) -> float:
         net = SparseNet(genome).to(self.device)
@@ -124,15 +122,8 @@ class SupernetEstimator:
             return
         # Annealed within each update, so the scores that follow do not favour the genomes drawn last
         # (docs/ranking.md compares annealed and constant-rate updates).
-        for step, (genomes, x, y) in enumerate(population_steps(self.opt, self.lr, self.update_steps, self.rng,
-                                                                population, self.genomes_per_step, self.train,
-                                                                self.batch_size)):
-            loss = finite(supernet_loss(self.supernet, genomes, x, y), step, "supernet update")
-            self.opt.zero_grad()
-            loss.backward()
-            self.opt.step()
-        with torch.no_grad():  # the last step's result: a blown-up bank would score every child at chance
-            finite(supernet_loss(self.supernet, genomes, x, y), self.update_steps, "supernet update")
+        population_update(self.opt, self.lr, self.update_steps, self.rng, population, self.genomes_per_step,
+                          self.train, self.batch_size, partial(supernet_loss, self.supernet), "supernet update")
 
     @torch.no_grad()
     def initialize(self, genome: Genome) -> SparseNet:
@@ -143,12 +134,7 @@ class SupernetEstimator:
 
     def state_dict(self) -> dict:
         """What a search saves with its state, so a resumed search continues the same supernet."""
-        # A snapshot, not live references: the supernet keeps training after this call.
-        return copy.deepcopy({"supernet": self.supernet.state_dict(), "rng": self.rng.bit_generator.state,
-                              "opt": None if self.opt is None else self.opt.state_dict()})
+        return update_state("supernet", self.supernet, self.rng, self.opt)
 
     def load_state_dict(self, state: dict) -> None:
-        self.supernet.load_state_dict(state["supernet"])
-        self.rng.bit_generator.state = state["rng"]
-        if self.opt is not None and state["opt"] is not None:
-            self.opt.load_state_dict(state["opt"])
+        load_update_state(state, "supernet", self.supernet, self.rng, self.opt)

@@ -42,3 +42,14 @@ def test_no_private_imports(package):
 def test_plugins_take_the_cli_helpers_from_evolution_cli(plugin):
     text = "\n".join(p.read_text() for p in (REPO / plugin).rglob("*.py"))
     assert "evolution.__main__" not in text and "from evolution.cli import guarded, module_cli" in text
+
+
+def test_the_estimators_helpers_come_from_their_own_room_not_the_hub():
+    # evolution.estimators re-exports them for old imports; the packages take them from evolution.scoring.
+    moved = {"finite", "population_steps"}
+    found = []
+    for path in sorted(p for package in PACKAGES for p in (REPO / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "evolution.estimators":
+                found += [f"{path.relative_to(REPO)}: {a.name}" for a in node.names if a.name in moved]
+    assert found == []
