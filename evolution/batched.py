@@ -43,8 +43,9 @@ class Stack:
     ``widths[l]``: padded width ``N_l`` of grid level ``l`` (0 where no genome has it; the inputs'
     entry is ``n_inputs``); ``counts`` ``(G, levels + 2)`` present neurons per genome and level;
     ``input_flat``/``input_edges``: the edges out of the inputs, as positions in the
-    ``(n_inputs, columns)`` matrix and indices into the edge vector; ``columns_at[l]``: where level
-    ``l``'s ``G * N_l`` columns start in it; ``norm_flat``/``norm_src``: per hidden grid level, the
+    ``(n_inputs, columns)`` matrix (a column per neuron they reach) and indices into the edge vector;
+    ``input_take[l]``: ``(G * N_l,)`` the column of each padded slot of level ``l`` (``columns``, a zero
+    column, where no input edge reaches it); ``norm_flat``/``norm_src``: per hidden grid level, the
     padded positions ``(g * N_l + j)`` of the genomes' hidden neurons and their indices into the
     stacked LayerNorm vectors; ``offsets``: per genome, its first edge, hidden neuron and output.
     """
@@ -55,7 +56,7 @@ class Stack:
     widths: list[int]
     counts: Tensor
     columns: int
-    columns_at: list[int]
+    input_take: list[Tensor | None]
     input_flat: Tensor
     input_edges: Tensor
     pairs: list[StackPair]
@@ -67,6 +68,7 @@ class Stack:
     def to(self, device: torch.device | str) -> "Stack":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return replace(self, counts=self.counts.to(device), input_flat=self.input_flat.to(device),
+                       input_take=[move(t) for t in self.input_take],
                        input_edges=self.input_edges.to(device),
                        pairs=[replace(p, flat=p.flat.to(device), edges=p.edges.to(device)) for p in self.pairs],
                        norm_flat=[move(t) for t in self.norm_flat], norm_src=[move(t) for t in self.norm_src],
@@ -108,12 +110,22 @@ def stack(genomes: list[Genome]) -> Stack:
     a, b = sp.level[e[:, 0]], sp.level[e[:, 1]]
     ls, ld = local[gid, e[:, 0]], local[gid, e[:, 1]]
     width = np.array(widths)
-    columns_at = np.concatenate([[0], np.cumsum(G * width[1:])])[:-1].tolist()
-    columns_at = [0] + columns_at  # indexed by grid level (level 0 has no columns)
-    columns = int(G * width[1:].sum())
     from_inputs = a == 0
-    col = np.asarray(columns_at)[b[from_inputs]] + gid[from_inputs] * width[b[from_inputs]] + ld[from_inputs]
+    # One column per neuron that input edges reach (not per padded slot: no GEMM work on padding or
+    # on neurons fed by hidden levels only); input_take[l] gathers level l's padded block from them.
+    fed = (np.asarray(b[from_inputs]) * G + gid[from_inputs]) * int(width.max()) + ld[from_inputs]
+    targets, col = np.unique(fed, return_inverse=True)
+    columns = len(targets)
     input_flat = e[from_inputs, 0] * columns + col
+    input_take: list[Tensor | None] = [None] * n_levels
+    t_level, rest = np.divmod(targets, G * int(width.max()))
+    t_genome, t_local = np.divmod(rest, int(width.max()))
+    for lvl in range(1, n_levels):
+        here = np.flatnonzero(t_level == lvl)
+        if len(here):
+            take = np.full(G * widths[lvl], columns)  # the zero column appended to the product
+            take[t_genome[here] * widths[lvl] + t_local[here]] = here
+            input_take[lvl] = _long(take)
     pairs = []
     inner = np.flatnonzero(~from_inputs)
     key = a[inner] * n_levels + b[inner]
@@ -138,7 +150,7 @@ def stack(genomes: list[Genome]) -> Stack:
         group_counts = np.array([g.n_weights for g in genomes])
         base = np.repeat(np.concatenate([[0], np.cumsum(group_counts)[:-1]]), n_edges)
         groups = _long(np.concatenate([g.groups for g in genomes]) + base)
-    return Stack(G, sp.n_inputs, sp.n_outputs, widths, torch.as_tensor(counts), columns, columns_at,
+    return Stack(G, sp.n_inputs, sp.n_outputs, widths, torch.as_tensor(counts), columns, input_take,
                  _long(input_flat), _long(np.flatnonzero(from_inputs)), pairs, norm_flat, norm_src, groups, offsets)
 
 
@@ -169,10 +181,10 @@ def stacked_levels(s: Stack, weights: Weights, x: Tensor, dtype: torch.dtype | N
     if len(s.input_edges):
         w = _scatter(s.n_inputs * s.columns, s.input_flat, edge.index_select(0, s.input_edges))
         y = x.to(dtype) @ w.view(s.n_inputs, s.columns)  # one GEMM: every genome, every level the inputs feed
-        for lvl in range(1, n_levels):
-            n = s.widths[lvl]
-            if n:
-                acc[lvl] = y[:, s.columns_at[lvl]:s.columns_at[lvl] + G * n].view(B, G, n).transpose(0, 1)
+        y = torch.cat([y, y.new_zeros(B, 1)], 1)
+        for lvl, take in enumerate(s.input_take):
+            if take is not None:
+                acc[lvl] = y.index_select(1, take).view(B, G, s.widths[lvl]).transpose(0, 1)
     acts: list[Tensor | None] = [x] + [None] * (n_levels - 1)
     by_dst: dict[int, list[StackPair]] = {}
     for p in s.pairs:
