@@ -372,3 +372,27 @@ def test_same_seed_same_trained_hypernet():
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["model.source.weight"], HypernetModule(DIGITS.input_shape, 10, levels=2, width=16, hidden=16,
                                                                     layers=2).state_dict()["model.source.weight"])
+
+
+def test_directed_layer_equals_calling_its_sage_convs_in_value_and_gradient():
+    from hypernet.model import DirectedLayer, _adjacency
+
+    torch.manual_seed(3)
+    layer = DirectedLayer(8).double()
+    batch = to_batch([random_genome(DIGITS, np.random.default_rng(s), 0.3) for s in range(3)])
+    n, ei = batch.num_nodes, batch.edge_index
+    along, against = _adjacency(ei, n)[0].double(), _adjacency(ei.flip(0), n)[0].double()
+    h = torch.randn(n, 8, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(n, 8, dtype=torch.float64)
+    got = layer(h, along, against)
+    (got * weight).sum().backward()
+    grads = [h.grad.clone()] + [p.grad.clone() for p in layer.parameters()]
+    h.grad = None
+    layer.zero_grad()
+    # PyG's own mean aggregation (torch.sparse.mm(..., "mean"), its backward sorting)
+    want = layer.norm(h + F.gelu(layer.along(h, along) + layer.against(h, against)))
+    (want * weight).sum().backward()
+    torch.testing.assert_close(got, want)
+    for a, b in zip(grads, [h.grad] + [p.grad for p in layer.parameters()]):
+        torch.testing.assert_close(a, b)
+    assert grads[0].abs().sum() > 0 and (along.crow_indices().diff() == 0).any()  # a node nothing feeds is covered
