@@ -18,10 +18,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from evolution.genome import Genome
-from evolution.network import NORM_EPS, Plan, Weights, tie_mean
+from evolution.network import NORM_EPS, Plan, Weights, readout_features, readout_logits, ridge_solve, tie_mean
 
 
 @dataclass(frozen=True)
@@ -237,3 +238,49 @@ def genome_levels(s: Stack, acts: list[Tensor | None], g: int, plan: Plan) -> li
         if counts[lvl]:
             out.append(acts[lvl][g, :, :counts[lvl]])
     return out
+
+
+@torch.no_grad()
+def stacked_accuracy(s: Stack, plans: list[Plan], weights: Weights, x: Tensor, y: Tensor,
+                     fit: tuple[Tensor, Tensor] | None = None, ridge: float = 1.0, chunk: int = 4096) -> Tensor:
+    """``(G,)`` accuracy of each stacked genome on ``(x, y)``, in chunks of ``chunk`` examples. With
+    ``fit``, each genome's output level is first refitted in closed form on it, as
+    ``evolution.network.ridge_readout`` does (its hidden levels and plan ``plans[g]`` unchanged)."""
+    readouts = None
+    if fit is not None:
+        acts = stacked_levels(s, weights, fit[0])
+        readouts = []
+        for g, plan in enumerate(plans):
+            r = readout_features(plan, genome_levels(s, acts, g, plan))
+            readouts.append(None if r is None else ridge_solve(r, fit[1], plan.n_outputs, ridge))
+    correct = torch.zeros(s.n_genomes, device=y.device)
+    for i in range(0, len(y), chunk):
+        acts = stacked_levels(s, weights, x[i:i + chunk])
+        target = y[i:i + chunk]
+        if readouts is None:
+            correct += (acts[-1].argmax(2) == target).sum(1)
+            continue
+        for g, plan in enumerate(plans):
+            if readouts[g] is None:  # no edge reaches an output: the network's own output level
+                logits = acts[-1][g]
+            else:
+                r = readout_features(plan, genome_levels(s, acts, g, plan))
+                logits = readout_logits(r, *readouts[g])
+            correct[g] += (logits.argmax(1) == target).sum()
+    return correct / len(y)
+
+
+def levels_readout_loss(plan: Plan, acts: list[Tensor | None], s: Stack, g: int, y: Tensor, support: int, ridge: float,
+                        scale: Tensor) -> Tensor:
+    """``evolution.network.readout_loss`` of stacked genome ``g`` (plan ``plan``) from the stacked
+    activations ``acts`` of its batch: cross-entropy of its logits on ``y[support:]`` plus that of its
+    output level refitted on the first ``support`` examples."""
+    support = min(support, len(y) // 2)
+    levels = genome_levels(s, acts, g, plan)
+    loss = F.cross_entropy(levels[-1][support:], y[support:])
+    r = readout_features(plan, levels)
+    if r is None or not support:
+        return loss
+    coef, bias = ridge_solve(r._replace(feats=r.feats[:support]), y[:support], plan.n_outputs, ridge)
+    query = readout_logits(r._replace(feats=r.feats[support:]), coef, bias)
+    return loss + F.cross_entropy(scale * query.to(scale.dtype), y[support:])

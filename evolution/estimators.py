@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from evolution.device import resolve_device
 from evolution.genome import Genome
 from evolution.morphism import child_state
 from evolution.mutations import Inheritance
@@ -149,7 +150,7 @@ class TrainEstimator:
         self.steps, self.epochs, self.batch_size, self.lr = steps, epochs, batch_size, lr
         self.warm_start, self.new_edge_steps = warm_start, new_edge_steps
         self.keep_state = keep_state or warm_start
-        self.max_val, self.device, self.seed = max_val, torch.device(device), seed
+        self.max_val, self.device, self.seed = max_val, resolve_device(device), seed
         self.initializer, self.schedule = initializer, schedule
         if hasattr(initializer, "check_data"):  # predictions made for another data shape mean nothing
             initializer.check_data(data)

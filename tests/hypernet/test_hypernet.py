@@ -396,3 +396,24 @@ def test_directed_layer_equals_calling_its_sage_convs_in_value_and_gradient():
     for a, b in zip(grads, [h.grad] + [p.grad for p in layer.parameters()]):
         torch.testing.assert_close(a, b)
     assert grads[0].abs().sum() > 0 and (along.crow_indices().diff() == 0).any()  # a node nothing feeds is covered
+
+
+def test_batched_losses_and_scores_equal_the_per_genome_path(checkpoint):
+    model = _model()
+    genomes = [random_genome(DIGITS, np.random.default_rng(s), 0.3) for s in range(5)]
+    x, y = DigitsDataModule().tensors("train")
+    x, y = x[:96], y[:96]
+    scale = torch.tensor(10.0)
+    for support in (0, 48):
+        one = hypernet_loss(model, genomes, x, y, support, 1.0, scale)
+        grads = torch.autograd.grad(one, list(model.parameters()), allow_unused=True)
+        many = hypernet_loss(model, genomes, x, y, support, 1.0, scale, batched=True)
+        torch.testing.assert_close(many, one)
+        for a, b in zip(torch.autograd.grad(many, list(model.parameters()), allow_unused=True), grads):
+            if b is not None:
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    data = DigitsDataModule()
+    for readout in (0, 200):
+        a = [e.score for e in HypernetEstimator(data, checkpoint, readout=readout, batched=False).estimate(genomes)]
+        b = [e.score for e in HypernetEstimator(data, checkpoint, readout=readout, batched=True).estimate(genomes)]
+        assert np.abs(np.array(a) - np.array(b)).max() <= 1 / len(data.tensors("val")[1])
