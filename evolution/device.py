@@ -58,3 +58,24 @@ def deterministic(on: bool = True) -> Iterator[None]:
         torch.use_deterministic_algorithms(before)
         if env is None:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
+def add_device_arguments(parser) -> None:
+    """``--accelerator`` and ``--deterministic`` on a jsonargparse parser (``search``, ``run``)."""
+    parser.add_argument("--accelerator", type=str, default="auto",
+                        help="where the estimator (and a run's fits) run: auto (a GPU when torch sees one), cpu or "
+                             "cuda; an estimator whose device is auto follows it")
+    parser.add_argument("--deterministic", type=bool, default=False,
+                        help="deterministic kernels only (torch.use_deterministic_algorithms): same seed, same "
+                             "result on a GPU too, at some speed")
+
+
+def placed(cfg, key: str = "estimator"):
+    """A copy of the parsed ``cfg`` whose ``key`` class, when it takes a ``device`` left at ``auto``,
+    gets the device of ``cfg.accelerator`` (the saved config keeps ``auto``)."""
+    device = accelerator_device(cfg.accelerator)
+    cfg = cfg.clone()
+    args = cfg[key].get("init_args") if cfg.get(key) is not None else None
+    if args is not None and args.get("device") == "auto":
+        args["device"] = device
+    return cfg

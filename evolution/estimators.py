@@ -134,12 +134,13 @@ class TrainEstimator:
     original neuron-level search: the baseline the cheap estimators are measured against.
 
     A plain loop over cached tensors rather than a Lightning Trainer: a candidate trains for tens of
-    steps, less time than a Trainer takes to set up.
+    steps, less time than a Trainer takes to set up. ``device``: where candidates train (``auto``: a
+    GPU when torch sees one, else the CPU; a search's ``--accelerator`` decides for ``auto``).
     """
 
     def __init__(self, data, steps: int = 200, epochs: float | None = None, batch_size: int = 128,
                  lr: float = 3e-3, warm_start: bool = False, new_edge_steps: int = 0, keep_state: bool = False,
-                 max_val: int | None = None, device: str = "cpu", seed: int = 0,
+                 max_val: int | None = None, device: str = "auto", seed: int = 0,
                  initializer: Initializer | None = None, schedule: str = "constant") -> None:
         if steps < 0 or batch_size < 1 or lr <= 0:
             raise ValueError(f"TrainEstimator: steps {steps}, batch_size {batch_size}, lr {lr}: expected steps >= 0, "

@@ -48,8 +48,9 @@ def test_search_writes_its_files_and_improves_its_front(tmp_path):
 
 
 def test_same_seed_same_history(tmp_path):
-    for name in ("a", "b"):
-        assert cli(["search", *TINY, "--iterations", "2", "--run_dir", str(tmp_path / name)]) == 0
+    for name in ("a", "b"):  # deterministic: on a GPU (accelerator auto) too
+        assert cli(["search", *TINY, "--iterations", "2", "--deterministic", "true", "--run_dir", str(tmp_path / name)]) == 0
+    assert not torch.are_deterministic_algorithms_enabled()  # the switch is the search's, not the process's
     assert _records(tmp_path / "a") == _records(tmp_path / "b")
     assert cli(["search", *TINY, "--iterations", "2", "--seed", "1", "--run_dir", str(tmp_path / "c")]) == 0
     assert _records(tmp_path / "a") != _records(tmp_path / "c")
