@@ -219,6 +219,9 @@ def _layer_norm_relu(h: Tensor, count: Tensor, s: Stack, weights: Weights, lvl: 
     present = _scatter(size, s.norm_flat[lvl], h.new_ones(len(s.norm_flat[lvl]))).view(G, 1, n)
     k = count.clamp(min=1).view(G, 1, 1)
     mean = h.sum(-1, keepdim=True) / k  # padded entries are exactly 0: the sum is over present ones
+    if not torch.is_grad_enabled():  # scoring: in place, no (G, B, N) temporaries to allocate and fill
+        var = ((h - mean).square_().mul_(present)).sum(-1, keepdim=True).div_(k)
+        return h.sub_(mean).mul_(torch.rsqrt(var.add_(NORM_EPS))).mul_(gain.view(G, 1, n)).add_(shift.view(G, 1, n)).relu_()
     centred = (h - mean) * present
     var = centred.square().sum(-1, keepdim=True) / k
     return torch.relu(centred * torch.rsqrt(var + NORM_EPS) * gain.view(G, 1, n) + shift.view(G, 1, n))
@@ -242,20 +245,22 @@ def genome_levels(s: Stack, acts: list[Tensor | None], g: int, plan: Plan) -> li
 
 @torch.no_grad()
 def stacked_accuracy(s: Stack, plans: list[Plan], weights: Weights, x: Tensor, y: Tensor,
-                     fit: tuple[Tensor, Tensor] | None = None, ridge: float = 1.0, chunk: int = 4096) -> Tensor:
+                     fit: tuple[Tensor, Tensor] | None = None, ridge: float = 1.0, chunk: int = 4096,
+                     dtype: torch.dtype | None = None) -> Tensor:
     """``(G,)`` accuracy of each stacked genome on ``(x, y)``, in chunks of ``chunk`` examples. With
     ``fit``, each genome's output level is first refitted in closed form on it, as
-    ``evolution.network.ridge_readout`` does (its hidden levels and plan ``plans[g]`` unchanged)."""
+    ``evolution.network.ridge_readout`` does (its hidden levels and plan ``plans[g]`` unchanged).
+    ``dtype``: the matmuls' type (``stacked_levels``)."""
     readouts = None
     if fit is not None:
-        acts = stacked_levels(s, weights, fit[0])
+        acts = stacked_levels(s, weights, fit[0], dtype)
         readouts = []
         for g, plan in enumerate(plans):
             r = readout_features(plan, genome_levels(s, acts, g, plan))
             readouts.append(None if r is None else ridge_solve(r, fit[1], plan.n_outputs, ridge))
     correct = torch.zeros(s.n_genomes, device=y.device)
     for i in range(0, len(y), chunk):
-        acts = stacked_levels(s, weights, x[i:i + chunk])
+        acts = stacked_levels(s, weights, x[i:i + chunk], dtype)
         target = y[i:i + chunk]
         if readouts is None:
             correct += (acts[-1].argmax(2) == target).sum(1)

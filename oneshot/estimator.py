@@ -125,20 +125,24 @@ class SupernetEstimator:
         return stacked_accuracy(s, plans, self.supernet.stacked_weights(genomes), *self.val, fit, self.ridge).tolist()
 
     def estimate(self, genomes: Sequence[Genome], parents: Sequence[Parent | None] | None = None) -> list[Estimate]:
-        out: list[Estimate] = []
-        if self.batched:
-            for i in range(0, len(genomes), GENOMES_PER_PASS):
-                chunk = list(genomes[i:i + GENOMES_PER_PASS])
-                start = time.perf_counter()
-                try:
-                    scores = self._batched_scores(chunk)
-                except Exception:  # one bad genome must not sink its pass: score them one by one
-                    out += self._one_by_one(chunk)
-                    continue
+        if not self.batched:
+            return self._one_by_one(genomes)
+        out: list[Estimate | None] = [None] * len(genomes)
+        # Genomes of like depth and size share a pass: less padding to the widest of each level.
+        order = sorted(range(len(genomes)), key=lambda i: (len(genomes[i].levels_present()), len(genomes[i].hidden)))
+        for i in range(0, len(order), GENOMES_PER_PASS):
+            idx = order[i:i + GENOMES_PER_PASS]
+            chunk = [genomes[j] for j in idx]
+            start = time.perf_counter()
+            try:
+                scores = self._batched_scores(chunk)
                 seconds = (time.perf_counter() - start) / len(chunk)
-                out += [Estimate(v, seconds) for v in scores]
-            return out
-        return self._one_by_one(genomes)
+                done = [Estimate(v, seconds) for v in scores]
+            except Exception:  # one bad genome must not sink its pass: score them one by one
+                done = self._one_by_one(chunk)
+            for j, e in zip(idx, done):
+                out[j] = e
+        return out  # type: ignore[return-value]
 
     def _one_by_one(self, genomes: Sequence[Genome]) -> list[Estimate]:
         out = []

@@ -61,6 +61,8 @@ def test_stacked_float32_and_bfloat16_stay_close():
     ref = torch.stack([sparse_forward(sup.plan_for(g), sup.weights_for(g), x) for g in genomes]).detach()
     s, w = stack(genomes), concat([sup.weights_for(g) for g in genomes])
     torch.testing.assert_close(stacked_forward(s, w, x).detach(), ref, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():  # scoring's in-place LayerNorm
+        torch.testing.assert_close(stacked_forward(s, w, x), ref, rtol=1e-4, atol=1e-4)
     low = stacked_forward(s, w, x, torch.bfloat16).detach()
     assert low.dtype == torch.float32
     assert (low - ref).abs().max() < 0.1 and not torch.equal(low, ref)  # rounded, not lost
