@@ -164,11 +164,13 @@ def _scatter(n: int, flat: Tensor, values: Tensor) -> Tensor:
     return values.new_zeros(n).scatter(0, flat, values)
 
 
-def stacked_levels(s: Stack, weights: Weights, x: Tensor, dtype: torch.dtype | None = None) -> list[Tensor | None]:
+def stacked_levels(s: Stack, weights: Weights, x: Tensor, dtype: torch.dtype | None = None,
+                   compiled: bool = False) -> list[Tensor | None]:
     """Activations of all genomes per grid level: ``[x (B, n_inputs), (G, B, N_1), ..., logits (G, B,
     n_outputs)]`` (None for a level no genome has); padded neurons are 0. ``weights``: the genomes'
     ``Weights`` concatenated (``concat``; tie groups are averaged here, as ``SparseNet`` would).
-    ``dtype``: the matmuls' type (e.g. ``torch.bfloat16``); LayerNorm and logits stay in ``x``'s."""
+    ``dtype``: the matmuls' type (e.g. ``torch.bfloat16``); LayerNorm and logits stay in ``x``'s.
+    ``compiled``: LayerNorm through ``compiled_norm``."""
     x = x.flatten(1)
     if x.shape[1] != s.n_inputs:
         raise ValueError(f"input has {x.shape[1]} features; the genomes expect {s.n_inputs}")
@@ -203,13 +205,31 @@ def stacked_levels(s: Stack, weights: Weights, x: Tensor, dtype: torch.dtype | N
             total = y if total is None else total + y
         total = x.new_zeros(G, B, n) if total is None else total.to(out_dtype)
         if lvl < n_levels - 1:
-            acts[lvl] = _layer_norm_relu(total, counts[:, lvl], s, weights, lvl)
+            acts[lvl] = _layer_norm_relu(total, counts[:, lvl], s, weights, lvl, compiled)
         else:
             acts[lvl] = total + weights.bias.to(out_dtype).view(G, 1, s.n_outputs)
     return acts
 
 
-def _layer_norm_relu(h: Tensor, count: Tensor, s: Stack, weights: Weights, lvl: int) -> Tensor:
+def _norm(h: Tensor, present: Tensor, k: Tensor, gain: Tensor, shift: Tensor) -> Tensor:
+    mean = h.sum(-1, keepdim=True) / k  # padded entries are exactly 0: the sum is over present ones
+    centred = (h - mean) * present
+    var = centred.square().sum(-1, keepdim=True) / k
+    return torch.relu(centred * torch.rsqrt(var + NORM_EPS) * gain + shift)
+
+
+_compiled: dict[str, object] = {}
+
+
+def compiled_norm():
+    """``_norm`` through ``torch.compile`` (dynamic shapes: one compile serves every pass): one fused
+    kernel instead of ~9 passes over ``(G, B, N)``; built on first use (tens of seconds)."""
+    if "norm" not in _compiled:
+        _compiled["norm"] = torch.compile(_norm, dynamic=True)
+    return _compiled["norm"]
+
+
+def _layer_norm_relu(h: Tensor, count: Tensor, s: Stack, weights: Weights, lvl: int, compiled: bool = False) -> Tensor:
     """``ReLU(LayerNorm(h))`` per genome over its present neurons (``count`` ``(G,)``); padded ones get
     gain and shift 0, so their output is exactly 0."""
     G, _, n = h.shape
@@ -218,18 +238,19 @@ def _layer_norm_relu(h: Tensor, count: Tensor, s: Stack, weights: Weights, lvl: 
     shift = _scatter(size, s.norm_flat[lvl], weights.norm_bias.to(h.dtype).index_select(0, s.norm_src[lvl]))
     present = _scatter(size, s.norm_flat[lvl], h.new_ones(len(s.norm_flat[lvl]))).view(G, 1, n)
     k = count.clamp(min=1).view(G, 1, 1)
-    mean = h.sum(-1, keepdim=True) / k  # padded entries are exactly 0: the sum is over present ones
+    if compiled:
+        return compiled_norm()(h, present, k, gain.view(G, 1, n), shift.view(G, 1, n))
     if not torch.is_grad_enabled():  # scoring: in place, no (G, B, N) temporaries to allocate and fill
+        mean = h.sum(-1, keepdim=True) / k
         var = ((h - mean).square_().mul_(present)).sum(-1, keepdim=True).div_(k)
         return h.sub_(mean).mul_(torch.rsqrt(var.add_(NORM_EPS))).mul_(gain.view(G, 1, n)).add_(shift.view(G, 1, n)).relu_()
-    centred = (h - mean) * present
-    var = centred.square().sum(-1, keepdim=True) / k
-    return torch.relu(centred * torch.rsqrt(var + NORM_EPS) * gain.view(G, 1, n) + shift.view(G, 1, n))
+    return _norm(h, present, k, gain.view(G, 1, n), shift.view(G, 1, n))
 
 
-def stacked_forward(s: Stack, weights: Weights, x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+def stacked_forward(s: Stack, weights: Weights, x: Tensor, dtype: torch.dtype | None = None,
+                    compiled: bool = False) -> Tensor:
     """Logits ``(G, B, n_outputs)`` of all stacked genomes on the same inputs ``x`` ``(B, n_inputs)``."""
-    return stacked_levels(s, weights, x, dtype)[-1]
+    return stacked_levels(s, weights, x, dtype, compiled)[-1]
 
 
 def genome_levels(s: Stack, acts: list[Tensor | None], g: int, plan: Plan) -> list[Tensor]:
@@ -246,21 +267,21 @@ def genome_levels(s: Stack, acts: list[Tensor | None], g: int, plan: Plan) -> li
 @torch.no_grad()
 def stacked_accuracy(s: Stack, plans: list[Plan], weights: Weights, x: Tensor, y: Tensor,
                      fit: tuple[Tensor, Tensor] | None = None, ridge: float = 1.0, chunk: int = 4096,
-                     dtype: torch.dtype | None = None) -> Tensor:
+                     dtype: torch.dtype | None = None, compiled: bool = False) -> Tensor:
     """``(G,)`` accuracy of each stacked genome on ``(x, y)``, in chunks of ``chunk`` examples. With
     ``fit``, each genome's output level is first refitted in closed form on it, as
     ``evolution.network.ridge_readout`` does (its hidden levels and plan ``plans[g]`` unchanged).
-    ``dtype``: the matmuls' type (``stacked_levels``)."""
+    ``dtype``, ``compiled``: as ``stacked_levels`` takes them."""
     readouts = None
     if fit is not None:
-        acts = stacked_levels(s, weights, fit[0], dtype)
+        acts = stacked_levels(s, weights, fit[0], dtype, compiled)
         readouts = []
         for g, plan in enumerate(plans):
             r = readout_features(plan, genome_levels(s, acts, g, plan))
             readouts.append(None if r is None else ridge_solve(r, fit[1], plan.n_outputs, ridge))
     correct = torch.zeros(s.n_genomes, device=y.device)
     for i in range(0, len(y), chunk):
-        acts = stacked_levels(s, weights, x[i:i + chunk], dtype)
+        acts = stacked_levels(s, weights, x[i:i + chunk], dtype, compiled)
         target = y[i:i + chunk]
         if readouts is None:
             correct += (acts[-1].argmax(2) == target).sum(1)
