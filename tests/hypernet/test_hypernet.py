@@ -314,9 +314,9 @@ def test_training_through_the_readout_lowers_the_readout_loss_and_the_estimator_
 
     batches = []
 
-    def spy(model, genomes, x, y, support, ridge, scale):
+    def spy(model, genomes, x, y, support, ridge, scale, batched=False):
         batches.append((len(y), support))
-        return hypernet_loss(model, genomes, x, y, support, ridge, scale)
+        return hypernet_loss(model, genomes, x, y, support, ridge, scale, batched)
 
     monkeypatch.setattr(estimator_module, "hypernet_loss", spy)
     module.model, trained = est.module.model, loss()
