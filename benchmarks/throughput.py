@@ -308,7 +308,9 @@ def markdown(result: dict) -> str:
     """The results page: one table per device, figures from ``throughput.json``."""
     lines = ["# Throughput: many genomes per pass", "",
              "`python benchmarks/throughput.py` (`benchmarks/results/throughput.json`); variants measured side by side "
-             "in one process, medians. Speedups over today's per-genome path.", ""]
+             "in one process, medians. Speedups over today's per-genome path. The CPU column was measured on the "
+             "2-core machine while other jobs shared it (load about 8): absolute rates sit several times below an "
+             "idle machine's, the ratios are side by side.", ""]
     for dev in ("cpu", "cuda"):
         col = result.get(dev)
         if col is None:
@@ -342,6 +344,14 @@ def markdown(result: dict) -> str:
                       + f". Its matmuls do {pr['dense_gflop']:.1f} GFLOP (the edges alone: {pr['edge_gflop']:.2f}) at "
                       f"{pr['mm_gflops'] or 0:.0f} GFLOP/s, where one large GEMM runs at "
                       f"{pr['peak_gemm_gflops']['float32']:.0f} (float32) / {pr['peak_gemm_gflops']['bfloat16']:.0f} (bf16) GFLOP/s."]
+        if dev == "cpu":
+            lines += ["", "Reading: on the CPU scoring and training are bound by their matmuls and the passes over "
+                      "activations, not by Python per level pair (no interpreter-bound entry among the top ops). "
+                      "Batching cannot cut that work; it adds some: genomes padded to the widest present count of a "
+                      "level, input rows not selected per genome, LayerNorm as ~9 passes over (G, B, N) instead of "
+                      "one fused kernel per genome. A torch.compile'd LayerNorm and bf16 matmuls win part of it back "
+                      "(scores within the figures above). The hypernet step gains from its message passing "
+                      "(hypernet.model.mean_aggregate), on either path. The per-genome kernel stays the CPU default."]
         g = col["grid_4x1024"]
         lines += ["", "4 x 1024 grid, largest genome: " + (
             f"{g['edges']:,} edges, trains in {g['peak_gib']:.2f} GiB peak (goal: within 24 GiB); supernet step "
