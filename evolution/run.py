@@ -20,6 +20,7 @@ import yaml
 
 from evolution import cost
 from evolution.cli import import_class
+from evolution.device import add_device_arguments, deterministic, placed
 from evolution.estimators import Estimator, build_estimator
 from evolution.search import Search, SearchSettings
 from evolution.verify import retrain, verify
@@ -43,6 +44,7 @@ def build_parser():
     p.add_argument("--verify.top_k", type=int, default=10, help="candidates retrained by estimate (plus the front)")
     p.add_argument("--verify.epochs", type=int, default=20, help="standalone training epochs per candidate")
     p.add_argument("--verify.lr", type=float, default=3e-3, help="learning rate of the retraining")
+    add_device_arguments(p)
     return p
 
 
@@ -59,7 +61,8 @@ def _fit_estimator(cfg, data, ckpt: Path) -> None:
         return
     module = _instantiate(cfg.fit.model, input_shape=data.input_shape, num_classes=data.num_classes)
     trainer = pl.Trainer(max_epochs=cfg.fit.max_epochs, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
+                         enable_progress_bar=False, enable_model_summary=False, accelerator=cfg.accelerator, devices=1,
+                         deterministic=cfg.deterministic)
     start = time.perf_counter()
     trainer.fit(module, datamodule=data)
     ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -72,7 +75,8 @@ def _fit_estimator(cfg, data, ckpt: Path) -> None:
 LADDER = (2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
-def dense_ladder(front: list[dict], data, epochs: int, lr: float, out: Path, most: int = 4) -> list[dict]:
+def dense_ladder(front: list[dict], data, epochs: int, lr: float, out: Path, most: int = 4,
+                 accelerator: str = "cpu") -> list[dict]:
     """The one-hidden-layer MLPs of the ladder (widths 2..512) nearest in FLOPs to the retrained front's
     candidates (at most ``most``, spread over the front), trained the same way: where the found
     networks stand against dense ones of their cost."""
@@ -94,7 +98,7 @@ def dense_ladder(front: list[dict], data, epochs: int, lr: float, out: Path, mos
     rows = []
     for name in near:
         g, flops = specs[name]
-        res = retrain(g, data, out / name.replace(":", "-"), epochs, lr, 0, "cpu")
+        res = retrain(g, data, out / name.replace(":", "-"), epochs, lr, 0, accelerator)
         rows.append({"name": name, **res, "flops": flops, "params": cost.parameters(g), "edges": g.n_edges})
     return rows
 
@@ -110,7 +114,7 @@ def run(args: list[str]) -> None:
     ckpt = Path(cfg.fit.checkpoint or run_dir / "estimator.ckpt")
     _fit_estimator(cfg, data, ckpt)
     # The estimator searched with is the one trained in step 1: it gets that checkpoint.
-    estimator = build_estimator(cfg.estimator.as_dict(), data, str(ckpt), "--estimator")
+    estimator = build_estimator(placed(cfg).estimator.as_dict(), data, str(ckpt), "--estimator")
     search_dir = run_dir / "search"
     settings = SearchSettings(**{**cfg.search.as_dict(), "run_dir": str(search_dir), "progress": False})
     plain = json.loads(parser.dump(cfg, format="json", skip_check=True))
@@ -121,12 +125,15 @@ def run(args: list[str]) -> None:
     search_dir.mkdir(parents=True, exist_ok=True)
     (search_dir / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
     t = time.perf_counter()
-    if not search.run(resume=resume):
+    with deterministic(cfg.deterministic):
+        finished = search.run(resume=resume)
+    if not finished:
         raise KeyboardInterrupt
     print(f"[2/4] searched {search.iteration} iterations ({search.next_id} candidates) in {time.perf_counter() - t:.0f} s;"
           f" estimated front of {len(search.archive)}, hypervolume {search.hv[-1]:.4f}", flush=True)
     t = time.perf_counter()
-    doc = verify(str(search_dir), cfg.verify.top_k, cfg.verify.epochs, cfg.verify.lr, progress=False)
+    doc = verify(str(search_dir), cfg.verify.top_k, cfg.verify.epochs, cfg.verify.lr, accelerator=cfg.accelerator,
+                 progress=False)
     print(f"[3/4] verified {len(doc['candidates'])} candidates in {time.perf_counter() - t:.0f} s: Kendall tau "
           f"{doc['kendall_tau']:.3f}, Spearman {doc['spearman']:.3f}, precision@{cfg.verify.top_k} "
           f"{doc['precision_at_k']:.2f}", flush=True)
@@ -135,7 +142,7 @@ def run(args: list[str]) -> None:
     from evolution.export import export
 
     exported = export(str(search_dir / "verify" / str(best["id"])), "torch")
-    dense = dense_ladder(front, data, cfg.verify.epochs, cfg.verify.lr, run_dir / "baseline")
+    dense = dense_ladder(front, data, cfg.verify.epochs, cfg.verify.lr, run_dir / "baseline", accelerator=cfg.accelerator)
     from evolution.plots import plot_verify
 
     plot_verify(doc["candidates"], search_dir / "verify.png", dense)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from evolution import checkpoints, cost, nsga2, seeds
+from evolution.device import add_device_arguments, deterministic, placed
 from evolution.estimators import Estimate, Estimator, Parent, restore_estimator
 from evolution.genome import Genome, SearchSpace
 from evolution.mutations import Inheritance, MutationRates, mutate
@@ -488,6 +489,7 @@ def build_parser():
     parser.add_subclass_arguments(pl.LightningDataModule, "data", required=True)
     parser.add_subclass_arguments(Estimator, "estimator", required=True)
     parser.link_arguments("data", "estimator.init_args.data", apply_on="instantiate")
+    add_device_arguments(parser)
     return parser
 
 
@@ -515,7 +517,7 @@ def main(args: list[str] | None = None) -> None:
         # Under `wandb agent` every trial gets its own run directory.
         cfg.search.run_dir = str(Path(cfg.search.run_dir) / os.environ["WANDB_RUN_ID"])
     plain = json.loads(parser.dump(cfg, format="json"))
-    init = parser.instantiate_classes(cfg)
+    init = parser.instantiate_classes(placed(cfg))
     settings = init.search if isinstance(init.search, SearchSettings) else SearchSettings(**vars(init.search))
     search = Search(settings, init.data, init.estimator, config={"data": plain["data"], "estimator": plain["estimator"]})
     if not cfg.resume and search.exists():
@@ -524,7 +526,9 @@ def main(args: list[str] | None = None) -> None:
     if not cfg.resume:
         search.dir.mkdir(parents=True, exist_ok=True)
         (search.dir / "config.yaml").write_text(parser.dump(cfg, skip_check=True).replace("resume: null\n", ""))
-    if not search.run(resume=bool(cfg.resume)):
+    with deterministic(cfg.deterministic):
+        finished = search.run(resume=bool(cfg.resume))
+    if not finished:
         raise KeyboardInterrupt
     best = min(search.archive, key=lambda c: 1 - c.score)
     print(f"search finished: {search.iteration} iterations, front of {len(search.archive)}, hypervolume "

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from evolution.estimators import Estimate, Initializer, Parent
+from evolution.device import resolve_device
 from evolution.genome import Genome
 from evolution.morphism import child_state
 from evolution.network import SparseNet
@@ -37,12 +38,13 @@ class TrainEstimator:
     original neuron-level search: the baseline the cheap estimators are measured against.
 
     A plain loop over cached tensors rather than a Lightning Trainer: a candidate trains for tens of
-    steps, less time than a Trainer takes to set up.
+    steps, less time than a Trainer takes to set up. ``device``: where candidates train (``auto``: a
+    GPU when torch sees one, else the CPU; a search's ``--accelerator`` decides for ``auto``).
     """
 
     def __init__(self, data, steps: int = 200, epochs: float | None = None, batch_size: int = 128,
                  lr: float = 3e-3, warm_start: bool = False, new_edge_steps: int = 0, keep_state: bool = False,
-                 max_val: int | None = None, device: str = "cpu", seed: int = 0,
+                 max_val: int | None = None, device: str = "auto", seed: int = 0,
                  initializer: Initializer | None = None, schedule: str = "constant") -> None:
         if steps < 0 or batch_size < 1 or lr <= 0:
             raise ValueError(f"TrainEstimator: steps {steps}, batch_size {batch_size}, lr {lr}: expected steps >= 0, "
@@ -53,7 +55,7 @@ class TrainEstimator:
         self.steps, self.epochs, self.batch_size, self.lr = steps, epochs, batch_size, lr
         self.warm_start, self.new_edge_steps = warm_start, new_edge_steps
         self.keep_state = keep_state or warm_start
-        self.max_val, self.device, self.seed = max_val, torch.device(device), seed
+        self.max_val, self.device, self.seed = max_val, resolve_device(device), seed
         self.initializer, self.schedule = initializer, schedule
         if hasattr(initializer, "check_data"):  # predictions made for another data shape mean nothing
             initializer.check_data(data)

@@ -11,11 +11,13 @@ import torch
 from torch import Tensor
 
 from evolution import checkpoints
+from evolution.batched import concat, stack, stacked_accuracy
+from evolution.device import resolve_device
 from evolution.estimators import Estimate, Parent
 from evolution.genome import Genome
 from evolution.network import SparseNet, compile, sparse_forward
 from evolution.readout import ridge_readout
-from evolution.scoring import correct_counts, load_update_state, population_update, update_state
+from evolution.scoring import CHUNK, correct_counts, load_update_state, population_update, update_state
 from hypernet.init import predicted_sparsenet
 from hypernet.module import HypernetModule, hypernet_loss, predict
 
@@ -48,13 +50,17 @@ class HypernetEstimator:
             The predicted hidden features are kept; the score then says how good they are, not how
             well the hypernet matched the output weights to them.
         ridge: the readout's ridge penalty.
-        device: where the hypernet runs.
+        device: where the hypernet runs (``auto``: a GPU when there is one).
+        batched: run each batch's predicted networks in one pass (``evolution.batched``: same scores), and
+            update steps likewise; ``None``: on a GPU only (on the CPU the per-genome kernel is as fast:
+            benchmarks/results/throughput.md).
         seed: seeds the update draws.
     """
 
     def __init__(self, data=None, checkpoint: str = "", batch: int = 16, max_val: int | None = None,
                  update_steps: int = 0, genomes_per_step: int = 4, batch_size: int = 128, lr: float = 3e-3,
-                 readout: int = 0, ridge: float = 1.0, device: str = "cpu", seed: int = 0) -> None:
+                 readout: int = 0, ridge: float = 1.0, device: str = "auto", batched: bool | None = None,
+                 seed: int = 0) -> None:
         if batch < 1 or update_steps < 0 or genomes_per_step < 1 or batch_size < 1 or readout < 0 or ridge <= 0 \
                 or lr <= 0:
             raise ValueError(f"batch {batch}, update_steps {update_steps}, genomes_per_step {genomes_per_step}, "
@@ -66,9 +72,11 @@ class HypernetEstimator:
         if not checkpoint or not path.exists():
             raise FileNotFoundError(f"hypernet checkpoint {checkpoint!r} does not exist; train one with "
                                     "python -m hypernet fit --config configs/hypernet/digits.yaml")
+        device = resolve_device(device)
         self.module = checkpoints.load_module(HypernetModule, path, "hypernet checkpoint", device).eval()
         self.path = path
-        self.batch, self.device = batch, torch.device(device)
+        self.batch, self.device = batch, device
+        self.batched = self.device.type == "cuda" if batched is None else batched
         self.update_steps, self.genomes_per_step, self.batch_size = update_steps, genomes_per_step, batch_size
         self.rng, self.lr, self.readout, self.ridge = np.random.default_rng(seed), lr, readout, ridge
         self.opt = torch.optim.Adam(self.module.model.parameters(), lr=lr) if update_steps else None
@@ -94,6 +102,10 @@ class HypernetEstimator:
         # Predicted and compiled once per batch of genomes, not once per chunk of examples.
         weights = predict(self.module.model, genomes, self.device)
         plans = [compile(g).to(self.device) for g in genomes]
+        if self.batched:
+            fit = (self.train[0][:self.readout], self.train[1][:self.readout]) if self.readout else None
+            return stacked_accuracy(stack(genomes).to(self.device), plans, concat(weights), x, y, fit, self.ridge,
+                                    CHUNK).tolist()
         if self.readout:
             x_fit, y_fit = self.train[0][:self.readout], self.train[1][:self.readout]
             weights = [ridge_readout(p, w, x_fit, y_fit, self.ridge) for p, w in zip(plans, weights)]
@@ -125,7 +137,7 @@ class HypernetEstimator:
         # A hypernet trained through the readout keeps training through it, on that many more examples.
         support = hp.get("readout", 0)
         scale = self.module.readout_scale.detach() if support else None  # not trained by the updates
-        loss = partial(hypernet_loss, model, support=support, ridge=hp.get("ridge", 1.0), scale=scale)
+        loss = partial(hypernet_loss, model, support=support, ridge=hp.get("ridge", 1.0), scale=scale, batched=self.batched)
         population_update(self.opt, self.lr, self.update_steps, self.rng, population, self.genomes_per_step,
                           self.train, self.batch_size + support, loss, "hypernet update")
         model.eval()

@@ -50,6 +50,30 @@ def _adjacency(edge_index: Tensor, n: int) -> tuple[Tensor, Tensor]:
     return torch.sparse_csr_tensor(crow, src[order], torch.ones(len(order), device=src.device), (n, n)), order
 
 
+class _MeanAggregate(torch.autograd.Function):
+    """``mean over each row's neighbours of h``: ``(A @ h) / deg`` for a sparse CSR ``A`` ``(N, N)``,
+    with the input gradient ``A^T @ (grad / deg)`` from the CSR of ``A^T`` that the caller already
+    holds. ``torch.sparse.mm(A, h, "mean")``, which PyG's ``SAGEConv`` calls, re-sorts the pattern in
+    every backward instead (about a fifth of a hypernet training step on the CPU)."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, adj: Tensor, adj_t: Tensor, inv_deg: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(adj_t, inv_deg)
+        return (adj @ h) * inv_deg[:, None]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        adj_t, inv_deg = ctx.saved_tensors
+        return adj_t @ (grad * inv_deg[:, None]), None, None, None
+
+
+def mean_aggregate(h: Tensor, adj: Tensor, adj_t: Tensor) -> Tensor:
+    """``(N, d)``: per node, the mean state of the nodes its row of ``adj`` holds (0 for none); ``adj_t``
+    is the CSR of ``adj``'s transpose, both with ones as values."""
+    inv_deg = 1.0 / (adj.crow_indices().diff().clamp(min=1).to(h.dtype))
+    return _MeanAggregate.apply(h, adj, adj_t, inv_deg)
+
+
 class DirectedLayer(nn.Module):
     """One round of message passing along and against the edges: ``(N, d) -> (N, d)``, residual."""
 
@@ -60,8 +84,11 @@ class DirectedLayer(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, h: Tensor, along: Tensor, against: Tensor) -> Tensor:
-        """``along`` / ``against``: sparse ``(N, N)`` adjacencies, row ``i`` holding the nodes ``i`` hears from."""
-        return self.norm(h + F.gelu(self.along(h, along) + self.against(h, against)))
+        """``along`` / ``against``: sparse ``(N, N)`` adjacencies, row ``i`` holding the nodes ``i`` hears from
+        (each the other's transpose). The two ``SAGEConv``'s linear maps applied to ``mean_aggregate``:
+        what calling them computes, with a backward that does not sort."""
+        out = self.along.lin_l(mean_aggregate(h, along, against)) + self.along.lin_r(h)
+        return self.norm(h + F.gelu(out + self.against.lin_l(mean_aggregate(h, against, along))))
 
 
 class HyperNet(nn.Module):

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from evolution.batched import concat, levels_readout_loss, stack, stacked_levels
 from evolution.scoring import finite
 from evolution.train import cosine_to_zero
 from evolution.genome import Genome, SearchSpace
@@ -30,10 +31,18 @@ def predicted_logits(model: HyperNet, genomes: list[Genome], x: Tensor) -> list[
 
 
 def hypernet_loss(model: HyperNet, genomes: list[Genome], x: Tensor, y: Tensor, support: int = 0, ridge: float = 1.0,
-                  scale: Tensor | None = None) -> Tensor:
+                  scale: Tensor | None = None, batched: bool = False) -> Tensor:
     """Mean cross-entropy of the genomes on one batch, with the weights ``model`` predicts for them;
     with ``support`` > 0 the mean ``evolution.readout.readout_loss`` instead (output levels refitted on
-    the first ``support`` examples, logits of the refit times ``scale``)."""
+    the first ``support`` examples, logits of the refit times ``scale``). ``batched``: the genomes'
+    networks in one pass (``evolution.batched``), same loss and gradients."""
+    if batched:
+        s = stack(genomes).to(x.device)
+        acts = stacked_levels(s, concat(predict(model, genomes, x.device)), x)
+        if not support:
+            return F.cross_entropy(acts[-1].flatten(0, 1), y.repeat(len(genomes)))
+        return torch.stack([levels_readout_loss(compile(g).to(x.device), acts, s, i, y, support, ridge, scale)
+                            for i, g in enumerate(genomes)]).mean()
     if not support:
         return torch.stack([F.cross_entropy(z, y) for z in predicted_logits(model, genomes, x)]).mean()
     return torch.stack([readout_loss(compile(g).to(x.device), w, x, y, support, ridge, scale)
@@ -71,6 +80,9 @@ class HypernetModule(pl.LightningModule):
             them (``HypernetEstimator(readout=...)``);
             0: off. The batch size should exceed it (a shorter batch fits on half of its examples).
         ridge: the readout's ridge penalty.
+        batched: the step's predicted networks in one pass (``evolution.batched``), same loss and
+            gradients; ``None``: on a GPU only (on the CPU the per-genome kernel is as fast:
+            benchmarks/results/throughput.md).
         seed: seeds the hypernet's init and the sampler's stream.
     """
 
@@ -79,7 +91,8 @@ class HypernetModule(pl.LightningModule):
                  density: tuple[float, float] = (0.02, 0.3), fill: tuple[float, float] = (0.25, 1.0),
                  skip: tuple[float, float] = (0.0, 0.0),
                  genomes_per_step: int = 4, hidden: int = 64, layers: int = 3, bands: int = 4, lr: float = 1e-3,
-                 scheduler: str = "none", readout: int = 0, ridge: float = 1.0, seed: int = 0) -> None:
+                 scheduler: str = "none", readout: int = 0, ridge: float = 1.0, batched: bool | None = None,
+                 seed: int = 0) -> None:
         super().__init__()
         if input_shape is None or num_classes is None:
             raise ValueError("HypernetModule needs the data's input_shape and num_classes")
@@ -107,10 +120,17 @@ class HypernetModule(pl.LightningModule):
     def forward(self, genomes: list[Genome], x: Tensor) -> list[Tensor]:
         return predicted_logits(self.model, genomes, x)
 
+    @property
+    def batched(self) -> bool:
+        """Whether training steps run their genomes in one pass (``batched``; ``None``: on a GPU)."""
+        on = self.hparams.get("batched")
+        return self.device.type == "cuda" if on is None else bool(on)
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         genomes = self.sampler.sample(self.rng, self.hparams.genomes_per_step)
-        loss = hypernet_loss(self.model, genomes, x, y, self.hparams.readout, self.hparams.ridge, self.readout_scale)
+        loss = hypernet_loss(self.model, genomes, x, y, self.hparams.readout, self.hparams.ridge, self.readout_scale,
+                             self.batched)
         finite(loss, self.global_step, "hypernet training")
         self.log("train_loss", loss, prog_bar=True, batch_size=len(y), on_step=False, on_epoch=True, sync_dist=True)
         return loss

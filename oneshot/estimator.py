@@ -9,7 +9,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from evolution.batched import stack, stacked_accuracy
 from evolution.checkpoints import check_data, load_module
+from evolution.device import resolve_device
 from evolution.estimators import Estimate, Parent
 from evolution.genome import Genome
 from evolution.network import SparseNet, sparse_forward
@@ -17,6 +19,9 @@ from evolution.readout import ridge_readout
 from evolution.scoring import accuracy, finite, load_update_state, population_update, update_state
 from oneshot.optim import LazyAdam
 from oneshot.module import SupernetModule, supernet_loss
+from oneshot.supernet import Supernet
+
+GENOMES_PER_PASS = 16  # genomes scored per batched pass (their activations: 16 x 4096 x width floats per level)
 
 
 class SupernetEstimator:
@@ -39,13 +44,17 @@ class SupernetEstimator:
         max_val: score on the first ``max_val`` validation examples only.
         readout: training examples of the closed-form output refit (0: off; not with fine-tuning).
         ridge: the readout's ridge penalty.
-        device: where the supernet runs.
+        device: where the supernet runs (``auto``: a GPU when there is one).
+        batched: score ``GENOMES_PER_PASS`` genomes per pass and train update steps in one pass
+            (``evolution.batched``: same scores); ``None``: on a GPU only (on the CPU the per-genome
+            kernel is as fast: benchmarks/results/throughput.md). One-bank supernets, no fine-tuning.
         seed: seeds the update batches.
     """
 
     def __init__(self, data, checkpoint: str, update_steps: int = 0, genomes_per_step: int = 4,
                  finetune_steps: int = 0, batch_size: int = 128, lr: float = 3e-3, max_val: int | None = None,
-                 readout: int = 0, ridge: float = 1.0, device: str = "cpu", seed: int = 0) -> None:
+                 readout: int = 0, ridge: float = 1.0, device: str = "auto", batched: bool | None = None,
+                 seed: int = 0) -> None:
         if readout < 0 or ridge <= 0 or (readout and finetune_steps):
             raise ValueError(f"readout {readout}, ridge {ridge}, finetune_steps {finetune_steps}: expected readout >= 0, "
                              "ridge > 0, and no readout with fine-tuning")
@@ -56,15 +65,18 @@ class SupernetEstimator:
         path = Path(checkpoint)
         if not path.exists():
             raise FileNotFoundError(f"supernet checkpoint {path} does not exist; train one with python -m oneshot fit")
+        device = resolve_device(device)
         self.module = load_module(SupernetModule, path, "supernet checkpoint", device)
         self.path = path
         check_data(self.module, data, "supernet checkpoint", path)
         self.supernet = self.module.supernet.to(device)
         self.space = self.module.space
-        self.data, self.device = data, torch.device(device)
+        self.data, self.device = data, device
         self.update_steps, self.genomes_per_step, self.finetune_steps = update_steps, genomes_per_step, finetune_steps
         self.batch_size, self.lr, self.max_val, self.readout, self.ridge = batch_size, lr, max_val, readout, ridge
         self.rng = np.random.default_rng(seed)
+        one_bank = isinstance(self.supernet, Supernet) and not finetune_steps
+        self.batched = one_bank and (self.device.type == "cuda" if batched is None else batched)
         self.opt = LazyAdam(list(self.supernet.parameters()), lr=lr, rows=self.supernet.touched_rows) if update_steps else None
         x, y = data.tensors("val")
         if max_val:
@@ -105,7 +117,34 @@ class SupernetEstimator:
             x, y = self.val
             return float((finite(net(x), None, "fine-tuning").argmax(1) == y).float().mean())
 
+    @torch.no_grad()
+    def _batched_scores(self, genomes: list[Genome]) -> list[float]:
+        s = stack(genomes).to(self.device)
+        fit = (self.train[0][:self.readout], self.train[1][:self.readout]) if self.readout else None
+        plans = [self.supernet.plan_for(g) for g in genomes]
+        return stacked_accuracy(s, plans, self.supernet.stacked_weights(genomes), *self.val, fit, self.ridge).tolist()
+
     def estimate(self, genomes: Sequence[Genome], parents: Sequence[Parent | None] | None = None) -> list[Estimate]:
+        if not self.batched:
+            return self._one_by_one(genomes)
+        out: list[Estimate | None] = [None] * len(genomes)
+        # Genomes of like depth and size share a pass: less padding to the widest of each level.
+        order = sorted(range(len(genomes)), key=lambda i: (len(genomes[i].levels_present()), len(genomes[i].hidden)))
+        for i in range(0, len(order), GENOMES_PER_PASS):
+            idx = order[i:i + GENOMES_PER_PASS]
+            chunk = [genomes[j] for j in idx]
+            start = time.perf_counter()
+            try:
+                scores = self._batched_scores(chunk)
+                seconds = (time.perf_counter() - start) / len(chunk)
+                done = [Estimate(v, seconds) for v in scores]
+            except Exception:  # one bad genome must not sink its pass: score them one by one
+                done = self._one_by_one(chunk)
+            for j, e in zip(idx, done):
+                out[j] = e
+        return out  # type: ignore[return-value]
+
+    def _one_by_one(self, genomes: Sequence[Genome]) -> list[Estimate]:
         out = []
         for g in genomes:
             start = time.perf_counter()
@@ -123,7 +162,7 @@ class SupernetEstimator:
         # Annealed within each update, so the scores that follow do not favour the genomes drawn last
         # (docs/ranking.md compares annealed and constant-rate updates).
         population_update(self.opt, self.lr, self.update_steps, self.rng, population, self.genomes_per_step,
-                          self.train, self.batch_size, partial(supernet_loss, self.supernet), "supernet update")
+                          self.train, self.batch_size, partial(supernet_loss, self.supernet, batched=self.batched), "supernet update")
 
     @torch.no_grad()
     def initialize(self, genome: Genome) -> SparseNet:

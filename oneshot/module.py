@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from evolution.genome import Genome, SearchSpace
+from evolution.batched import stack, stacked_forward
 from evolution.readout import readout_loss
 from evolution.sampling import GenomeSampler
 from evolution.scoring import finite
@@ -15,13 +16,22 @@ from oneshot.optim import LazyAdam
 from oneshot.supernet import FewShotSupernet, Supernet
 
 
-def supernet_loss(supernet: Supernet | FewShotSupernet, genomes: list[Genome], x: Tensor, y: Tensor, distill: bool = False) -> Tensor:
+def supernet_logits(supernet: Supernet | FewShotSupernet, genomes: list[Genome], x: Tensor,
+                    batched: bool = False) -> list[Tensor] | Tensor:
+    """Each genome's logits ``(B, n_outputs)`` on ``x``; ``batched``: all in one pass
+    (``evolution.batched``, one gather from the bank), for a one-bank supernet."""
+    if batched and isinstance(supernet, Supernet):
+        return stacked_forward(stack(genomes), supernet.stacked_weights(genomes), x)
+    return [supernet(g, x) for g in genomes]
+
+
+def supernet_loss(supernet: Supernet | FewShotSupernet, genomes: list[Genome], x: Tensor, y: Tensor, distill: bool = False,
+                  batched: bool = False) -> Tensor:
     """Mean cross-entropy of the genomes on one batch; with ``distill`` the first genome (the
     largest, under the sandwich sampler) also teaches the others its soft predictions (in-place
-    distillation, Yu et al. 2020 BigNAS / Cai et al. 2020 OFA)."""
+    distillation, Yu et al. 2020 BigNAS / Cai et al. 2020 OFA). ``batched``: the genomes in one pass."""
     losses, teacher = [], None
-    for i, g in enumerate(genomes):
-        logits = supernet(g, x)
+    for i, logits in enumerate(supernet_logits(supernet, genomes, x, batched)):
         loss = F.cross_entropy(logits, y)
         if distill and i == 0:
             teacher = logits.detach().softmax(1)
@@ -54,6 +64,10 @@ class SupernetModule(pl.LightningModule):
             (``evolution.readout.readout_loss``), training the bank's hidden levels for the readout
             that scores them (``SupernetEstimator(readout=...)``); 0: off. Not with ``distill``.
         ridge: the readout's ridge penalty.
+        batched: the step's genomes in one pass (``evolution.batched``): one gather, one GEMM per level
+            pair for all of them, the same loss and gradients. ``None``: on a GPU only (on the CPU
+            the per-genome kernel is as fast: benchmarks/results/throughput.md). One-bank supernets,
+            without ``readout``.
         seed: seeds the bank and the sampler's stream.
     """
 
@@ -62,7 +76,7 @@ class SupernetModule(pl.LightningModule):
                  density: tuple[float, float] = (0.02, 0.3), fill: tuple[float, float] = (0.25, 1.0),
                  skip: tuple[float, float] = (0.0, 0.0),
                  genomes_per_step: int = 4, distill: bool = False, few_shot: bool = False, lr: float = 3e-3,
-                 readout: int = 0, ridge: float = 1.0, seed: int = 0) -> None:
+                 readout: int = 0, ridge: float = 1.0, batched: bool | None = None, seed: int = 0) -> None:
         super().__init__()
         if input_shape is None or num_classes is None:
             raise ValueError("SupernetModule needs the data's input_shape and num_classes")
@@ -87,6 +101,12 @@ class SupernetModule(pl.LightningModule):
     def forward(self, genome: Genome, x: Tensor) -> Tensor:
         return self.supernet(genome, x)
 
+    @property
+    def batched(self) -> bool:
+        """Whether training steps run their genomes in one pass (``batched``; ``None``: on a GPU)."""
+        on = self.hparams.get("batched")
+        return self.device.type == "cuda" if on is None else bool(on)
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         genomes = self.sampler.sample(self.rng, self.hparams.genomes_per_step)
@@ -95,7 +115,7 @@ class SupernetModule(pl.LightningModule):
                                              self.hparams.readout, self.hparams.ridge, self.readout_scale)
                                 for g in genomes]).mean()
         else:
-            loss = supernet_loss(self.supernet, genomes, x, y, self.hparams.distill)
+            loss = supernet_loss(self.supernet, genomes, x, y, self.hparams.distill, self.batched)
         finite(loss, self.global_step, "supernet training")
         self.log("train_loss", loss, prog_bar=True, batch_size=len(y), on_step=False, on_epoch=True, sync_dist=True)
         return loss

@@ -99,6 +99,18 @@ class Supernet(nn.Module):
         return Weights(edge, self.norm_weight.index_select(0, slot).squeeze(1),
                        self.norm_bias.index_select(0, slot).squeeze(1), self.bias.index_select(0, outputs).squeeze(1))
 
+    def stacked_weights(self, genomes: list[Genome]) -> Weights:
+        """The genomes' weights concatenated in order (``evolution.batched.concat``), each vector by one
+        gather from the bank for all genomes; tie groups are left to ``stacked_forward``."""
+        idx = [self._compiled(g)[1] for g in genomes]
+        edge, slot = torch.cat([i["edge"] for i in idx]), torch.cat([i["slot"] for i in idx])
+        outputs = torch.arange(self.space.n_outputs, device=slot.device).repeat(len(genomes))
+        if torch.is_grad_enabled():
+            for param, rows in ((self.bank, edge), (self.norm_weight, slot), (self.norm_bias, slot), (self.bias, outputs)):
+                self._touched.setdefault(id(param), []).append(rows)
+        return Weights(self.bank.index_select(0, edge).squeeze(1), self.norm_weight.index_select(0, slot).squeeze(1),
+                       self.norm_bias.index_select(0, slot).squeeze(1), self.bias.index_select(0, outputs).squeeze(1))
+
     def check_trained(self, genome: Genome) -> None:
         """Nothing to refuse: one bank serves every depth (``FewShotSupernet`` counts per depth)."""
 

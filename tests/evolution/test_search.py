@@ -48,28 +48,52 @@ def test_search_writes_its_files_and_improves_its_front(tmp_path):
 
 
 def test_same_seed_same_history(tmp_path):
-    for name in ("a", "b"):
-        assert cli(["search", *TINY, "--iterations", "2", "--run_dir", str(tmp_path / name)]) == 0
+    for name in ("a", "b"):  # deterministic: on a GPU (accelerator auto) too
+        assert cli(["search", *TINY, "--iterations", "2", "--deterministic", "true", "--run_dir", str(tmp_path / name)]) == 0
+    assert not torch.are_deterministic_algorithms_enabled()  # the switch is the search's, not the process's
     assert _records(tmp_path / "a") == _records(tmp_path / "b")
     assert cli(["search", *TINY, "--iterations", "2", "--seed", "1", "--run_dir", str(tmp_path / "c")]) == 0
     assert _records(tmp_path / "a") != _records(tmp_path / "c")
 
 
+def _subprocess_env() -> dict[str, str]:
+    """The environment of a child ``python -m evolution``: this checkout first on the path, and the
+    caller's PYTHONPATH kept after it (an interpreter whose packages come from PYTHONPATH, as on a
+    machine set up without a virtualenv, otherwise starts a child that cannot import torch)."""
+    kept = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO)] + ([kept] if kept else []))}
+
+
+def _died(proc: subprocess.Popen) -> str:
+    """What a child that exited early said on stderr, for the assertion message."""
+    err = proc.stderr.read() if proc.stderr else ""
+    return f"the search subprocess exited {proc.returncode} early; its stderr:\n{err[-4000:]}"
+
+
+def test_subprocess_env_keeps_the_callers_pythonpath(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", "/somewhere/site-packages")
+    assert _subprocess_env()["PYTHONPATH"].split(os.pathsep) == [str(REPO), "/somewhere/site-packages"]
+    monkeypatch.delenv("PYTHONPATH")
+    assert _subprocess_env()["PYTHONPATH"] == str(REPO)
+
+
 def test_killed_search_resumes_as_if_never_stopped(tmp_path):
     args = [*TINY, "--iterations", "6"]
     assert cli(["search", *args, "--run_dir", str(tmp_path / "whole")]) == 0
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "evolution", "search", *args, "--run_dir", str(tmp_path / "cut")],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=REPO, env=_subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
     state = tmp_path / "cut" / "state.pt"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if state.exists() and len((tmp_path / "cut" / "history.jsonl").read_text().splitlines()) >= 6 + 2 * 3:
             break
         time.sleep(0.02)
-    assert proc.poll() is None, "the search finished before it could be killed; give it more iterations"
+    if proc.poll() is not None:
+        assert proc.returncode == 0, _died(proc)
+        pytest.fail("the search finished before it could be killed; give it more iterations")
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    proc.communicate()
     assert len(_records(tmp_path / "cut")) < len(_records(tmp_path / "whole"))
     assert cli(["search", "--resume", str(tmp_path / "cut"), "--search.progress", "false"]) == 0
     assert _records(tmp_path / "cut") == _records(tmp_path / "whole")
@@ -77,17 +101,17 @@ def test_killed_search_resumes_as_if_never_stopped(tmp_path):
 
 
 def test_ctrl_c_saves_and_exits_cleanly(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     run = tmp_path / "r"
     proc = subprocess.Popen([sys.executable, "-m", "evolution", "search", *TINY, "--iterations", "200", "--run_dir", str(run)],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, env=_subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "state.pt").exists():
+        assert proc.poll() is None, _died(proc)
         time.sleep(0.05)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, f"exit {proc.returncode}, expected 130; the subprocess's stderr:\n{err[-4000:]}"
     assert "is saved; resume with --resume" in err and "Traceback" not in err
     saved = json.loads((run / "front.json").read_text())["iteration"]
     on_disk = torch.load(run / "state.pt", weights_only=False)["iteration"]

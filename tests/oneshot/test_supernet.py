@@ -363,3 +363,29 @@ def test_few_shot_estimator_refuses_depths_its_sampler_never_drew(tmp_path):
     assert good.ok and 0 <= good.score <= 1
     with pytest.raises(ValueError, match="never trained"):
         est.initialize(linear)
+
+
+def test_batched_scores_updates_and_steps_equal_the_per_genome_path(tmp_path):
+    assert _fit(tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3") == 0
+    data, ckpt = DigitsDataModule(), str(tmp_path / "ckpt" / "last.ckpt")
+    for readout in (0, 300):
+        one = SupernetEstimator(data, ckpt, readout=readout, batched=False, update_steps=4, seed=3)
+        many = SupernetEstimator(data, ckpt, readout=readout, batched=True, update_steps=4, seed=3)
+        assert many.batched and not one.batched
+        pop = [random_genome(one.space, np.random.default_rng(i), density=d)
+               for i, d in enumerate([0.05, 0.2, 0.4, 0.6] * 5)]  # 20: more than one pass of 16
+        a, b = [e.score for e in one.estimate(pop)], [e.score for e in many.estimate(pop)]
+        assert np.abs(np.array(a) - np.array(b)).max() <= 1 / len(data.tensors("val")[1])  # a tie's argmax at most
+        assert len(set(a)) > 3
+    one.update(pop)
+    many.update(pop)
+    for p, q in zip(one.supernet.parameters(), many.supernet.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    # a module trains its step's genomes in one pass with the same loss
+    module = SupernetModule((1, 8, 8), 10, levels=3, width=16, batched=True, sampler="sandwich")
+    assert module.batched and not SupernetModule((1, 8, 8), 10, levels=3, width=16).batched  # default: CPU -> off
+    assert not SupernetEstimator(data, ckpt).batched
+    x, y = data.tensors("train")
+    genomes = module.sampler.sample(np.random.default_rng(0), 4)
+    torch.testing.assert_close(supernet_loss(module.supernet, genomes, x[:64], y[:64], distill=True, batched=True),
+                               supernet_loss(module.supernet, genomes, x[:64], y[:64], distill=True))

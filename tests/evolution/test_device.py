@@ -1,0 +1,45 @@
+import os
+
+import pytest
+import torch
+
+from evolution.device import accelerator_device, deterministic, resolve_device
+
+
+def test_auto_is_the_cpu_without_cuda_and_bad_devices_are_one_line():
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == want and accelerator_device("auto") == want
+    assert resolve_device("cpu") == torch.device("cpu") and accelerator_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="device 'tpu9'"):
+        resolve_device("tpu9")
+    with pytest.raises(ValueError, match="accelerator 'mps2': expected one of auto, cpu, cuda, gpu"):
+        accelerator_device("mps2")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA device"):
+            resolve_device("cuda")
+
+
+def test_deterministic_switches_on_inside_and_restores(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    with deterministic(False):
+        assert not torch.are_deterministic_algorithms_enabled()
+    with deterministic():
+        assert torch.are_deterministic_algorithms_enabled() and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert not torch.are_deterministic_algorithms_enabled() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+
+
+def test_search_hands_its_accelerator_to_an_estimator_left_at_auto():
+    from pathlib import Path
+
+    from evolution.device import placed
+    from evolution.search import build_parser
+
+    config = str(Path(__file__).resolve().parents[2] / "configs/search/digits.yaml")
+    parser = build_parser()
+    cfg = parser.parse_args(["--config", config, "--accelerator", "cpu"])
+    assert cfg.estimator.init_args.device == "auto" and cfg.deterministic is False
+    assert placed(cfg).estimator.init_args.device == "cpu" and cfg.estimator.init_args.device == "auto"
+    pinned = parser.parse_args(["--config", config, "--estimator.init_args.device", "cpu", "--deterministic", "true"])
+    assert placed(pinned).estimator.init_args.device == "cpu" and pinned.deterministic is True
+    with pytest.raises(ValueError, match="accelerator 'tpu'"):
+        placed(parser.parse_args(["--config", config, "--accelerator", "tpu"]))
