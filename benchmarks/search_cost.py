@@ -159,8 +159,12 @@ class Metered:
         for s in range(0, len(todo), step):
             idx = todo[s:s + step]
             if self.truth is not None:
+                # A genome another arm (or the dense ladder) already trained costs no time now; it is
+                # charged what its training cost, as it is when replayed after a resume.
+                cached = sum(self.truth.known[keys[i]]["cpu"] for i in idx if keys[i] in self.truth.known)
                 out = self.truth.estimate([genomes[i] for i in idx])
                 cpus = [self.truth.known[keys[i]]["cpu"] for i in idx]
+                self.remote += cached
             else:
                 start = time.process_time()
                 out = self.inner.estimate([genomes[i] for i in idx], [parents[i] for i in idx])
@@ -272,7 +276,8 @@ def run_arm(name: str, preset: str, cfg: dict, seed: int, data, truth: Truth, ou
         inner = build_estimator(_with_seed(spec, seed), data, str(ckpt) if arm.get("fit") else None, f"arm {name}")
         metered_truth = None
     est = Metered(inner, out / "estimates.jsonl", metered_truth)
-    execution = execution if hasattr(inner, "use_executor") else None
+    # Only an arm whose estimator trains candidates itself takes the executor (the truth trains in process).
+    execution = execution if hasattr(inner, "use_executor") and not isinstance(inner, Truth) else None
     settings = SearchSettings(run_dir=str(out / "search"), seed=seed, iterations=10**6, progress=False,
                               **(execution or {}),
                               objectives=("error", "flops"), **cfg["search"])
@@ -286,6 +291,10 @@ def run_arm(name: str, preset: str, cfg: dict, seed: int, data, truth: Truth, ou
     ledger.keep(lambda r: "iteration" not in r or r["iteration"] <= saved)
     iters = [r for r in ledger.rows if "iteration" in r]
     base = iters[-1]["cpu"] if iters else fit_cpu
+    # A kill after the search saved an iteration but before its ledger row: charge its estimates' CPU
+    # (the search loop's own share of that iteration is lost, a few per cent of it).
+    last = iters[-1]["iteration"] if iters else -1
+    base += sum(r["cpu"] for r in est.log.rows if last < r["iteration"] <= saved)
 
     def spent() -> float:
         return base + time.process_time() - start + est.replayed + est.remote
@@ -296,6 +305,8 @@ def run_arm(name: str, preset: str, cfg: dict, seed: int, data, truth: Truth, ou
         ledger.add({"iteration": search.iteration, "cpu": spent(), "archive": [c.id for c in search.archive],
                     "top": top, "hv_estimated": search.hv[-1]})
 
+    if saved > last:
+        record()
     if not search.exists():
         search.dir.mkdir(parents=True, exist_ok=True)
         (search.dir / "history.jsonl").write_bytes(b"")
@@ -372,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", default=str(common.RESULTS), help="where the results go")
     ap.add_argument("--report-only", action="store_true", help="rebuild the JSON / page from finished arms")
     ap.add_argument("--executor", default="local", choices=("local", "ray"),
-                    help="where training-based arms train candidates (their tasks' CPU-seconds are counted)")
+                    help="where arms whose estimator trains candidates (train-low, ...) train them; their "
+                    "tasks' CPU-seconds are counted (train-full's truth trains in this process)")
     ap.add_argument("--ray-address", default=None, help="Ray cluster for --executor ray (default: a local Ray)")
     ap.add_argument("--profile", action="store_true", help="write each arm's cProfile (by cumulative time) to "
                     "WORK/PRESET/ARM/seedK/profile.txt")
@@ -383,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     torch.set_num_threads(1)  # CPU-seconds of one thread: the same meter for every arm
-    work = Path(args.work) / key
+    # Profiled arms run slower inside their budget: kept apart from the published results.
+    work = Path(args.work) / ("profile" if args.profile else "") / key
     n_seeds = args.seeds or cfg["seeds"]
     todo = [] if args.report_only else [args.seed] if args.seed is not None else range(n_seeds)
     for seed in todo:
@@ -396,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             try:
                 prof = cProfile.Profile() if args.profile else None
-                res = (prof.runcall if prof else _call)(run_arm, name, key if key in PRESETS else "digits", cfg,
+                res = (prof.runcall if prof else _call)(run_arm, name, args.preset, cfg,
                                                          seed, data, truth, out, args.budget or cfg["budget"],
                                                          {"executor": args.executor, "ray_address": args.ray_address})
                 if prof:
@@ -417,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     if "--seed" in flags:  # the page names the command for all seeds (--seed K splits them over processes)
         i = flags.index("--seed")
         del flags[i:i + 2]
-    report.write(doc, key, Path(args.results), " ".join(["python -m benchmarks.search_cost"] + flags))
+    results = work / "results" if args.profile else Path(args.results)
+    report.write(doc, key, results, " ".join(["python -m benchmarks.search_cost"] + flags))
     return 0
 
 
@@ -445,7 +459,9 @@ def configure(args) -> tuple[dict, list[str], str]:
         if not isinstance(spec, dict) or not isinstance(spec.get("class_path"), str):
             raise ValueError("--data: expected {class_path: ..., init_args: {...}}")
         cfg["data"] = spec
-        key = spec["class_path"].rsplit(".", 1)[-1]
+        # Named by the class and a hash of the whole spec and preset: two CSVs never share work or truths.
+        digest = hashlib.sha1(json.dumps([args.preset, spec], sort_keys=True).encode()).hexdigest()[:8]
+        key = f"{spec['class_path'].rsplit('.', 1)[-1]}-{digest}"
     arms = args.arms.split(",") if args.arms else cfg["arms"]
     for name in arms:
         load_arm(name, args.preset)

@@ -101,3 +101,29 @@ def test_a_killed_arm_resumes_where_it_stopped(tmp_path, monkeypatch):
     a, b = hist("a"), hist("b")
     n = min(len(a), len(b))
     assert n >= 6 and a[:n] == b[:n]
+
+
+def test_an_iteration_saved_before_its_ledger_row_is_charged_on_resume(tmp_path, monkeypatch):
+    """Killed after the search saved iteration 2 but before the benchmark's ledger row for it: the
+    rerun writes that row and charges its estimates' CPU-seconds, so no iteration is free."""
+    args = ["--preset", "tiny", "--arms", "train-low", "--budget", "1.5", "--work", str(tmp_path / "w"),
+            "--results", str(tmp_path / "r")]
+    real = search_cost.Search.step
+
+    def dying(self):
+        real(self)
+        if self.iteration == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(search_cost.Search, "step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        search_cost.main(args)
+    monkeypatch.setattr(search_cost.Search, "step", real)
+    assert search_cost.main(args) == 0
+    arm = tmp_path / "w" / "tiny" / "train-low" / "seed0"
+    rows = [json.loads(l) for l in (arm / "iterations.jsonl").read_text().splitlines()]
+    iters = [r for r in rows if "iteration" in r]
+    assert [r["iteration"] for r in iters] == list(range(len(iters))) and len(iters) > 3
+    est = [json.loads(l) for l in (arm / "estimates.jsonl").read_text().splitlines()]
+    charged = iters[2]["cpu"] - iters[1]["cpu"]
+    assert charged >= sum(r["cpu"] for r in est if r["iteration"] == 2) - 1e-9 > 0
