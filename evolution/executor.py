@@ -73,12 +73,12 @@ class RayExecutor:
                 kw["num_cpus"] = local_cpus
             ray.init(**kw)
         self._task = ray.remote(_run_task)
-        self._shared: tuple[int, Any] | None = None
+        self._shared: tuple[Any, Any] | None = None
 
     def _put(self, shared: Any):
         """The shared object's reference, put once while the caller keeps handing the same object."""
-        if self._shared is None or self._shared[0] != id(shared):
-            self._shared = (id(shared), self.ray.put(shared))
+        if self._shared is None or self._shared[0] is not shared:  # held, so its id cannot be reused
+            self._shared = (shared, self.ray.put(shared))
         return self._shared[1]
 
     def imap(self, fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any]) -> Iterator[tuple[int, Any]]:

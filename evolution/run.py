@@ -98,7 +98,12 @@ def dense_ladder(front: list[dict], data, epochs: int, lr: float, out: Path, mos
     rows = []
     for name in near:
         g, flops = specs[name]
-        res = retrain(g, data, out / name.replace(":", "-"), epochs, lr, 0, accelerator)
+        cache = out / name.replace(":", "-") / "result.json"  # a rerun of a finished run retrains nothing
+        if cache.is_file() and json.loads(cache.read_text()).get("settings") == [epochs, lr]:
+            res = json.loads(cache.read_text())["result"]
+        else:
+            res = retrain(g, data, cache.parent, epochs, lr, 0, accelerator)
+            cache.write_text(json.dumps({"settings": [epochs, lr], "result": res}))
         rows.append({"name": name, **res, "flops": flops, "params": cost.parameters(g), "edges": g.n_edges})
     return rows
 

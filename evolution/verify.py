@@ -177,7 +177,8 @@ def verify(run_dir: str, top_k: int = 10, epochs: int = 20, lr: float = 3e-3, in
         progress: print a line per candidate.
         executor: ``local`` retrains the candidates one after another; ``ray`` as Ray tasks (the
             same figures: each is seeded by ``seed`` alone), written to verify.json as each finishes.
-            Across machines the run directory must be on a shared file system.
+            Across machines the run directory must be on a shared file system. A candidate whose
+            retraining fails on every try stops verify (those done are kept; a rerun resumes).
         ray_address, ray_cpus, ray_gpus, ray_retries: as ``SearchSettings``'.
     """
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # a line per candidate is enough
