@@ -19,7 +19,7 @@ import lightning.pytorch as pl
 import yaml
 from jsonargparse._util import import_object  # the class a class_path names
 
-from evolution import cost
+from evolution import cost, rundir
 from evolution.estimators import Estimator, build_estimator
 from evolution.search import Search, SearchSettings
 from evolution.verify import retrain, verify
@@ -105,6 +105,11 @@ def run(args: list[str]) -> None:
     parser = build_parser()
     cfg = parser.parse_args(args)
     run_dir = Path(cfg.run_dir)
+    with rundir.locked(run_dir, run_dir / "search"):  # one run per directory: its fit, search and verify
+        _run(cfg, parser, run_dir)
+
+
+def _run(cfg, parser, run_dir: Path) -> None:
     started = time.perf_counter()
     data = _instantiate(cfg.data)
     ckpt = Path(cfg.fit.checkpoint or run_dir / "estimator.ckpt")
