@@ -12,12 +12,13 @@ import csv
 import gzip
 import math
 from pathlib import Path
+from typing import Iterator
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
 SPLITS = ("train", "val", "test")
 
@@ -34,6 +35,29 @@ class _Batches(Dataset):
     def __getitem__(self, idx: list[int]) -> tuple[Tensor, Tensor]:
         idx = torch.as_tensor(idx)
         return self.x[idx], self.y[idx]
+
+
+class EpochBatches(Sampler):
+    """Shuffled batches of indices whose order is a function of the seed and the epoch alone, so a
+    fit resumed at an epoch draws what the uninterrupted fit drew there. Lightning sets the epoch
+    (``set_epoch``); a plain loop over the loader gets the next epoch at each pass."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        # epoch 0 is RandomSampler's first order for the seed, as before
+        seed = self.seed if self.epoch == 0 else hash((self.seed, self.epoch)) & (2**63 - 1)
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(seed)).tolist()
+        self.epoch += 1
+        for i in range(0, self.n, self.batch_size):
+            yield order[i:i + self.batch_size]
 
 
 def split_indices(n: int, seed: int, val_fraction: float, test_fraction: float) -> dict[str, np.ndarray]:
@@ -88,8 +112,9 @@ class TensorDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = _Batches(*self.tensors(split))
-        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(self.seed)) if shuffle else SequentialSampler(ds)
-        return DataLoader(ds, sampler=BatchSampler(sampler, self.batch_size, drop_last=False), batch_size=None)
+        batches = EpochBatches(len(ds), self.batch_size, self.seed) if shuffle else \
+            BatchSampler(SequentialSampler(ds), self.batch_size, drop_last=False)
+        return DataLoader(ds, sampler=batches, batch_size=None)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

@@ -10,7 +10,6 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from torch import Tensor
 
@@ -150,7 +149,7 @@ class GenomeModule(pl.LightningModule):
         ckpt = checkpoints.read_checkpoint(path)
         if "genome" not in ckpt:
             raise ValueError(f"checkpoint {path} holds no genome: it was not written by python -m evolution train fit")
-        return cls.load_from_checkpoint(path, map_location=map_location, genome=ckpt["genome"])
+        return cls.load_from_checkpoint(path, map_location=map_location, weights_only=True, genome=ckpt["genome"])
 
 
 class LoggerSaveConfigCallback(SaveConfigCallback):
@@ -171,7 +170,7 @@ class DataShapeCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(checkpoints.BestAndLast, "checkpoint")
         parser.set_defaults({"checkpoint.monitor": "val_acc", "checkpoint.mode": "max", "checkpoint.save_last": True,
                              "checkpoint.filename": "best-{epoch}-{val_acc:.4f}"})
 
@@ -226,7 +225,7 @@ class GenomeCLI(DataShapeCLI):
 
     def after_fit(self) -> None:
         if self.config.fit.test_after_fit and not self.trainer.interrupted:
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best", weights_only=False)
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best", weights_only=True)
 
 
 def main(args: list[str] | None = None) -> None:
