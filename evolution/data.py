@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import gzip
 import math
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -335,15 +336,37 @@ class CSVDataModule(TensorDataModule):
             x = np.array([[r[i] for i in cols] for _, r in body], dtype=np.float32)
         except ValueError:
             raise ValueError(self._non_numeric(header, cols, body)) from None
-        try:
-            keys = sorted(set(labels), key=float)
-        except ValueError:
-            keys = sorted(set(labels))
+        bad = ~np.isfinite(x)
+        if bad.any():  # NaN or inf would reach the loss and read as divergence
+            row, col = (int(v[0]) for v in np.nonzero(bad))
+            raise ValueError(f"{self.path}: feature column {header[cols[col]]!r} holds {body[row][1][cols[col]].strip()!r} "
+                             f"(line {body[row][0]}, {int(bad.sum())} such cells in all); every feature must be a "
+                             "finite number")
+        keys = self._classes(labels, body)
         self.classes = keys
         index = {k: i for i, k in enumerate(keys)}
         self._x, self._y = torch.as_tensor(x), torch.as_tensor([index[v] for v in labels])
         self.input_shape = (len(cols),)
         self.num_classes = len(keys)
+
+    def _classes(self, labels: list[str], body: list[tuple[int, list[str]]]) -> list[str]:
+        """The sorted class names; a warning when most labels are numbers but some are not (each such
+        stray label would make a class of its own)."""
+        def number(v: str) -> bool:
+            try:
+                float(v)
+                return True
+            except ValueError:
+                return False
+
+        stray = [(n, v) for (n, _), v in zip(body, labels) if not number(v)]
+        if not stray:
+            return sorted(set(labels), key=float)
+        if len(stray) < len(labels) / 2:
+            warnings.warn(f"{self.path}: {len(stray)} labels of column {self.target!r} are not numbers like the "
+                          f"others (first {stray[0][1]!r} on line {stray[0][0]}); each distinct one makes a class "
+                          "of its own", stacklevel=2)
+        return sorted(set(labels))
 
     def _non_numeric(self, header: list[str], cols: list[int], body: list[tuple[int, list[str]]]) -> str:
         """The message naming the first feature value that is not a number."""

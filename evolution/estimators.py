@@ -116,6 +116,19 @@ def finite(value: Tensor, step: int | None, what: str = "training") -> Tensor:
     return value
 
 
+def rose(losses: list[Tensor], factor: float = 2.0) -> None:
+    """A ``FloatingPointError`` when training blew up without overflowing: the mean loss of the last
+    tenth of the steps above ``factor`` times the loss of the first step (before any update), a
+    plateau far above where it began, where the network scores at chance. Needs 10 steps or more."""
+    if len(losses) < 10:
+        return
+    t = torch.stack(losses).float().cpu()
+    first, last = float(t[0]), float(t[-(len(t) // 10):].mean())
+    if last > factor * first:
+        raise FloatingPointError(f"training diverged: the loss rose from {first:.3g} (first step) to {last:.3g} "
+                                 "(mean of the last tenth of the steps); lower the learning rate")
+
+
 def genome_seed(genome: Genome, seed: int) -> int:
     """A seed fixed by the genome and a base seed, so an estimate does not depend on batch order."""
     h = hashlib.sha1(genome.edges.tobytes() + genome.hidden.tobytes() + str(seed).encode()).digest()
@@ -193,7 +206,7 @@ class TrainEstimator:
         steps = self.steps if self.epochs is None else int(np.ceil(self.epochs * len(y) / self.batch_size))
         opt = torch.optim.Adam(net.parameters(), lr=self.lr)
         order = torch.randperm(len(y), generator=gen)
-        pos = 0
+        pos, losses = 0, []
         net.train()
         for step in range(steps):
             if self.schedule == "cosine":  # per step from lr to 0, as verify's retraining anneals
@@ -204,6 +217,7 @@ class TrainEstimator:
             idx = order[pos:pos + self.batch_size].to(self.device)
             pos += self.batch_size
             loss = finite(F.cross_entropy(net(x[idx]), y[idx]), step)
+            losses.append(loss.detach())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if new_mask is not None and step < self.new_edge_steps:
@@ -212,6 +226,7 @@ class TrainEstimator:
                 for p in (net.norm_weight, net.norm_bias, net.bias):
                     p.grad = None
             opt.step()
+        rose(losses)
         return self.score(net), (net.keyed_state() if self.keep_state else None)
 
     @torch.no_grad()

@@ -137,6 +137,23 @@ def locked(*run_dirs: str | Path) -> Iterator[None]:
             release(d)
 
 
+def read_config(run_dir: str | Path) -> dict:
+    """The run directory's ``config.yaml`` as a dict; one line naming it when it is missing or not YAML text."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"run directory {run_dir} has no config.yaml; is it a search's run directory?")
+    try:
+        cfg = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ValueError(f"{path} is not a YAML text file ({type(err).__name__}); the run directory is damaged") \
+            from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path} holds no settings; the run directory is damaged")
+    return cfg
+
+
 # --- the files -----------------------------------------------------------------------------------
 def _check_line(line: str) -> float:
     """The iteration of a ``rank_check.jsonl`` line; infinite (dropped on resume) for a line a kill cut."""

@@ -187,7 +187,22 @@ class DataShapeCLI(LightningCLI):
             if foreign:  # else: "does not accept option model.<key>", which does not say what is wrong
                 raise ValueError(f"checkpoint {path} is not a {self.model_class.__name__} checkpoint: it was trained "
                                  f"with {', '.join(foreign[:3])}, which {self.model_class.__name__} does not take")
+            self._check_flags(path, hp, known)
         super()._parse_ckpt_path()
+
+    def _check_flags(self, path: str, hp: dict, known: dict) -> None:
+        """LightningCLI replaces the model settings with the checkpoint's: one line when a setting the
+        flags or config give (not left at its default) differs from the checkpoint's."""
+        given = self.config[self.config.subcommand].get("model")
+        if given is None or not hasattr(given, "get"):
+            return
+        for key, theirs in hp.items():
+            if key in ("input_shape", "num_classes") or key not in known or key not in given:
+                continue
+            mine, default = _plain(given.get(key)), _plain(known[key].default)
+            if mine != default and mine != _plain(theirs):
+                raise ValueError(f"checkpoint {path} was trained with model.{key} {_plain(theirs)!r}, the flags give "
+                                 f"{mine!r}: drop the flag to use the checkpoint's, or give a checkpoint trained with it")
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
@@ -208,6 +223,10 @@ class DataShapeCLI(LightningCLI):
             self._ckpt = None
 
     before_fit = before_validate = before_test = _check_ckpt_path
+
+
+def _plain(value):
+    return tuple(_plain(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def _local(ckpt_path: str | None) -> bool:

@@ -18,7 +18,6 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
-import yaml
 from scipy.stats import kendalltau, spearmanr
 
 from evolution import rundir
@@ -34,12 +33,9 @@ def load_data(run_dir: Path):
     """The DataModule a search ran on, from its ``config.yaml``."""
     from jsonargparse import ArgumentParser
 
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"run directory {run_dir} has no config.yaml; is it a search's run directory?")
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(pl.LightningDataModule, "data")
-    cfg = parser.parse_object({"data": yaml.safe_load(cfg_path.read_text())["data"]})
+    cfg = parser.parse_object({"data": rundir.read_config(run_dir).get("data")})
     return parser.instantiate_classes(cfg).data
 
 
@@ -74,8 +70,8 @@ def search_estimator(run_dir: Path, data, state: dict | None = None) -> Initiali
     from jsonargparse._util import import_object  # the class a class_path names
 
     path = run_dir / "config.yaml"
-    cfg = yaml.safe_load(path.read_text())
-    spec = cfg.get("estimator") if isinstance(cfg, dict) else None
+    cfg = rundir.read_config(run_dir)
+    spec = cfg.get("estimator")
     if not isinstance(spec, dict) or "class_path" not in spec:
         raise ValueError(f"{path} names no estimator (class_path); is it a search's run directory?")
     if not hasattr(import_object(spec["class_path"]), "initialise"):
@@ -232,7 +228,7 @@ def _log_to_wandb(run: Path, doc: dict) -> None:
     """Into the search's own W&B run, when the search logged to W&B."""
     from evolution.tracking import Tracker, WandbSettings
 
-    wb = (yaml.safe_load((run / "config.yaml").read_text()).get("search") or {}).get("wandb") or {}
+    wb = (rundir.read_config(run).get("search") or {}).get("wandb") or {}
     settings = WandbSettings(**{k: (tuple(v) if k == "tags" else v) for k, v in wb.items()})
     if settings.project is None:
         return
