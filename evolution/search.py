@@ -410,6 +410,8 @@ def build_parser():
 
 def main(args: list[str] | None = None) -> None:
     """``python -m evolution search --config configs/search/digits.yaml [--search.iterations N] [--resume DIR]``"""
+    from evolution.__main__ import check_config_files
+
     args = list(sys.argv[1:] if args is None else args)
     # The short flags the README promises, spelled as the nested keys the parser knows.
     short = {"--run_dir", "--seed", "--iterations", "--population", "--children"}
@@ -424,6 +426,7 @@ def main(args: list[str] | None = None) -> None:
         if not (run_dir / "config.yaml").is_file():
             raise FileNotFoundError(f"run directory {run_dir} has no config.yaml to resume from")
         args = ["--config", str(run_dir / "config.yaml")] + args
+        check_config_files(args)
     parser = build_parser()
     cfg = parser.parse_args(args)
     if cfg.resume:
