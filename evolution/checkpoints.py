@@ -18,7 +18,13 @@ from torch import nn
 M = TypeVar("M")
 
 
-UNSAFE = "Weights only load failed"  # torch's words for a file that holds other objects
+UNSAFE = "Weights only load failed"  # torch's words for a file it cannot load safely
+
+
+def unsafe(err: BaseException) -> bool:
+    """Whether ``torch.load(weights_only=True)`` refused a global (an object other than plain data),
+    not a damaged file."""
+    return UNSAFE in str(err) and "global" in str(err).lower()
 
 
 def unsafe_message(what: str, path: str | Path) -> str:
@@ -38,7 +44,7 @@ def read(path: str | Path, what: str = "checkpoint", weights_only: bool = True) 
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as err:  # zip, pickle and EOF errors all mean the same thing to the user
-        if UNSAFE in str(err):
+        if unsafe(err):
             raise ValueError(unsafe_message(what, path)) from None
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         hint = "truncated, or not written by torch.save?" if not weights_only else \

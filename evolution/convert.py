@@ -61,7 +61,7 @@ def convert(path: str, out: str | None = None) -> Path:
         with torch.serialization.safe_globals(_numpy_globals()):
             obj = torch.load(src, map_location="cpu", weights_only=True)
     except Exception as err:
-        if checkpoints.UNSAFE in str(err):
+        if checkpoints.unsafe(err):
             raise ValueError(f"{src} holds objects other than numpy values and plain data; it cannot be converted "
                              "safely (loading it could run code)") from None
         raise ValueError(f"{src} cannot be read: {str(err).splitlines()[0][:200] if str(err) else type(err).__name__}") \

@@ -41,7 +41,9 @@ class _Batches(Dataset):
 class EpochBatches(Sampler):
     """Shuffled batches of indices whose order is a function of the seed and the epoch alone, so a
     fit resumed at an epoch draws what the uninterrupted fit drew there. Lightning sets the epoch
-    (``set_epoch``); a plain loop over the loader gets the next epoch at each pass."""
+    (``set_epoch``); a plain loop over the loader gets the next epoch at each pass. The orders are
+    those a ``RandomSampler`` seeded once gives over whole epochs (it draws two permutations per
+    epoch and uses the first)."""
 
     def __init__(self, n: int, batch_size: int, seed: int) -> None:
         self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, 0
@@ -53,9 +55,10 @@ class EpochBatches(Sampler):
         return math.ceil(self.n / self.batch_size)
 
     def __iter__(self) -> Iterator[list[int]]:
-        # epoch 0 is RandomSampler's first order for the seed, as before
-        seed = self.seed if self.epoch == 0 else hash((self.seed, self.epoch)) & (2**63 - 1)
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(seed)).tolist()
+        gen = torch.Generator().manual_seed(self.seed)
+        for _ in range(2 * self.epoch):
+            torch.randperm(self.n, generator=gen)
+        order = torch.randperm(self.n, generator=gen).tolist()
         self.epoch += 1
         for i in range(0, self.n, self.batch_size):
             yield order[i:i + self.batch_size]

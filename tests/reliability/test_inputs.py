@@ -1,6 +1,5 @@
 """Bad input as a hostile or unlucky user gives it: one line naming the problem, exit 2; data errors
 named as data errors; a blown-up candidate flagged, not scored."""
-from pathlib import Path
 
 import pytest
 

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
 from probes import REPO, TINY, front, records
@@ -35,7 +34,7 @@ def _killed_until_done(args, seconds: float, seed: int) -> int:
     for _ in range(KILLS):
         proc = subprocess.Popen([sys.executable, "-m", *args()], env=ENV, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
-        time.sleep(rng.uniform(0.2, 0.95) * seconds)
+        time.sleep(rng.uniform(0.25, 0.6) * seconds)  # the reference ran beside other tests: often slower
         if proc.poll() is None:
             hits += 1
             proc.kill()
