@@ -73,7 +73,8 @@ def test_fit_killed_at_random_moments_ends_with_the_uninterrupted_weights(tmp_pa
                 *(["--ckpt_path", str(last)] if last.is_file() else [])]
 
     seconds = _run(fit(tmp_path / "whole"))
-    _killed_until_done(lambda: fit(tmp_path / "run"), seconds, 2, lambda: shutil.rmtree(tmp_path / "run", ignore_errors=True))
+    _killed_until_done(lambda: fit(tmp_path / "run"), seconds, 2,
+                       lambda: shutil.rmtree(tmp_path / "run", ignore_errors=True))
     whole, run = (torch.load(p / "ckpt" / "last.ckpt", weights_only=True) for p in (tmp_path / "whole", tmp_path / "run"))
     assert run["global_step"] == whole["global_step"] == 36 and run["sampler_rng"] == whole["sampler_rng"]
     for k, v in whole["state_dict"].items():
