@@ -12,12 +12,13 @@ commands:
   verify   retrain a search's best candidates and check the estimator's ranking (RUN_DIR --top_k 10)
   export   export a verified candidate (RUN_DIR/verify/ID) with torch.export or ONNX
   sweep    run a W&B sweep config locally (CONFIG --count N), logging each trial to W&B
+  convert  re-save a trusted older checkpoint or search state as plain data (FILE)
 """
 
 
 # Each command is the ``main(args)`` of its module, imported only when asked for (torch and
 # Lightning take seconds to import).
-COMMANDS = {name: f"evolution.{name}" for name in ("run", "train", "search", "verify", "export", "sweep")}
+COMMANDS = {name: f"evolution.{name}" for name in ("run", "train", "search", "verify", "export", "sweep", "convert")}
 
 
 def _command(name: str):

@@ -2,11 +2,15 @@
 
 ``torch.load`` of a truncated file, or ``load_state_dict`` of another model's weights, ends in a long
 traceback about zip archives or size mismatches; a user needs to know which file is wrong and why.
+Every file loads with ``weights_only=True`` (tensors, numbers, strings and plain containers), so a
+crafted file cannot run code; what neuronas saves is made of those alone.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, TypeVar
+from weakref import proxy
 
 import torch
 from torch import nn
@@ -14,10 +18,24 @@ from torch import nn
 M = TypeVar("M")
 
 
-def read(path: str | Path, what: str = "checkpoint", weights_only: bool = False) -> Any:
-    """``torch.load`` of ``path`` onto the CPU; a missing, unreadable or truncated file is one line
-    naming it. ``weights_only`` for files a user names on the command line: tensors and plain
-    containers only, so a crafted file cannot run code (our own checkpoints load this way)."""
+UNSAFE = "Weights only load failed"  # torch's words for a file it cannot load safely
+
+
+def unsafe(err: BaseException) -> bool:
+    """Whether ``torch.load(weights_only=True)`` refused a global (an object other than plain data),
+    not a damaged file."""
+    return UNSAFE in str(err) and "global" in str(err).lower()
+
+
+def unsafe_message(what: str, path: str | Path) -> str:
+    return (f"{what} {path} holds Python objects other than tensors, numbers, strings and plain containers, and "
+            "loading it could run code, so it is not loaded; if you trust it (an older neuronas wrote it), convert it: "
+            f"python -m evolution convert {path}")
+
+
+def read(path: str | Path, what: str = "checkpoint", weights_only: bool = True) -> Any:
+    """``torch.load`` of ``path`` onto the CPU with ``weights_only`` (tensors and plain containers
+    only); a missing, unreadable, truncated or unsafe file is one line naming it."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{what} {path} is a directory, not a file")
@@ -26,13 +44,15 @@ def read(path: str | Path, what: str = "checkpoint", weights_only: bool = False)
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as err:  # zip, pickle and EOF errors all mean the same thing to the user
+        if unsafe(err):
+            raise ValueError(unsafe_message(what, path)) from None
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         hint = "truncated, or not written by torch.save?" if not weights_only else \
             "truncated, not written by torch.save, or holding objects other than tensors?"
         raise ValueError(f"{what} {path} cannot be read ({hint}): {reason[:200]}") from None
 
 
-def read_checkpoint(path: str | Path, what: str = "checkpoint", weights_only: bool = False) -> dict:
+def read_checkpoint(path: str | Path, what: str = "checkpoint", weights_only: bool = True) -> dict:
     """A Lightning checkpoint's dict (``state_dict``, ``hyper_parameters``, ...), on the CPU."""
     ckpt = read(path, what, weights_only)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
@@ -74,7 +94,7 @@ def load_module(cls: type[M], path: str | Path, what: str, map_location: str | t
     given to the supernet) or a damaged one fails with one line naming the file. The module is built
     from the checkpoint's own hyperparameters and loads its weights strictly, so nothing else can differ."""
     try:
-        module = cls.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+        module = cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     except Exception as err:
         read_checkpoint(path, what)  # a missing, directory, unreadable or non-Lightning file says so itself
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -87,3 +107,45 @@ def load_module(cls: type[M], path: str | Path, what: str, map_location: str | t
 
 def _plain(value: Any) -> Any:
     return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+def _checkpoint_callback():
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    class BestAndLast(ModelCheckpoint):
+        """``ModelCheckpoint`` whose ``last.ckpt`` is the state at the end of every epoch (Lightning's
+        follows the best), apart from the best; every file written atomically (a kill leaves the old
+        file or the new one), so a fit killed at any moment resumes from its last finished epoch."""
+
+        def _save_checkpoint(self, trainer, filepath: str) -> None:
+            tmp = f"{filepath}.{os.getpid()}.tmp"
+            trainer.save_checkpoint(tmp, self.save_weights_only)
+            if trainer.is_global_zero:
+                os.replace(tmp, filepath)
+            self._last_global_step_saved = trainer.global_step
+            self._last_checkpoint_saved = filepath
+            if trainer.is_global_zero:
+                for logger in trainer.loggers:
+                    logger.after_save_checkpoint(proxy(self))
+
+        def _save_last_checkpoint(self, trainer, monitor_candidates) -> None:
+            if getattr(self, "_saving_last", False):
+                super()._save_last_checkpoint(trainer, monitor_candidates)
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            super().on_train_epoch_end(trainer, pl_module)  # the best, when it is saved on train epoch end
+            if self.save_last and not trainer.sanity_checking:
+                self._saving_last = True
+                try:
+                    super()._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+                finally:
+                    self._saving_last = False
+
+    return BestAndLast
+
+
+def __getattr__(name: str):
+    # Lightning imports in seconds: the callback class is built when first asked for.
+    if name == "BestAndLast":
+        return _checkpoint_callback()
+    raise AttributeError(name)

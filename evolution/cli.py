@@ -19,9 +19,12 @@ def guarded(command, args: list[str]) -> int:
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     for name in ("lightning.fabric.utilities.seed", "lightning.pytorch.utilities.seed"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     try:
+        check_config_files(args)
         command(args)
-    except (ValueError, FileNotFoundError, ArgumentError) as err:
+    except (ValueError, FileNotFoundError, ArgumentError, MisconfigurationException) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except FloatingPointError as err:
@@ -30,6 +33,21 @@ def guarded(command, args: list[str]) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def check_config_files(args: list[str]) -> None:
+    """One line naming a ``--config`` file that is not UTF-8 text (a parser would only name the codec)."""
+    from pathlib import Path
+
+    for i, a in enumerate(args):
+        path = a.split("=", 1)[1] if a.startswith("--config=") else args[i + 1] if a == "--config" and i + 1 < len(args) \
+            else None
+        if path and Path(path).is_file():
+            try:
+                Path(path).read_bytes().decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(f"config file {path} is not a text YAML file (byte {err.start} is not UTF-8); "
+                                 "give a YAML config") from None
 
 
 def one_line(err: BaseException, limit: int = 400) -> str:

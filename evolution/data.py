@@ -11,13 +11,15 @@ from __future__ import annotations
 import csv
 import gzip
 import math
+import warnings
 from pathlib import Path
+from typing import Iterator
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
 SPLITS = ("train", "val", "test")
 
@@ -34,6 +36,32 @@ class _Batches(Dataset):
     def __getitem__(self, idx: list[int]) -> tuple[Tensor, Tensor]:
         idx = torch.as_tensor(idx)
         return self.x[idx], self.y[idx]
+
+
+class EpochBatches(Sampler):
+    """Shuffled batches of indices whose order is a function of the seed and the epoch alone, so a
+    fit resumed at an epoch draws what the uninterrupted fit drew there. Lightning sets the epoch
+    (``set_epoch``); a plain loop over the loader gets the next epoch at each pass. The orders are
+    those a ``RandomSampler`` seeded once gives over whole epochs (it draws two permutations per
+    epoch and uses the first)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        gen = torch.Generator().manual_seed(self.seed)
+        for _ in range(2 * self.epoch):
+            torch.randperm(self.n, generator=gen)
+        order = torch.randperm(self.n, generator=gen).tolist()
+        self.epoch += 1
+        for i in range(0, self.n, self.batch_size):
+            yield order[i:i + self.batch_size]
 
 
 def split_indices(n: int, seed: int, val_fraction: float, test_fraction: float) -> dict[str, np.ndarray]:
@@ -88,8 +116,9 @@ class TensorDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = _Batches(*self.tensors(split))
-        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(self.seed)) if shuffle else SequentialSampler(ds)
-        return DataLoader(ds, sampler=BatchSampler(sampler, self.batch_size, drop_last=False), batch_size=None)
+        batches = EpochBatches(len(ds), self.batch_size, self.seed) if shuffle else \
+            BatchSampler(SequentialSampler(ds), self.batch_size, drop_last=False)
+        return DataLoader(ds, sampler=batches, batch_size=None)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)
@@ -310,15 +339,37 @@ class CSVDataModule(TensorDataModule):
             x = np.array([[r[i] for i in cols] for _, r in body], dtype=np.float32)
         except ValueError:
             raise ValueError(self._non_numeric(header, cols, body)) from None
-        try:
-            keys = sorted(set(labels), key=float)
-        except ValueError:
-            keys = sorted(set(labels))
+        bad = ~np.isfinite(x)
+        if bad.any():  # NaN or inf would reach the loss and read as divergence
+            row, col = (int(v[0]) for v in np.nonzero(bad))
+            raise ValueError(f"{self.path}: feature column {header[cols[col]]!r} holds {body[row][1][cols[col]].strip()!r} "
+                             f"(line {body[row][0]}, {int(bad.sum())} such cells in all); every feature must be a "
+                             "finite number")
+        keys = self._classes(labels, body)
         self.classes = keys
         index = {k: i for i, k in enumerate(keys)}
         self._x, self._y = torch.as_tensor(x), torch.as_tensor([index[v] for v in labels])
         self.input_shape = (len(cols),)
         self.num_classes = len(keys)
+
+    def _classes(self, labels: list[str], body: list[tuple[int, list[str]]]) -> list[str]:
+        """The sorted class names; a warning when most labels are numbers but some are not (each such
+        stray label would make a class of its own)."""
+        def number(v: str) -> bool:
+            try:
+                float(v)
+                return True
+            except ValueError:
+                return False
+
+        stray = [(n, v) for (n, _), v in zip(body, labels) if not number(v)]
+        if not stray:
+            return sorted(set(labels), key=float)
+        if len(stray) < len(labels) / 2:
+            warnings.warn(f"{self.path}: {len(stray)} labels of column {self.target!r} are not numbers like the "
+                          f"others (first {stray[0][1]!r} on line {stray[0][0]}); each distinct one makes a class "
+                          "of its own", stacklevel=2)
+        return sorted(set(labels))
 
     def _non_numeric(self, header: list[str], cols: list[int], body: list[tuple[int, list[str]]]) -> str:
         """The message naming the first feature value that is not a number."""

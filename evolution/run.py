@@ -18,7 +18,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import yaml
 
-from evolution import cost
+from evolution import cost, rundir
 from evolution.cli import import_class
 from evolution.device import add_device_arguments, deterministic, placed
 from evolution.estimators import Estimator, build_estimator
@@ -114,6 +114,11 @@ def run(args: list[str]) -> None:
     parser = build_parser()
     cfg = parser.parse_args(args)
     run_dir = Path(cfg.run_dir)
+    with rundir.locked(run_dir, run_dir / "search"):  # one run per directory: its fit, search and verify
+        _run(cfg, parser, run_dir)
+
+
+def _run(cfg, parser, run_dir: Path) -> None:
     started = time.perf_counter()
     data = _instantiate(cfg.data)
     ckpt = Path(cfg.fit.checkpoint or run_dir / "estimator.ckpt")

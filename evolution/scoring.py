@@ -16,6 +16,19 @@ from torch import Tensor
 from evolution.genome import Genome
 
 
+def rose(losses: list[Tensor], factor: float = 2.0) -> None:
+    """A ``FloatingPointError`` when training blew up without overflowing: the mean loss of the last
+    tenth of the steps above ``factor`` times the loss of the first step (before any update), a
+    plateau far above where it began, where the network scores at chance. Needs 10 steps or more."""
+    if len(losses) < 10:
+        return
+    t = torch.stack(losses).float().cpu()
+    first, last = float(t[0]), float(t[-(len(t) // 10):].mean())
+    if last > factor * first:
+        raise FloatingPointError(f"training diverged: the loss rose from {first:.3g} (first step) to {last:.3g} "
+                                 "(mean of the last tenth of the steps); lower the learning rate")
+
+
 def population_steps(opt: torch.optim.Optimizer, lr: float, steps: int, rng: np.random.Generator,
                      population: Sequence[Genome], genomes_per_step: int, train: tuple[Tensor, Tensor],
                      batch_size: int) -> Iterator[tuple[list[Genome], Tensor, Tensor]]:

@@ -3,14 +3,12 @@
 Each iteration selects M parents by tournament, mutates them, estimates the M children in one
 batch, adds them, removes the oldest until the population is back to its size, and updates the
 all-time archive of non-dominated candidates and its hypervolume. The whole state (population,
-archive, history offset, iteration, every RNG) is written atomically after every iteration, so a
-search killed at any moment resumes as if never stopped.
+archive, history offset, iteration, every RNG) is committed after every iteration (``evolution.rundir``),
+so a search killed at any moment resumes as if never stopped.
 """
 from __future__ import annotations
 
 import hashlib
-import io
-import math
 import json
 import os
 import random
@@ -21,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evolution import checkpoints, cost, nsga2, seeds
+from evolution import cost, nsga2, rundir, seeds
 from evolution.device import add_device_arguments, deterministic, placed
 from evolution.estimators import Estimate, Estimator, Parent, restore_estimator
 from evolution.genome import Genome, SearchSpace
@@ -31,7 +29,7 @@ from evolution.sampling import random_genome
 from evolution.tracking import Tracker, WandbSettings
 
 OBJECTIVES = ("error", "flops", "params", "latency")
-STATE = "state.pt"
+STATE = rundir.STATE
 
 
 @dataclass
@@ -59,10 +57,7 @@ class Candidate:
 
     def record(self) -> dict:
         """The history.jsonl line (the genome is in ``genomes/ID.json``)."""
-        return {"id": self.id, "parent": self.parent, "mutation": self.mutation, "iteration": self.iteration,
-                "score": self.score, "flops": self.flops, "params": self.params, "latency": self.latency,
-                "edges": self.genome.n_edges, "hidden": len(self.genome.hidden), "seconds": self.seconds,
-                "error": self.error}
+        return rundir.record(self.__dict__, self.genome)
 
 
 # Where candidates run, not what the search does: a run may resume on another executor.
@@ -150,23 +145,6 @@ class SearchSettings:
                              f"({', '.join(self.objectives)})")
 
 
-def _check_line(line: str) -> float:
-    """The iteration of a ``rank_check.jsonl`` line; infinite (dropped on resume) for a line a kill cut."""
-    try:
-        return json.loads(line).get("iteration", 0)
-    except json.JSONDecodeError:
-        return math.inf
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-
-
 class Search:
     """An estimate-driven neuron-level search over the grid of a DataModule's shape."""
 
@@ -177,6 +155,7 @@ class Search:
         self.space = SearchSpace(tuple(data.input_shape), data.num_classes, settings.levels, settings.width,
                                  settings.channels)
         self.dir = Path(settings.run_dir)
+        self.files = rundir.RunDir(self.dir)
         self.config = config or {}
         # Plain JSON (what a state keeps, so a refused resume can name what differs); hashed as before.
         self.identity = json.loads(json.dumps(self._identity(), default=str))
@@ -324,19 +303,11 @@ class Search:
 
     # --- files ---------------------------------------------------------------------------------
     def _save(self, cands: list[Candidate]) -> None:
-        """History lines first, then the state that says how much of the history is valid."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        gdir = self.dir / "genomes"
-        gdir.mkdir(exist_ok=True)
-        for c in cands:  # every candidate's genome, so verify can retrain any of them
-            c.genome.save(gdir / f"{c.id}.json")
-        hist = self.dir / "history.jsonl"
-        with open(hist, "ab") as f:
-            f.write("".join(json.dumps(c.record()) + "\n" for c in cands).encode())
+        """Commit the iteration: genomes, history lines and front, then the state that counts them."""
         state = {
             "fingerprint": self.fingerprint, "identity": self.identity,
             "iteration": self.iteration, "next_id": self.next_id,
-            "history_bytes": hist.stat().st_size, "hv": self.hv, "scale": self.scale, "fronts": self.fronts,
+            "hv": self.hv, "scale": self.scale, "fronts": self.fronts,
             "checks": self.checks,
             "population": [self._pack(c) for c in self.population],
             "archive": [self._pack(c) for c in self.archive],
@@ -344,11 +315,8 @@ class Search:
             # An estimator that learns as the search goes (a supernet's updates) resumes with it.
             "estimator": self.estimator.state_dict() if hasattr(self.estimator, "state_dict") else None,
         }
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        _atomic_write(self.dir / STATE, buf.getvalue())
+        self.files.commit(state, [(c.id, c.genome) for c in cands], [c.record() for c in cands])
         self.saved_iteration = self.iteration
-        self._write_front()
 
     def _difference(self, state: dict) -> str:
         """The settings that differ from a saved state's, named by their config keys."""
@@ -375,54 +343,29 @@ class Search:
     def _unpack(d: dict) -> Candidate:
         return Candidate(**{**d, "genome": Genome.from_json(d["genome"])})
 
-    def _write_front(self) -> None:
-        front = [{**c.record(), "genome": f"genomes/{c.id}.json"} for c in sorted(self.archive, key=lambda c: c.flops)]
-        doc = {"iteration": self.iteration, "objectives": list(self.s.objectives), "hypervolume": self.hv,
-               "space": self.space.to_dict(), "front": front}
-        _atomic_write(self.dir / "front.json", json.dumps(doc, indent=1).encode())
-
     def exists(self) -> bool:
-        return (self.dir / STATE).is_file()
+        return self.files.exists()
 
     def saved_state(self) -> dict:
-        """The state saved after the last finished iteration, once checked to be this search's, with
+        """The state committed by the last finished iteration, once checked to be this search's, with
         its history whole; nothing is changed (a caller may check before it writes anything)."""
-        path = self.dir / STATE
-        if not path.is_file():
-            raise FileNotFoundError(f"run directory {self.dir} has no finished iteration ({STATE} missing)")
-        state = checkpoints.read(path, "search state")
-        if not isinstance(state, dict) or "fingerprint" not in state:
-            raise ValueError(f"search state {path} is not a neuronas search state")
+        state = self.files.read_state()
         if state["fingerprint"] != self.fingerprint:
             raise ValueError(f"run directory {self.dir} holds a different search: {self._difference(state)}; "
                              "resume with the same config or use another --run_dir")
-        hist = self.dir / "history.jsonl"
-        if not hist.is_file():
-            raise FileNotFoundError(f"{hist} is missing; restore it or start the search in another --run_dir")
-        size = hist.stat().st_size
-        if size < state["history_bytes"]:
-            # Padding it back would put NUL bytes where candidates were: refuse, keep the files as they are.
-            raise ValueError(f"{hist} holds {size} bytes but the search state counts {state['history_bytes']}: "
-                             "it was cut or replaced; restore it or start the search in another --run_dir")
         return state
 
     def load(self) -> None:
-        """Restore the state saved after the last finished iteration; cut history.jsonl back to it."""
-        state, path, hist = self.saved_state(), self.dir / STATE, self.dir / "history.jsonl"
+        """Restore the state of the last finished iteration; cut history.jsonl back to it and rebuild
+        the files derived from it (front, genomes)."""
+        state, path = self.saved_state(), self.dir / STATE
         # before anything is cut: the config names the estimator's checkpoint by path only
         restore_estimator(self.estimator, state.get("estimator"), path)
-        with open(hist, "r+b") as f:
-            f.truncate(state["history_bytes"])
+        self.files.rebuild(state)
         self.iteration, self.next_id = state["iteration"], state["next_id"]
         self.saved_iteration = self.iteration
         self.hv, self.scale, self.fronts = state["hv"], state["scale"], state["fronts"]
         self.checks = state.get("checks", [])
-        log = self.dir / "rank_check.jsonl"
-        if log.is_file():  # a check logged by an iteration that was not saved is made again on resume
-            lines = [l for l in log.read_text().splitlines() if l.strip()]
-            kept = [l for l in lines if _check_line(l) <= self.iteration]
-            if len(kept) < len(lines):
-                log.write_text("".join(l + "\n" for l in kept))
         self.population = [self._unpack(d) for d in state["population"]]
         self.archive = [self._unpack(d) for d in state["archive"]]
         self.rng.bit_generator.state = state["rng"]
@@ -431,8 +374,11 @@ class Search:
 
     def run(self, resume: bool = False) -> bool:
         """Start or resume, then iterate to ``settings.iterations``; False when Ctrl-C stopped it
-        (the state of the last finished iteration is kept)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        (the state of the last finished iteration is kept). Holds the run directory's lock throughout."""
+        with rundir.locked(self.dir):
+            return self._run(resume)
+
+    def _run(self, resume: bool) -> bool:
         self.tracker = Tracker(self.s.wandb, self.dir, {**self._identity(), "iterations": self.s.iterations})
         if resume:
             self.load()
@@ -440,8 +386,7 @@ class Search:
             raise ValueError(f"run directory {self.dir} already holds a search; resume it with --resume "
                              f"{self.dir} or choose another --run_dir")
         else:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            (self.dir / "history.jsonl").write_bytes(b"")
+            self.files.start()
             self.start()
         bar = None
         if self.s.progress:
@@ -495,6 +440,8 @@ def build_parser():
 
 def main(args: list[str] | None = None) -> None:
     """``python -m evolution search --config configs/search/digits.yaml [--search.iterations N] [--resume DIR]``"""
+    from evolution.cli import check_config_files
+
     args = list(sys.argv[1:] if args is None else args)
     # The short flags the README promises, spelled as the nested keys the parser knows.
     short = {"--run_dir", "--seed", "--iterations", "--population", "--children"}
@@ -509,6 +456,7 @@ def main(args: list[str] | None = None) -> None:
         if not (run_dir / "config.yaml").is_file():
             raise FileNotFoundError(f"run directory {run_dir} has no config.yaml to resume from")
         args = ["--config", str(run_dir / "config.yaml")] + args
+        check_config_files(args)
     parser = build_parser()
     cfg = parser.parse_args(args)
     if cfg.resume:
@@ -520,16 +468,16 @@ def main(args: list[str] | None = None) -> None:
     init = parser.instantiate_classes(placed(cfg))
     settings = init.search if isinstance(init.search, SearchSettings) else SearchSettings(**vars(init.search))
     search = Search(settings, init.data, init.estimator, config={"data": plain["data"], "estimator": plain["estimator"]})
-    if not cfg.resume and search.exists():
-        raise ValueError(f"run directory {search.dir} already holds a search; resume it with --resume "
-                         f"{search.dir} or choose another --run_dir")
-    if not cfg.resume:
-        search.dir.mkdir(parents=True, exist_ok=True)
-        (search.dir / "config.yaml").write_text(parser.dump(cfg, skip_check=True).replace("resume: null\n", ""))
-    with deterministic(cfg.deterministic):
-        finished = search.run(resume=bool(cfg.resume))
-    if not finished:
-        raise KeyboardInterrupt
+    with rundir.locked(search.dir):  # before config.yaml: a second process must not touch the directory
+        if not cfg.resume and search.exists():
+            raise ValueError(f"run directory {search.dir} already holds a search; resume it with --resume "
+                             f"{search.dir} or choose another --run_dir")
+        if not cfg.resume:
+            (search.dir / "config.yaml").write_text(parser.dump(cfg, skip_check=True).replace("resume: null\n", ""))
+        with deterministic(cfg.deterministic):
+            finished = search.run(resume=bool(cfg.resume))
+        if not finished:
+            raise KeyboardInterrupt
     best = min(search.archive, key=lambda c: 1 - c.score)
     print(f"search finished: {search.iteration} iterations, front of {len(search.archive)}, hypervolume "
           f"{search.hv[-1]:.4f}, best error {1 - best.score:.4f} ({best.flops} FLOPs); files in {search.dir}")

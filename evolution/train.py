@@ -10,7 +10,6 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from torch import Tensor
 
@@ -150,7 +149,7 @@ class GenomeModule(pl.LightningModule):
         ckpt = checkpoints.read_checkpoint(path)
         if "genome" not in ckpt:
             raise ValueError(f"checkpoint {path} holds no genome: it was not written by python -m evolution train fit")
-        return cls.load_from_checkpoint(path, map_location=map_location, genome=ckpt["genome"])
+        return cls.load_from_checkpoint(path, map_location=map_location, weights_only=True, genome=ckpt["genome"])
 
 
 class LoggerSaveConfigCallback(SaveConfigCallback):
@@ -177,7 +176,7 @@ class DataShapeCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(checkpoints.BestAndLast, "checkpoint")
         parser.set_defaults({"checkpoint.monitor": "val_loss", "checkpoint.mode": "min", "checkpoint.save_last": True,
                              "checkpoint.filename": "best-{epoch}-{val_loss:.4f}",
                              # save_dir '': trainer.default_root_dir (filled in before_instantiate_classes)
@@ -203,7 +202,22 @@ class DataShapeCLI(LightningCLI):
             if foreign:  # else: "does not accept option model.<key>", which does not say what is wrong
                 raise ValueError(f"checkpoint {path} is not a {self.model_class.__name__} checkpoint: it was trained "
                                  f"with {', '.join(foreign[:3])}, which {self.model_class.__name__} does not take")
+            self._check_flags(path, hp, known)
         super()._parse_ckpt_path()
+
+    def _check_flags(self, path: str, hp: dict, known: dict) -> None:
+        """LightningCLI replaces the model settings with the checkpoint's: one line when a setting the
+        flags or config give (not left at its default) differs from the checkpoint's."""
+        given = self.config[self.config.subcommand].get("model")
+        if given is None or not hasattr(given, "get"):
+            return
+        for key, theirs in hp.items():
+            if key in ("input_shape", "num_classes") or key not in known or key not in given:
+                continue
+            mine, default = _plain(given.get(key)), _plain(known[key].default)
+            if mine != default and mine != _plain(theirs):
+                raise ValueError(f"checkpoint {path} was trained with model.{key} {_plain(theirs)!r}, the flags give "
+                                 f"{mine!r}: drop the flag to use the checkpoint's, or give a checkpoint trained with it")
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
@@ -226,6 +240,10 @@ class DataShapeCLI(LightningCLI):
     before_fit = before_validate = before_test = _check_ckpt_path
 
 
+def _plain(value):
+    return tuple(_plain(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
 def _local(ckpt_path: str | None) -> bool:
     """A ``ckpt_path`` naming a local file (not Lightning's "best", "last", "hpc", "registry:..." or a URL)."""
     return bool(ckpt_path) and ckpt_path not in ("best", "last", "hpc") and not ckpt_path.startswith("registry") \
@@ -241,7 +259,7 @@ class GenomeCLI(DataShapeCLI):
 
     def after_fit(self) -> None:
         if self.config.fit.test_after_fit and not self.trainer.interrupted:
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best", weights_only=False)
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best", weights_only=True)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -18,7 +18,7 @@ from evolution.device import resolve_device
 from evolution.genome import Genome
 from evolution.morphism import child_state
 from evolution.network import SparseNet
-from evolution.scoring import accuracy, finite
+from evolution.scoring import accuracy, finite, rose
 
 
 def genome_seed(genome: Genome, seed: int) -> int:
@@ -117,7 +117,7 @@ class TrainEstimator:
         steps = self.steps if self.epochs is None else int(np.ceil(self.epochs * len(y) / self.batch_size))
         opt = torch.optim.Adam(net.parameters(), lr=self.lr)
         order = torch.randperm(len(y), generator=gen)
-        pos = 0
+        pos, losses = 0, []
         net.train()
         for step in range(steps):
             if self.schedule == "cosine":  # per step from lr to 0, as verify's retraining anneals
@@ -128,6 +128,7 @@ class TrainEstimator:
             idx = order[pos:pos + self.batch_size].to(self.device)
             pos += self.batch_size
             loss = finite(F.cross_entropy(net(x[idx]), y[idx]), step)
+            losses.append(loss.detach())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if new_mask is not None and step < self.new_edge_steps:
@@ -136,6 +137,7 @@ class TrainEstimator:
                 for p in (net.norm_weight, net.norm_bias, net.bias):
                     p.grad = None
             opt.step()
+        rose(losses)
         return self.score(net), (net.keyed_state() if self.keep_state else None)
 
     @torch.no_grad()

@@ -18,12 +18,12 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
-import yaml
 from scipy.stats import kendalltau, spearmanr
 
-from evolution import checkpoints
+from evolution import rundir
 from evolution.estimators import Initializer, build_estimator, restore_estimator
 from evolution.genome import Genome
+from evolution.rundir import RunDir
 from evolution.train import GenomeModule
 
 INITS = ("scratch", "inherited", "estimator")
@@ -33,34 +33,19 @@ def load_data(run_dir: Path):
     """The DataModule a search ran on, from its ``config.yaml``."""
     from jsonargparse import ArgumentParser
 
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"run directory {run_dir} has no config.yaml; is it a search's run directory?")
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(pl.LightningDataModule, "data")
-    cfg = parser.parse_object({"data": yaml.safe_load(cfg_path.read_text())["data"]})
+    cfg = parser.parse_object({"data": rundir.read_config(run_dir).get("data")})
     return parser.instantiate_classes(cfg).data
 
 
-def candidates(run_dir: Path, top_k: int) -> list[dict]:
-    """History records of the top-k by estimate and of the estimated front (ids ascending)."""
-    front_path, hist_path = run_dir / "front.json", run_dir / "history.jsonl"
-    if not front_path.is_file() or not hist_path.is_file():
-        raise FileNotFoundError(f"run directory {run_dir} has no finished search iteration (front.json missing); "
-                                "run or resume the search first")
-    # The last piece is "" or a line a killed search did not finish (--resume cuts it): not a record.
-    lines = hist_path.read_text(errors="replace").split("\n")[:-1]
-    records = [_json(hist_path, l, n) for n, l in enumerate(lines, 1) if l.strip()]
-    for n, r in enumerate(records, 1):
-        if not isinstance(r, dict) or not {"id", "score", "error"} <= r.keys():
-            raise ValueError(f"{hist_path}: record {n} is not a candidate (expected id, score and error); "
-                             "the run directory is damaged")
-    ok = [r for r in records if r["error"] is None]
-    doc = _json(front_path, front_path.read_text(errors="replace"))
-    if not isinstance(doc, dict) or not isinstance(doc.get("front"), list) or \
-            not all(isinstance(r, dict) and "id" in r for r in doc["front"]):
-        raise ValueError(f"{front_path} holds no list of candidates under 'front'; the run directory is damaged")
-    front = {r["id"] for r in doc["front"]}
+def candidates(run_dir: Path, top_k: int, state: dict | None = None) -> list[dict]:
+    """History records of the top-k by estimate and of the estimated front (ids ascending), as the
+    search state's last committed iteration has them."""
+    files = RunDir(run_dir)
+    state = files.read_state() if state is None else state
+    ok = [r for r in files.records(state) if r["error"] is None]
+    front = {d["id"] for d in state["archive"]}
     best = {r["id"] for r in sorted(ok, key=lambda r: (-r["score"], r["id"]))[:top_k]}
     chosen = [dict(r, on_front=r["id"] in front, in_top_k=r["id"] in best) for r in ok if r["id"] in best | front]
     for r in chosen:
@@ -70,16 +55,7 @@ def candidates(run_dir: Path, top_k: int) -> list[dict]:
     return chosen
 
 
-def _json(path: Path, text: str, line: int | None = None) -> dict:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        where = f"{path}, line {line}" if line else str(path)
-        raise ValueError(f"{where} is not valid JSON ({err.msg}); the run directory is damaged") from None
-
-
-def _inherited_state(run_dir: Path, cid: int) -> dict | None:
-    state = checkpoints.read(run_dir / "state.pt", "search state")
+def _inherited_state(state: dict, cid: int) -> dict | None:
     for c in state["population"] + state["archive"]:
         if c["id"] == cid and c.get("state") is not None:
             return c["state"]
@@ -94,8 +70,8 @@ def search_estimator(run_dir: Path, data, state: dict | None = None) -> Initiali
     from evolution.cli import import_class
 
     path = run_dir / "config.yaml"
-    cfg = yaml.safe_load(path.read_text())
-    spec = cfg.get("estimator") if isinstance(cfg, dict) else None
+    cfg = rundir.read_config(run_dir)
+    spec = cfg.get("estimator")
     if not isinstance(spec, dict) or "class_path" not in spec:
         raise ValueError(f"{path} names no estimator (class_path); is it a search's run directory?")
     if not hasattr(import_class(spec["class_path"]), "initialize"):
@@ -105,7 +81,7 @@ def search_estimator(run_dir: Path, data, state: dict | None = None) -> Initiali
     if isinstance(cfg.get("fit"), dict):  # a run's search: its estimator's checkpoint is the run's, not in init_args
         ckpt = cfg["fit"].get("checkpoint") or str(run_dir.parent / "estimator.ckpt")
     est = build_estimator(spec, data, ckpt, str(path))
-    state = checkpoints.read(run_dir / "state.pt", "search state") if state is None else state
+    state = RunDir(run_dir).read_state() if state is None else state
     restore_estimator(est, state.get("estimator"), run_dir / "state.pt")
     return est
 
@@ -184,12 +160,24 @@ def verify(run_dir: str, top_k: int = 10, epochs: int = 20, lr: float = 3e-3, in
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # a line per candidate is enough
     if top_k < 0 or epochs < 0:
         raise ValueError(f"top_k {top_k}, epochs {epochs}: expected >= 0 (top_k 0 verifies the estimated front only)")
+    if epochs == 0 and init == "scratch" and initializer is None:  # untrained random networks verify nothing
+        raise ValueError("epochs 0 with init scratch would score untrained networks; give epochs >= 1 (epochs 0 "
+                         "only scores the weights of --init inherited, estimator or an --initializer)")
     if initializer is not None:
         init = "predicted"
     elif init not in INITS:
         raise ValueError(f"init {init!r}: expected one of {', '.join(INITS)}")
     run = Path(run_dir)
-    chosen = candidates(run, top_k)
+    with rundir.locked(run):
+        return _verify(run, top_k, epochs, lr, init, seed, accelerator, progress, initializer)
+
+
+def _verify(run: Path, top_k: int, epochs: int, lr: float, init: str, seed: int, accelerator: str, progress: bool,
+            initializer: Initializer | None) -> dict:
+    files = RunDir(run)
+    search_state = files.read_state()  # a damaged state or a cut history is refused here, as resume refuses it
+    files.rebuild(search_state)  # the derived files (front, genomes) as the state has them
+    chosen = candidates(run, top_k, search_state)
     data = load_data(run)
     out = run / "verify.json"
     settings = {"top_k": top_k, "epochs": epochs, "lr": lr, "init": init, "seed": seed}
@@ -201,8 +189,7 @@ def verify(run_dir: str, top_k: int = 10, epochs: int = 20, lr: float = 3e-3, in
     if init == "estimator":
         # The estimator keeps learning if the search resumes: candidates retrained from another
         # iteration's estimator do not belong in one verify.json.
-        state = checkpoints.read(run / "state.pt", "search state")
-        settings["estimator_iteration"] = state["iteration"]
+        settings["estimator_iteration"] = search_state["iteration"]
     doc = json.loads(out.read_text()) if out.is_file() else {}
     if doc and doc.get("settings") != settings:
         raise ValueError(f"{out} was made with other settings {doc.get('settings')}; move it away to verify anew")
@@ -210,12 +197,12 @@ def verify(run_dir: str, top_k: int = 10, epochs: int = 20, lr: float = 3e-3, in
     # front or out of the top-k) are kept apart, not counted, and reused if chosen again.
     done = {c["id"]: c for c in doc.get("candidates", []) + doc.get("former_candidates", [])}
     if init == "estimator" and any(r["id"] not in done for r in chosen):
-        initializer = search_estimator(run, data, state)
+        initializer = search_estimator(run, data, search_state)
     if hasattr(initializer, "check_data"):  # predictions for another dataset's inputs would mean nothing
         initializer.check_data(data)
     todo = [r for r in chosen if r["id"] not in done]
     jobs = [(Genome.load(run / "genomes" / f"{r['id']}.json"), run / "verify" / str(r["id"]),
-             _inherited_state(run, r["id"]) if init == "inherited" else None) for r in todo]
+             _inherited_state(search_state, r["id"]) if init == "inherited" else None) for r in todo]
     from evolution.executor import Failed, make_executor
 
     ex = make_executor(executor, ray_address, ray_cpus, ray_gpus, ray_retries)
@@ -258,7 +245,7 @@ def _log_to_wandb(run: Path, doc: dict) -> None:
     """Into the search's own W&B run, when the search logged to W&B."""
     from evolution.tracking import Tracker, WandbSettings
 
-    wb = (yaml.safe_load((run / "config.yaml").read_text()).get("search") or {}).get("wandb") or {}
+    wb = (rundir.read_config(run).get("search") or {}).get("wandb") or {}
     settings = WandbSettings(**{k: (tuple(v) if k == "tags" else v) for k, v in wb.items()})
     if settings.project is None:
         return

@@ -75,20 +75,15 @@ def test_bad_run_and_candidate_dirs_are_one_line(tmp_path, capsys, run_dir):
     broken.mkdir()
     for name in ("front.json", "history.jsonl", "config.yaml"):
         (broken / name).write_bytes((run_dir / name).read_bytes())
-    assert cli(["verify", str(broken), "--top_k", "2"]) == 2
-    err = capsys.readouterr().err
-    assert "genomes/" in err and "is missing" in err and len(err.strip().splitlines()) == 1
-    assert not (broken / "verify.json").exists()
+    assert cli(["verify", str(broken), "--top_k", "2"]) == 2  # the derived files alone are no search
+    assert "has no finished search iteration (state.pt missing)" in capsys.readouterr().err
+    (broken / "state.pt").write_bytes((run_dir / "state.pt").read_bytes())
     hist = (run_dir / "history.jsonl").read_bytes()
-    for text, message in [(hist + b"5\n", "record 8 is not a candidate (expected id, score and error)"),
-                          (hist + b'{"id": 9', None)]:  # a line a killed search left unfinished: skipped
-        (broken / "history.jsonl").write_bytes(text)
-        assert cli(["verify", str(broken), "--top_k", "2"]) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and (message in err[0] if message else "genomes/" in err[0]), err
-    (broken / "front.json").write_text('{"iteration": 1}')
+    (broken / "history.jsonl").write_bytes(hist.replace(b'{"id": 3', b'5\n{"id": 3'))
     assert cli(["verify", str(broken), "--top_k", "2"]) == 2
-    assert "holds no list of candidates under 'front'" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "line 4 is not valid JSON" in err[0] or "record 4 is not a candidate" in err[0], err
+    assert not (broken / "verify.json").exists()
 
 
 def test_run_pipeline_end_to_end(tmp_path, capsys):
@@ -207,7 +202,7 @@ def test_verify_follows_the_search_as_it_goes_on(run_dir, tmp_path, monkeypatch)
     assert len(chosen) >= 3
     dropped, kept = chosen[0], [dict(r) for r in chosen[1:]]
     kept[0]["on_front"] = not kept[0]["on_front"]  # as if the front had moved
-    monkeypatch.setattr(v, "candidates", lambda run_dir, top_k: kept)
+    monkeypatch.setattr(v, "candidates", lambda run_dir, top_k, state=None: kept)
     monkeypatch.setattr(v, "retrain", lambda *a, **k: pytest.fail("a finished candidate was retrained"))
     doc = verify(str(run), top_k=3, epochs=1, progress=False)
     assert [c["id"] for c in doc["candidates"]] == [r["id"] for r in kept]
@@ -219,7 +214,7 @@ def test_verify_follows_the_search_as_it_goes_on(run_dir, tmp_path, monkeypatch)
                               np.array([c["val_acc"] for c in doc["candidates"]]), 3)
     assert doc["kendall_tau"] == pytest.approx(expected["kendall_tau"], nan_ok=True)
     # Chosen again, it comes back from former_candidates without retraining.
-    monkeypatch.setattr(v, "candidates", lambda run_dir, top_k: chosen)
+    monkeypatch.setattr(v, "candidates", lambda run_dir, top_k, state=None: chosen)
     again = verify(str(run), top_k=3, epochs=1, progress=False)
     assert [c["id"] for c in again["candidates"]] == [r["id"] for r in chosen] and "former_candidates" not in again
 

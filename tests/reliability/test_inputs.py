@@ -1,0 +1,90 @@
+"""Bad input as a hostile or unlucky user gives it: one line naming the problem, exit 2; data errors
+named as data errors; a blown-up candidate flagged, not scored."""
+
+import pytest
+
+from evolution.__main__ import main as cli
+from oneshot.__main__ import main as oneshot_cli
+from probes import REPO, TINY
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_a_checkpoint_of_another_grid_or_genome_never_replaces_the_flags(tmp_path, capsys):
+    common = ["--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false",
+              "--trainer.enable_progress_bar", "false", "--trainer.limit_val_batches", "1"]
+    assert oneshot_cli(["fit", "--config", str(REPO / "configs/oneshot/digits.yaml"), *common, "--model.width", "16",
+                        "--checkpoint.dirpath", str(tmp_path / "s"), "--trainer.max_epochs", "1",
+                        "--trainer.limit_train_batches", "1"]) == 0
+    last = tmp_path / "s" / "last.ckpt"
+    assert oneshot_cli(["fit", "--config", str(REPO / "configs/oneshot/digits.yaml"), *common, "--model.width", "32",
+                        "--trainer.max_epochs", "2", "--ckpt_path", str(last)]) == 2
+    assert f"checkpoint {last} was trained with model.width 16, the flags give 32" in _one_line(capsys)
+    train = ["--config", str(REPO / "configs/train/digits.yaml"), *common, "--test_after_fit", "false"]
+    assert cli(["train", "fit", *train, "--model.genome", "mlp:16", "--checkpoint.dirpath", str(tmp_path / "t"),
+                "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1"]) == 0
+    assert cli(["train", "test", *train[:-2], "--model.genome", "mlp:32", "--ckpt_path",
+                str(tmp_path / "t" / "last.ckpt")]) == 2
+    assert "was trained with model.genome 'mlp:16', the flags give 'mlp:32'" in _one_line(capsys)
+
+
+def test_non_finite_csv_cells_are_named_as_data_errors(tmp_path, capsys):
+    from evolution.data import CSVDataModule
+
+    for cell in ("nan", "inf", "-inf"):
+        path = tmp_path / f"{cell}.csv"
+        path.write_text("a,b,label\n" + "".join(f"{i},{i + 1},{i % 2}\n" for i in range(9)).replace("4,5,0", f"4,{cell},0"))
+        with pytest.raises(ValueError, match=f"{path}: feature column 'b' holds '{cell}' \\(line 6, 1 such cells"):
+            CSVDataModule(str(path))
+    assert cli(["train", "fit", "--config", str(REPO / "configs/train/digits.yaml"), "--data",
+                "evolution.data.CSVDataModule", "--data.path", str(path), "--trainer.logger", "false",
+                "--trainer.default_root_dir", str(tmp_path)]) == 2
+    assert "feature column 'b' holds '-inf'" in _one_line(capsys)
+
+
+def test_a_stray_label_string_is_warned_with_its_count(tmp_path):
+    from evolution.data import CSVDataModule
+
+    path = tmp_path / "stray.csv"
+    path.write_text("a,label\n" + "".join(f"{i},{i % 3}\n" for i in range(20)) + "7,three\n8,thre\n")
+    with pytest.warns(UserWarning, match="2 labels of column 'label' are not numbers like the others "
+                                         "\\(first 'three' on line 22\\)"):
+        data = CSVDataModule(str(path))
+    assert data.num_classes == 5  # kept (the user may mean it), but not without a word
+
+
+@pytest.mark.parametrize("command", [["search", *TINY[2:]], ["train", "fit"], ["verify", "RUN"], ["search", "--resume", "RUN"]])
+def test_a_binary_config_is_one_line_naming_it(tmp_path, capsys, command, copy):
+    binary = copy / "config.yaml"  # a run's own config.yaml for verify and --resume, else --config
+    binary.write_bytes(bytes(range(256)) * 4)
+    args = [str(copy) if a == "RUN" else a for a in command]
+    if command[0] != "verify" and "--resume" not in command:
+        args += ["--config", str(binary)]
+    rc = cli(args)
+    err = _one_line(capsys)
+    assert rc == 2 and str(binary) in err and ("not a text YAML file" in err or "not a YAML text file" in err), err
+
+
+def test_bad_config_values_are_one_line(tmp_path, capsys, finished):
+    assert cli(["train", "fit", "--config", str(REPO / "configs/train/digits.yaml"), "--trainer.max_epochs", "-5",
+                "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)]) == 2
+    assert "max_epochs` must be a non-negative integer or -1. You passed in -5" in _one_line(capsys)
+    assert cli(["verify", str(finished), "--epochs", "0"]) == 2
+    assert "epochs 0 with init scratch would score untrained networks" in _one_line(capsys)
+    assert not (finished / "verify.json").exists()
+
+
+def test_a_candidate_whose_training_blew_up_is_flagged_not_scored():
+    from evolution import seeds
+    from evolution.data import DigitsDataModule
+    from evolution.estimators import TrainEstimator
+
+    data = DigitsDataModule()
+    g = seeds.build("mlp:32", seeds.space_for_spec("mlp:32", (64,), 10))
+    fine, blown = (TrainEstimator(data, steps=60, batch_size=64, lr=lr).estimate([g])[0] for lr in (3e-3, 1e6))
+    assert fine.ok and fine.score > 0.5
+    assert not blown.ok and "training diverged: the loss rose from" in blown.error and blown.score != blown.score
