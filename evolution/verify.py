@@ -22,6 +22,7 @@ from scipy.stats import kendalltau, spearmanr
 
 from evolution import rundir
 from evolution.estimators import Initializer, build_estimator, restore_estimator
+from evolution.executor import Failed, LocalExecutor, RayExecutor, make_executor
 from evolution.genome import Genome
 from evolution.rundir import RunDir
 from evolution.train import GenomeModule
@@ -169,11 +170,12 @@ def verify(run_dir: str, top_k: int = 10, epochs: int = 20, lr: float = 3e-3, in
         raise ValueError(f"init {init!r}: expected one of {', '.join(INITS)}")
     run = Path(run_dir)
     with rundir.locked(run):
-        return _verify(run, top_k, epochs, lr, init, seed, accelerator, progress, initializer)
+        return _verify(run, top_k, epochs, lr, init, seed, accelerator, progress, initializer,
+                       make_executor(executor, ray_address, ray_cpus, ray_gpus, ray_retries))
 
 
 def _verify(run: Path, top_k: int, epochs: int, lr: float, init: str, seed: int, accelerator: str, progress: bool,
-            initializer: Initializer | None) -> dict:
+            initializer: Initializer | None, ex: LocalExecutor | RayExecutor) -> dict:
     files = RunDir(run)
     search_state = files.read_state()  # a damaged state or a cut history is refused here, as resume refuses it
     files.rebuild(search_state)  # the derived files (front, genomes) as the state has them
@@ -203,9 +205,6 @@ def _verify(run: Path, top_k: int, epochs: int, lr: float, init: str, seed: int,
     todo = [r for r in chosen if r["id"] not in done]
     jobs = [(Genome.load(run / "genomes" / f"{r['id']}.json"), run / "verify" / str(r["id"]),
              _inherited_state(search_state, r["id"]) if init == "inherited" else None) for r in todo]
-    from evolution.executor import Failed, make_executor
-
-    ex = make_executor(executor, ray_address, ray_cpus, ray_gpus, ray_retries)
     for i, res in ex.imap(_retrain_job, (data, epochs, lr, seed, accelerator, initializer), jobs):
         r, state = todo[i], jobs[i][2]
         if isinstance(res, Failed):
