@@ -327,6 +327,8 @@ def finish(name: str, search: Search, truth: Truth, ledger: Ledger, out: Path) -
                        "val": t["val"], "test": t["test"], "on_front": cid in last["archive"]})
     result = {"arm": name, "cpu_seconds": last["cpu"], "iterations": search.iteration,
               "candidates": search.next_id, "points": points}
+    if hasattr(getattr(search.estimator, "inner", None), "report"):  # e.g. early stopping's steps saved
+        result["estimator_report"] = search.estimator.inner.report()
     if name == "train-full":  # its estimates are the truth: the anytime curve is free
         curve = []
         for r in iters:

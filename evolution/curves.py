@@ -55,8 +55,8 @@ class CurveEstimator(TrainEstimator):
     """``steps`` steps of low-fidelity training scored at ``points`` evenly spaced steps; the score
     is ``fit_curve``'s prediction at ``horizon`` steps (constant learning rate: a power law fits it)."""
 
-    def __init__(self, data, steps: int = 100, horizon: int = 1000, points: int = 5, **kwargs) -> None:
-        super().__init__(data, steps=steps, **kwargs)
+    def __init__(self, data, steps: int = 100, horizon: int = 1000, points: int = 5, seed: int = 0, **kwargs) -> None:
+        super().__init__(data, steps=steps, seed=seed, **kwargs)
         if points < 1 or horizon < steps:
             raise ValueError(f"CurveEstimator: points {points}, horizon {horizon}: expected points >= 1, horizon >= steps")
         self.horizon, self.points = horizon, points
@@ -82,8 +82,9 @@ class EarlyStopTrain(TrainEstimator):
     """
 
     def __init__(self, data, checks: Sequence[float] = (0.1, 0.2, 0.3, 0.5, 0.7), calibrate: int = 8,
-                 slack: float = 0.005, quantile: float = 1.0, sample: int = 5, stop: bool = True, **kwargs) -> None:
-        super().__init__(data, **kwargs)
+                 slack: float = 0.005, quantile: float = 1.0, sample: int = 5, stop: bool = True, seed: int = 0,
+                 **kwargs) -> None:
+        super().__init__(data, seed=seed, **kwargs)
         if not all(0 < c < 1 for c in checks) or calibrate < 1:
             raise ValueError(f"EarlyStopTrain: checks {list(checks)} must lie in (0, 1), calibrate {calibrate} >= 1")
         self.checks, self.calibrate, self.slack, self.sample, self.stop = sorted(checks), calibrate, slack, sample, stop

@@ -27,12 +27,12 @@ class HalvingEstimator:
     """
 
     def __init__(self, data, min_steps: int = 25, eta: int = 2, rungs: int = 3,
-                 runner: Callable[[Genome, int], object] | None = None, **train) -> None:
+                 runner: Callable[[Genome, int], object] | None = None, seed: int = 0, **train) -> None:
         if min_steps < 1 or eta < 2 or rungs < 1:
             raise ValueError(f"HalvingEstimator: min_steps {min_steps}, eta {eta}, rungs {rungs}: expected "
                              "min_steps >= 1, eta >= 2, rungs >= 1")
         self.min_steps, self.eta, self.rungs = min_steps, eta, rungs
-        self.trainer = TrainEstimator(data, steps=self.budget(rungs - 1), **train)
+        self.trainer = TrainEstimator(data, steps=self.budget(rungs - 1), seed=seed, **train)
         self.runner = runner or (lambda g, total: TrainRun(g, self.trainer, total))
         self.gain_sum = np.zeros(rungs)  # per rung: summed gain to the top rung of genomes that reached it
         self.gain_n = 0
