@@ -45,6 +45,7 @@ from evolution.genome import Genome
 from evolution.network import SparseNet, ridge_readout
 
 import ranking_sets  # noqa: E402  (benchmarks/ is the script's folder)
+import pairwise  # noqa: E402
 
 OUT = Path(__file__).parent / "results" / "ranking.json"
 KINDS = ("baselines", "inherited", "readout", "population", "cadence", "finetune")  # what --only chooses among
@@ -105,6 +106,7 @@ def entry_metrics(key: str, est: np.ndarray, s: dict) -> dict:
     truth = s["seeds"][:, 1] if key == "seed_vs_seed" else s["truth"]
     m = metrics(est, truth, s["params"], s["edges"], s["depth"])
     m["failed"] = failed
+    m.update(pairwise.near_cost(est, s))  # pairs of about the same cost (issue 24)
     if key == "seed_vs_seed":
         if s.get("seeds4") is not None:
             a, b = s["seeds4"][:, :2].mean(1), s["seeds4"][:, 2:].mean(1)

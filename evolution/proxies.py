@@ -36,7 +36,7 @@ def synflow(genome: Genome, x: Tensor, y: Tensor, seed: int) -> float:
             p.abs_()
     out = net(torch.ones(1, x[0].numel(), dtype=torch.float64))
     out.sum().backward()
-    s = float((net.weight * net.weight.grad).abs().sum())
+    s = float((net.weight * net.weight.grad).abs().sum().detach())
     return math.log(s) if s > 0 else -math.inf
 
 
@@ -48,7 +48,7 @@ def _loss_grad(genome: Genome, x: Tensor, y: Tensor, seed: int) -> SparseNet:
 
 def snip(genome: Genome, x: Tensor, y: Tensor, seed: int) -> float:
     net = _loss_grad(genome, x, y, seed)
-    return float((net.weight * net.weight.grad).abs().sum())
+    return float((net.weight * net.weight.grad).abs().sum().detach())
 
 
 def grad_norm(genome: Genome, x: Tensor, y: Tensor, seed: int) -> float:

@@ -1,0 +1,139 @@
+"""The cheap estimators' ``search_cost`` arms, side by side with the arms they must beat, on the seeds
+run so far; and the check of multi-objective early stopping.
+
+Reads the finished arms of ``benchmarks/search_cost.py`` runs (``--work``), writes
+``benchmarks/results/search_cost_cheap.json`` (+ ``.md``): per preset and arm, the mean figures over
+the seeds every compared arm finished (``report.collect``'s keys), per seed the retrained
+hypervolume, which arms beat ``train-low`` and ``supernet`` on every common seed; for
+``train-full-es`` its steps saved (``steps_saved``), its retrained hypervolume over train-full's
+at twice the CPU-seconds, and the sampled check: each sampled stopped candidate trained to the end
+by the truth recipe (the per-seed cache: the same training as the arm's) and whether it would then
+have been non-dominated against the archive it was stopped against (``stopped_would_make_front``).
+
+    python benchmarks/search_cost_cheap.py [--work runs/benchmarks/search_cost] [--presets digits,mnist-t10k]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import search_cost, search_cost_report as report  # noqa: E402
+from evolution.genome import Genome  # noqa: E402
+
+OUT = Path(__file__).parent / "results" / "search_cost_cheap.json"
+CHEAP = ("halving", "curve", "predictor", "proxy-naswot", "ensemble", "train-full-es")
+REFERENCE = ("train-low", "supernet", "train-full")
+
+
+def stop_check(work: Path, preset: str, seeds: list[int], data_root: Path) -> dict:
+    """Each sampled stop of train-full-es, trained to the end (cached): would it have made the front?"""
+    cfg = search_cost.PRESETS[preset]
+    made, total = 0, 0
+    for s in seeds:
+        path = work / "train-full-es" / f"seed{s}" / "result.json"
+        if not path.is_file():
+            continue
+        rep = json.loads(path.read_text()).get("estimator_report", {})
+        if not rep.get("stops_sampled"):
+            continue
+        data = search_cost.build_data(cfg["data"], s, data_root)
+        truth = search_cost.Truth(data, cfg["epochs"], cfg["batch_size"], s, search_cost._cache(work, s))
+        for stop in rep["stops_sampled"]:
+            final = truth.truth(Genome.from_json(stop["genome"]))["val"]
+            total += 1
+            made += not any(a >= final and f <= stop["flops"] and (a > final or f < stop["flops"])
+                            for a, f in stop["archive"])
+    return {"stopped_checked": total, "stopped_would_make_front": made / total if total else None}
+
+
+def section(work: Path, preset: str, data_root: Path) -> dict | None:
+    cfg = search_cost.PRESETS[preset]
+    if not work.is_dir():
+        return None
+    arms = [a for a in REFERENCE + CHEAP if (work / a).is_dir()]
+    full = report.collect(work, preset, cfg, arms, cfg["seeds"])
+    per_seed = {a: {r["seed"]: r.get("retrained_hv") for r in full["arms"].get(a, {}).get("seeds", [])} for a in arms}
+    out = {"seeds": full["seeds"], "reference_point": full["reference_point"], "budget_cpu_seconds": cfg["budget"],
+           "arms": {}, "beats": {}}
+    for a in arms:
+        if a not in full["arms"]:
+            continue
+        out["arms"][a] = {"mean": full["arms"][a]["mean"],
+                          "retrained_hv_by_seed": {str(k): v for k, v in per_seed[a].items()}}
+    for a in CHEAP:
+        if a not in per_seed:
+            continue
+        for ref in ("train-low", "supernet"):
+            common = [s for s in per_seed[a] if s in per_seed.get(ref, {}) and per_seed[a][s] is not None
+                      and per_seed[ref][s] is not None]
+            if common:
+                out["beats"][f"{a}>{ref}"] = {"seeds": common, "wins": sum(per_seed[a][s] > per_seed[ref][s] for s in common),
+                                              "mean_diff": float(np.mean([per_seed[a][s] - per_seed[ref][s] for s in common]))}
+    es = {}
+    for s in full["seeds"]:
+        p = work / "train-full-es" / f"seed{s}" / "result.json"
+        if p.is_file():
+            rep = json.loads(p.read_text()).get("estimator_report", {})
+            es[str(s)] = {k: v for k, v in rep.items() if k != "stops_sampled"}
+            hv, ref_hv = per_seed.get("train-full-es", {}).get(s), per_seed.get("train-full", {}).get(s)
+            es[str(s)]["hv_ratio_vs_train_full"] = hv / ref_hv if hv and ref_hv else None
+    if es:
+        out["early_stopping"] = {"by_seed": es, **stop_check(work, preset, full["seeds"], data_root)}
+        ratios = [v["hv_ratio_vs_train_full"] for v in es.values() if v["hv_ratio_vs_train_full"]]
+        out["early_stopping"]["steps_saved"] = float(np.mean([v["steps_saved"] for v in es.values()]))
+        out["early_stopping"]["hv_ratio_vs_train_full"] = float(np.mean(ratios)) if ratios else None
+    return out
+
+
+def page(doc: dict) -> str:
+    lines = ["# Search cost of the cheap estimators (issue 24)", "",
+             "Made by `benchmarks/search_cost_cheap.py` from `benchmarks/search_cost.py` runs "
+             "(`benchmarks/results/search_cost_cheap.json`). Retrained hypervolume over (test error, log10 FLOPs) "
+             "at equal CPU-seconds (train-full: 10x, train-full-es: 5x), means over the seeds listed.", ""]
+    for preset, sec in doc["presets"].items():
+        lines += [f"## {preset} (seeds {sec['seeds']})", "",
+                  "| arm | CPU-s | retrained HV | HV by seed | iterations | candidates | verify tau |", "|---|---|---|---|---|---|---|"]
+        for a, r in sec["arms"].items():
+            m = r["mean"]
+            by = ", ".join(f"{v:.3f}" if v is not None else "-" for v in r["retrained_hv_by_seed"].values())
+            lines.append(f"| {a} | {report._fmt(m['cpu_seconds'], 0)} | {report._fmt(m['retrained_hv'])} | {by} | "
+                         f"{report._fmt(m['iterations'], 0)} | {report._fmt(m['candidates'], 0)} | {report._fmt(m['kendall_tau'], 2)} |")
+        lines += ["", "Wins on common seeds: " + "; ".join(f"{k} {v['wins']}/{len(v['seeds'])} ({v['mean_diff']:+.3f})"
+                                                            for k, v in sec["beats"].items()), ""]
+        if sec.get("early_stopping"):
+            e = sec["early_stopping"]
+            lines += [f"Early stopping (train-full-es): steps saved {report._fmt(e['steps_saved'])}, retrained HV "
+                      f"{report._fmt(e['hv_ratio_vs_train_full'])} of train-full's at twice its CPU-seconds; "
+                      f"sampled stops that would have made the front: {e['stopped_would_make_front']} "
+                      f"of {e['stopped_checked']}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", default=str(search_cost.REPO / "runs" / "benchmarks" / "search_cost"))
+    ap.add_argument("--presets", default="digits,mnist-t10k")
+    ap.add_argument("--data-root", default=str(search_cost.REPO.parent / "shared" / "data"))
+    ap.add_argument("--out", default=str(OUT))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    doc = {"presets": {}}
+    for preset in args.presets.split(","):
+        sec = section(Path(args.work) / preset, preset, Path(args.data_root))
+        if sec:
+            doc["presets"][preset] = sec
+    out = Path(args.out)
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    out.with_suffix(".md").write_text(page(doc))
+    print(page(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
