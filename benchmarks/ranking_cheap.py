@@ -109,9 +109,13 @@ def percentile_mean(*scores: np.ndarray) -> np.ndarray:
     return np.mean([rankdata(np.nan_to_num(s, nan=-np.inf)) / len(s) for s in scores], axis=0)
 
 
-def figures(est: np.ndarray, s: dict, name: str) -> dict:
+def figures(est: np.ndarray, s: dict, name: str, key: str = "") -> dict:
+    """The figures of ``est`` on set ``s``; ``seed_vs_seed`` (seed 0) is judged by seed 1, not by a
+    truth that holds seed 0 itself."""
     ok = np.isfinite(est)
     e = np.where(ok, est, (est[ok].min() - 1) if ok.any() else 0.0)
+    if key == "seed_vs_seed":
+        s = {**s, "truth": s["seeds"][:, 1]}
     m = metrics(e, s["truth"], s["params"], s["edges"], s["depth"])
     m = {k: m[k] for k in ("kendall_tau", "spearman", "top10_tau", "precision_at_10", "size_controlled_tau")}
     seeds = s["seeds4"] if s["seeds4"] is not None else s["seeds"]
@@ -190,7 +194,7 @@ def main() -> None:
     table: dict[str, dict] = {}
     for name, r in results.items():
         for key, (est, secs) in r.items():
-            m = figures(np.asarray(est, dtype=float), sets[name], name)
+            m = figures(np.asarray(est, dtype=float), sets[name], name, key)
             m["seconds_per_genome"] = secs
             table.setdefault(key, {}).update(prefixed(m, name))
     # near-cost figures of every entry ranking.json saved estimates of
@@ -199,7 +203,7 @@ def main() -> None:
         for name in ("broad", "lineage"):
             if by_set.get(name) is not None and name in sets and len(by_set[name]) == len(sets[name]["truth"]):
                 est = np.array([np.nan if v is None else v for v in by_set[name]], dtype=float)
-                m = {k: v for k, v in figures(est, sets[name], name).items() if k.startswith("near_cost")}
+                m = {k: v for k, v in figures(est, sets[name], name, key).items() if k.startswith("near_cost")}
                 existing.setdefault(key, {}).update(prefixed(m, name))
     iso = sets.get("iso")
     doc = {"sets": {n: {"genomes": len(s["truth"]), "truth_seeds": int(s["seeds"].shape[1])} for n, s in sets.items()},
@@ -215,7 +219,33 @@ def main() -> None:
     print(f"{'estimator':>36} " + " ".join(f"{k[:14]:>14}" for k in keys))
     for key, m in table.items():
         print(f"{key:>36} " + " ".join(f"{m.get(k, float('nan')):>14.3f}" for k in keys))
-    print(f"wrote {OUT}")
+    OUT.with_suffix(".md").write_text(page(doc))
+    print(f"wrote {OUT} and {OUT.with_suffix('.md')}")
+
+
+def page(doc: dict) -> str:
+    """One table over all sets: tau, cost-aware pairwise accuracy (and its fraction of the ceiling),
+    top-10, seconds per genome."""
+    c = doc["ceiling"]
+    cols = [("iso_pairwise", "iso pairwise"), ("iso_pairwise_vs_ceiling", "/ceiling"), ("iso_kendall_tau", "iso tau"),
+            ("near_cost_pairwise", "broad near-cost"), ("near_cost_pairwise_vs_ceiling", "/ceiling"),
+            ("lineage_near_cost_pairwise", "lineage near-cost"), ("lineage_near_cost_pairwise_vs_ceiling", "/ceiling"),
+            ("kendall_tau", "broad tau"), ("lineage_kendall_tau", "lineage tau"), ("top10_tau", "broad top-10 tau"),
+            ("precision_at_10", "broad P@10"), ("iso_seconds_per_genome", "s/genome (iso)")]
+    lines = ["# Cheap estimators on the ranking sets", "",
+             "Made by `benchmarks/ranking_cheap.py` (`benchmarks/results/ranking_cheap.json`). Sets: "
+             + ", ".join(f"{n} {v['genomes']} genomes ({v['truth_seeds']} truth seeds)" for n, v in doc["sets"].items())
+             + f". Ceilings ({c['kind']}): iso pairwise {c['iso_pairwise']:.3f}, broad near-cost "
+             f"{c.get('broad_near_cost_pairwise', float('nan')):.3f}, lineage near-cost "
+             f"{c.get('lineage_near_cost_pairwise', float('nan')):.3f}.", "",
+             "| estimator | " + " | ".join(h for _, h in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for key, m in doc["estimators"].items():
+        cells = []
+        for k, _ in cols:
+            v = m.get(k)
+            cells.append("-" if v is None or not np.isfinite(v) else f"{v:.3f}" if "seconds" not in k else f"{v:.4f}")
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
