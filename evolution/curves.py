@@ -9,6 +9,8 @@ projection of its final accuracy cannot make it non-dominated against the archiv
 trained to the end (on accuracy and FLOPs, which are known exactly). The projection is the accuracy
 now plus the largest gain (``quantile`` 1; a lower quantile stops more, at a risk) from this point to
 the end that the fully trained genomes made, plus a ``slack``: an empirical bound that needs ``calibrate`` full curves before anything is stopped.
+``projection: linear`` instead regresses the final accuracy on the accuracy at the check over the
+fully trained genomes and adds the largest residual: a gain that depends on where a genome stands.
 """
 from __future__ import annotations
 
@@ -82,13 +84,16 @@ class EarlyStopTrain(TrainEstimator):
     """
 
     def __init__(self, data, checks: Sequence[float] = (0.1, 0.2, 0.3, 0.5, 0.7), calibrate: int = 8,
-                 slack: float = 0.005, quantile: float = 1.0, sample: int = 5, stop: bool = True, seed: int = 0,
-                 **kwargs) -> None:
+                 slack: float = 0.005, quantile: float = 1.0, projection: str = "gain", sample: int = 5,
+                 stop: bool = True, seed: int = 0, **kwargs) -> None:
         super().__init__(data, seed=seed, **kwargs)
         if not all(0 < c < 1 for c in checks) or calibrate < 1:
             raise ValueError(f"EarlyStopTrain: checks {list(checks)} must lie in (0, 1), calibrate {calibrate} >= 1")
         self.checks, self.calibrate, self.slack, self.sample, self.stop = sorted(checks), calibrate, slack, sample, stop
-        self.quantile = quantile
+        if projection not in ("gain", "linear"):
+            raise ValueError(f"EarlyStopTrain: projection {projection!r}: expected 'gain' or 'linear'")
+        self.quantile, self.kind = quantile, projection
+        self.finals: list[float] = []  # final accuracy of each fully trained genome (beside its gains)
         self.archive: list[tuple[float, int]] = []  # (accuracy, FLOPs) of fully trained genomes, non-dominated
         self.gains: list[list[float]] = []  # per fully trained genome: final minus accuracy at each check
         self.stats = {"candidates": 0, "stopped": 0, "steps_run": 0, "steps_full": 0}
@@ -98,7 +103,16 @@ class EarlyStopTrain(TrainEstimator):
         """Optimistic final accuracy of a genome at ``acc`` after check ``check``; None before calibration."""
         if len(self.gains) < self.calibrate:
             return None
-        return acc + float(np.quantile([g[check] for g in self.gains], self.quantile)) + self.slack
+        gains = np.array([g[check] for g in self.gains])
+        if self.kind == "linear" and len(self.finals) == len(gains):
+            # final ~ a + b * acc now, over the fully trained genomes, plus the largest residual: the
+            # gain of a genome depends on how far it is from the top, which one gain for all ignores
+            final = np.array(self.finals)
+            now = final - gains
+            b, a = np.polyfit(now, final, 1) if np.ptp(now) > 0 else (1.0, float(np.mean(gains)))
+            resid = final - (a + b * now)
+            return float(a + b * acc + np.quantile(resid, self.quantile) + self.slack)
+        return acc + float(np.quantile(gains, self.quantile)) + self.slack
 
     def dominated(self, acc: float, flops: int) -> bool:
         """Whether an archive genome is at least as accurate and as cheap, and better in one."""
@@ -130,6 +144,7 @@ class EarlyStopTrain(TrainEstimator):
             run.advance(run.total - run.steps)
             final = run.score()
             self.gains.append([final - a for a in accs])
+            self.finals.append(final)
             self._add(final, flops)
             return final
 
@@ -146,9 +161,10 @@ class EarlyStopTrain(TrainEstimator):
         return {**s, "steps_saved": 1 - s["steps_run"] / max(1, s["steps_full"]), "stops_sampled": self.stops}
 
     def state_dict(self) -> dict:
-        return {"archive": [list(p) for p in self.archive], "gains": self.gains, "stats": dict(self.stats),
-                "stops": self.stops}
+        return {"archive": [list(p) for p in self.archive], "gains": self.gains, "finals": self.finals,
+                "stats": dict(self.stats), "stops": self.stops}
 
     def load_state_dict(self, state: dict) -> None:
         self.archive = [(float(a), int(f)) for a, f in state["archive"]]
         self.gains, self.stats, self.stops = state["gains"], dict(state["stats"]), list(state["stops"])
+        self.finals = list(state.get("finals", []))
