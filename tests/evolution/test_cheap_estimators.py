@@ -82,7 +82,8 @@ def test_halving_promotes_by_pareto_rank_not_accuracy_alone(data):
     assert est.last_steps == [20, 20, 10, 10]
 
 
-def test_early_stopping_never_stops_a_candidate_that_ends_non_dominated(data):
+@pytest.mark.parametrize("projection", ["gain", "linear"])
+def test_early_stopping_never_stops_a_candidate_that_ends_non_dominated(data, projection):
     rng = np.random.default_rng(0)
     n, checks = 40, (0.2, 0.5)
     final = rng.uniform(0.5, 0.95, n)
@@ -108,7 +109,7 @@ def test_early_stopping_never_stops_a_candidate_that_ends_non_dominated(data):
     index = {id(g): i for i, g in enumerate(gs)}
     from unittest import mock
 
-    est = EarlyStopTrain(data, steps=100, checks=checks, calibrate=6, slack=0.0)
+    est = EarlyStopTrain(data, steps=100, checks=checks, calibrate=6, slack=0.0, projection=projection)
     with mock.patch("evolution.curves.TrainRun", side_effect=lambda g, t: Run(index[id(g)])), \
             mock.patch("evolution.curves.flops_of", side_effect=lambda g: int(flops[index[id(g)]])):
         out = []
