@@ -100,14 +100,32 @@ class Predictor:
         return np.asarray(self._fitted.predict(X)), np.zeros(len(X))
 
 
+def load_pairs(path: str) -> tuple[list[Genome], list[float]]:
+    """(genome, accuracy) pairs to start a predictor from: a search's run directory (its estimated
+    candidates: ``history.jsonl`` + ``genomes/``) or a JSONL file of ``{"genome": {...}, "accuracy": x}``."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    if (p / "history.jsonl").is_file():
+        rows = [json.loads(l) for l in (p / "history.jsonl").read_text().splitlines() if l.strip()]
+        rows = [r for r in rows if r.get("error") is None and (p / "genomes" / f"{r['id']}.json").is_file()]
+        return [Genome.load(p / "genomes" / f"{r['id']}.json") for r in rows], [float(r["score"]) for r in rows]
+    if not p.is_file():
+        raise ValueError(f"PredictorEstimator: pairs {path}: neither a run directory nor a JSONL file")
+    rows = [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
+    return [Genome.from_dict(r["genome"]) for r in rows], [float(r["accuracy"]) for r in rows]
+
+
 class PredictorEstimator:
     """Online predictor over a search: low-fidelity training (``TrainEstimator`` with ``train``'s
     settings) for the first ``warmup`` genomes and for the ``train_share`` of each later batch that
     the predictor rates best; predictions for the rest. ``proxy``: a ``ProxyEstimator`` proxy name
-    whose raw score is an extra feature."""
+    whose raw score is an extra feature. ``pairs``: (genome, accuracy) pairs it starts from
+    (``load_pairs``: another search's run directory, or a JSONL file, e.g. of a ranking set)."""
 
     def __init__(self, data, model: str = "gbr", warmup: int = 16, train_share: float = 0.25, explore: float = 1.0,
-                 proxy: str | None = None, seed: int = 0, **train) -> None:
+                 proxy: str | None = None, pairs: str | None = None, seed: int = 0, **train) -> None:
         if warmup < 2 or not 0.0 <= train_share <= 1.0:
             raise ValueError(f"PredictorEstimator: warmup {warmup}, train_share {train_share}: expected warmup >= 2, "
                              "train_share in [0, 1]")
@@ -122,6 +140,10 @@ class PredictorEstimator:
         self.X: list[list[float]] = []
         self.y: list[float] = []
         self.stats = {"trained": 0, "predicted": 0}
+        if pairs:
+            gs, accs = load_pairs(pairs)
+            self.X, self.y = self.features(gs).tolist(), list(accs)
+            self.predictor.fit(np.array(self.X), np.array(self.y))
 
     def features(self, genomes: Sequence[Genome]) -> np.ndarray:
         X = np.stack([genome_features(g) for g in genomes])

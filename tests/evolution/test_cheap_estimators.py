@@ -187,6 +187,20 @@ def test_predictor_estimator_trains_a_share_and_resumes_from_its_state(data):
     assert np.allclose(again.predictor.predict(X)[0], est.predictor.predict(X)[0])
 
 
+def test_predictor_starts_from_pairs_in_a_file(data, tmp_path):
+    import json
+
+    gs = genomes(5)
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"genome": g.to_dict(), "accuracy": 0.1 * i}) + "\n" for i, g in enumerate(gs)))
+    est = PredictorEstimator(data, warmup=4, pairs=str(path), steps=3)
+    assert est.y == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    out = est.estimate(genomes(4, seed=9))  # past warmup: only a quarter is trained
+    assert est.stats == {"trained": 1, "predicted": 3} and all(e.ok for e in out)
+    with pytest.raises(ValueError, match="neither a run directory"):
+        PredictorEstimator(data, pairs=str(tmp_path / "nope"))
+
+
 def test_ensemble_averages_percentiles_of_its_members(data):
     class Fixed:
         def __init__(self, scores):
