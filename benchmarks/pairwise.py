@@ -45,8 +45,11 @@ def near_cost_pairs(flops: np.ndarray, within: float = 0.25) -> np.ndarray:
 
 def ceiling(seeds: np.ndarray, pairs: np.ndarray) -> float:
     """Agreement of two independent truths on ``pairs``: the mean of seeds 2, 3 against the mean of
-    seeds 0, 1 when ``seeds`` ((N, S) accuracies) has 4 columns, else seed 1 against seed 0."""
+    seeds 0, 1 when ``seeds`` ((N, S) accuracies, NaN where a seed is not trained yet) has 4 columns
+    (over the pairs whose genomes have all 4), else seed 1 against seed 0."""
     if seeds.shape[1] >= 4:
+        whole = np.isfinite(seeds[:, :4]).all(1)
+        pairs = pairs[whole[pairs[:, 0]] & whole[pairs[:, 1]]]
         return pairwise(seeds[:, 2:4].mean(1), seeds[:, :2].mean(1), pairs)
     return pairwise(seeds[:, 1], seeds[:, 0], pairs)
 

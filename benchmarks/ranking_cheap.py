@@ -57,8 +57,9 @@ def load_sets() -> tuple[dict[str, dict], dict[str, list[Genome]], dict[str, np.
         if len(entries) < 12:
             continue
         genomes = [every[name][i] for i in where[name]]
-        k = min(len(e["acc"]) for e in entries)
-        seeds = np.array([e["acc"][:k] for e in entries])
+        # seeds 2, 3 (NaN where not trained yet): the ceiling is taken over pairs of genomes with all 4
+        k = max(len(e["acc"]) for e in entries)
+        seeds = np.array([e["acc"][:k] + [np.nan] * (k - len(e["acc"])) for e in entries], dtype=float)
         sets[name] = {"genomes": genomes, "truth": seeds[:, :2].mean(1), "seeds": seeds,
                       "seeds4": seeds if k >= 4 else None,
                       "params": np.array([cost.parameters(g) for g in genomes], dtype=float),
@@ -89,20 +90,34 @@ def halving_scores(data, gs: list[Genome], batch: int) -> list[float]:
 
 def predictor_scores(sets: dict, name: str, model: str, extra: dict | None = None) -> tuple[np.ndarray, float]:
     """The predictor's scores on set ``name``, trained on the truth of every genome it is not judged
-    on: the other sets, and on the iso set the other levels (one model per level)."""
-    start = time.perf_counter()
+    on: the other sets, and on the iso set the other levels (one model per level). Seconds per
+    genome: its features (``extra``'s proxy included) and the prediction; the fits are counted apart
+    (``FIT_SECONDS``), as a search fits once per generation for all its children."""
     feats = {n: np.stack([genome_features(g) for g in s["genomes"]]) for n, s in sets.items()}
+    start = time.perf_counter()
+    for g in sets[name]["genomes"]:
+        genome_features(g)
+    per = (time.perf_counter() - start) / len(sets[name]["genomes"])
     if extra:
-        feats = {n: np.concatenate([f, extra[n][:, None]], 1) for n, f in feats.items()}
+        feats = {n: np.concatenate([f, extra[n][0][:, None]], 1) for n, f in feats.items()}
+        per += extra[name][1]
     s = sets[name]
     groups = [s["level"] == lv for lv in np.unique(s["level"])] if name == "iso" else [np.ones(len(s["truth"]), bool)]
     pred = np.zeros(len(s["truth"]))
+    fit = predict = 0.0
     for judged in groups:
         X = [feats[n] for n in sets if n != name] + [feats[name][~judged]]
         y = [sets[n]["truth"] for n in sets if n != name] + [s["truth"][~judged]]
+        t0 = time.perf_counter()
         model_ = Predictor(model).fit(np.concatenate(X), np.concatenate(y))
+        t1 = time.perf_counter()
         pred[judged] = model_.predict(feats[name][judged])[0]
-    return pred, (time.perf_counter() - start) / len(pred)
+        fit, predict = fit + t1 - t0, predict + time.perf_counter() - t1
+    FIT_SECONDS[(name, model, bool(extra))] = fit / len(groups)
+    return pred, per + predict / len(pred)
+
+
+FIT_SECONDS: dict = {}
 
 
 def percentile_mean(*scores: np.ndarray) -> np.ndarray:
@@ -181,7 +196,7 @@ def main() -> None:
         ests["halving"] = est_of("halving", name, lambda g: halving_scores(data, g, 24 if name == "iso" else 8))
         results[name] = ests
     # The predictor needs every set's features; the naswot column comes from the cached raw scores.
-    naswot = {n: np.nan_to_num(results[n]["naswot"][0], neginf=-1e3) for n in sets}
+    naswot = {n: (np.nan_to_num(results[n]["naswot"][0], nan=-1e3, neginf=-1e3), results[n]["naswot"][1]) for n in sets}
     for name in sets:
         r = results[name]
         r["predictor_gbr"] = predictor_scores(sets, name, "gbr")
@@ -196,6 +211,9 @@ def main() -> None:
         for key, (est, secs) in r.items():
             m = figures(np.asarray(est, dtype=float), sets[name], name, key)
             m["seconds_per_genome"] = secs
+            if key.startswith("predictor"):
+                model = key.split("_")[1].split("+")[0]
+                m["fit_seconds"] = FIT_SECONDS[(name, model, "+" in key)]
             table.setdefault(key, {}).update(prefixed(m, name))
     # near-cost figures of every entry ranking.json saved estimates of
     existing = {}
@@ -206,7 +224,8 @@ def main() -> None:
                 m = {k: v for k, v in figures(est, sets[name], name, key).items() if k.startswith("near_cost")}
                 existing.setdefault(key, {}).update(prefixed(m, name))
     iso = sets.get("iso")
-    doc = {"sets": {n: {"genomes": len(s["truth"]), "truth_seeds": int(s["seeds"].shape[1])} for n, s in sets.items()},
+    doc = {"sets": {n: {"genomes": len(s["truth"]), "truth_seeds": int(s["seeds"].shape[1]),
+                        "genomes_with_4_seeds": int(np.isfinite(s["seeds"]).all(1).sum())} for n, s in sets.items()},
            "ceiling": {"iso_pairwise": pairwise.ceiling(iso["seeds"], pairwise.iso_pairs(iso["level"])) if iso else None,
                        **{f"{n}_near_cost_pairwise": pairwise.ceiling(sets[n]["seeds"], pairwise.near_cost_pairs(sets[n]["flops"]))
                           for n in ("broad", "lineage") if n in sets},
@@ -234,7 +253,7 @@ def page(doc: dict) -> str:
             ("precision_at_10", "broad P@10"), ("iso_seconds_per_genome", "s/genome (iso)")]
     lines = ["# Cheap estimators on the ranking sets", "",
              "Made by `benchmarks/ranking_cheap.py` (`benchmarks/results/ranking_cheap.json`). Sets: "
-             + ", ".join(f"{n} {v['genomes']} genomes ({v['truth_seeds']} truth seeds)" for n, v in doc["sets"].items())
+             + ", ".join(f"{n} {v['genomes']} genomes ({v['genomes_with_4_seeds']} with 4 truth seeds)" for n, v in doc["sets"].items())
              + f". Ceilings ({c['kind']}): iso pairwise {c['iso_pairwise']:.3f}, broad near-cost "
              f"{c.get('broad_near_cost_pairwise', float('nan')):.3f}, lineage near-cost "
              f"{c.get('lineage_near_cost_pairwise', float('nan')):.3f}.", "",
