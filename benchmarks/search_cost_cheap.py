@@ -27,16 +27,18 @@ from benchmarks import search_cost, search_cost_report as report  # noqa: E402
 from evolution.genome import Genome  # noqa: E402
 
 OUT = Path(__file__).parent / "results" / "search_cost_cheap.json"
-CHEAP = ("halving", "curve", "predictor", "proxy-naswot", "ensemble", "train-full-es")
+CHEAP = ("halving", "curve", "predictor", "proxy-naswot", "ensemble", "train-full-es", "train-full-es-linear")
+EARLY = ("train-full-es", "train-full-es-linear")
 REFERENCE = ("train-low", "supernet", "train-full")
+MAX_CHECKED = 20  # sampled stops trained to the end per arm and seed (each costs a full training)
 
 
-def stop_check(work: Path, preset: str, seeds: list[int], data_root: Path) -> dict:
-    """Each sampled stop of train-full-es, trained to the end (cached): would it have made the front?"""
+def stop_check(work: Path, preset: str, seeds: list[int], data_root: Path, arm: str) -> dict:
+    """Each sampled stop of early-stopping arm ``arm``, trained to the end (cached): would it have made the front?"""
     cfg = search_cost.PRESETS[preset]
     made, total = 0, 0
     for s in seeds:
-        path = work / "train-full-es" / f"seed{s}" / "result.json"
+        path = work / arm / f"seed{s}" / "result.json"
         if not path.is_file():
             continue
         rep = json.loads(path.read_text()).get("estimator_report", {})
@@ -44,7 +46,8 @@ def stop_check(work: Path, preset: str, seeds: list[int], data_root: Path) -> di
             continue
         data = search_cost.build_data(cfg["data"], s, data_root)
         truth = search_cost.Truth(data, cfg["epochs"], cfg["batch_size"], s, search_cost._cache(work, s))
-        for stop in rep["stops_sampled"]:
+        sample = rep["stops_sampled"]
+        for stop in sample[:: max(1, len(sample) // MAX_CHECKED)]:  # evenly over the run, at most ~MAX_CHECKED
             final = truth.truth(Genome.from_json(stop["genome"]))["val"]
             total += 1
             made += not any(a >= final and f <= stop["flops"] and (a > final or f < stop["flops"])
@@ -75,19 +78,21 @@ def section(work: Path, preset: str, data_root: Path) -> dict | None:
             if common:
                 out["beats"][f"{a}>{ref}"] = {"seeds": common, "wins": sum(per_seed[a][s] > per_seed[ref][s] for s in common),
                                               "mean_diff": float(np.mean([per_seed[a][s] - per_seed[ref][s] for s in common]))}
-    es = {}
-    for s in full["seeds"]:
-        p = work / "train-full-es" / f"seed{s}" / "result.json"
-        if p.is_file():
-            rep = json.loads(p.read_text()).get("estimator_report", {})
-            es[str(s)] = {k: v for k, v in rep.items() if k != "stops_sampled"}
-            hv, ref_hv = per_seed.get("train-full-es", {}).get(s), per_seed.get("train-full", {}).get(s)
-            es[str(s)]["hv_ratio_vs_train_full"] = hv / ref_hv if hv and ref_hv else None
-    if es:
-        out["early_stopping"] = {"by_seed": es, **stop_check(work, preset, full["seeds"], data_root)}
-        ratios = [v["hv_ratio_vs_train_full"] for v in es.values() if v["hv_ratio_vs_train_full"]]
-        out["early_stopping"]["steps_saved"] = float(np.mean([v["steps_saved"] for v in es.values()]))
-        out["early_stopping"]["hv_ratio_vs_train_full"] = float(np.mean(ratios)) if ratios else None
+    for arm in EARLY:
+        es = {}
+        for s in full["seeds"]:
+            p = work / arm / f"seed{s}" / "result.json"
+            if p.is_file():
+                rep = json.loads(p.read_text()).get("estimator_report", {})
+                es[str(s)] = {k: v for k, v in rep.items() if k != "stops_sampled"}
+                hv, ref_hv = per_seed.get(arm, {}).get(s), per_seed.get("train-full", {}).get(s)
+                es[str(s)]["hv_ratio_vs_train_full"] = hv / ref_hv if hv and ref_hv else None
+        if es:
+            ratios = [v["hv_ratio_vs_train_full"] for v in es.values() if v["hv_ratio_vs_train_full"]]
+            out.setdefault("early_stopping", {})[arm] = {
+                "by_seed": es, **stop_check(work, preset, full["seeds"], data_root, arm),
+                "steps_saved": float(np.mean([v["steps_saved"] for v in es.values()])),
+                "hv_ratio_vs_train_full": float(np.mean(ratios)) if ratios else None}
     return out
 
 
@@ -106,9 +111,8 @@ def page(doc: dict) -> str:
                          f"{report._fmt(m['iterations'], 0)} | {report._fmt(m['candidates'], 0)} | {report._fmt(m['kendall_tau'], 2)} |")
         lines += ["", "Wins on common seeds: " + "; ".join(f"{k} {v['wins']}/{len(v['seeds'])} ({v['mean_diff']:+.3f})"
                                                             for k, v in sec["beats"].items()), ""]
-        if sec.get("early_stopping"):
-            e = sec["early_stopping"]
-            lines += [f"Early stopping (train-full-es): steps saved {report._fmt(e['steps_saved'])}, retrained HV "
+        for arm, e in sec.get("early_stopping", {}).items():
+            lines += [f"Early stopping ({arm}): steps saved {report._fmt(e['steps_saved'])}, retrained HV "
                       f"{report._fmt(e['hv_ratio_vs_train_full'])} of train-full's at twice its CPU-seconds; "
                       f"sampled stops that would have made the front: {e['stopped_would_make_front']} "
                       f"of {e['stopped_checked']}.", ""]
