@@ -27,8 +27,8 @@ from benchmarks import search_cost, search_cost_report as report  # noqa: E402
 from evolution.genome import Genome  # noqa: E402
 
 OUT = Path(__file__).parent / "results" / "search_cost_cheap.json"
-CHEAP = ("halving", "curve", "predictor", "proxy-naswot", "ensemble", "train-full-es", "train-full-es-linear")
-EARLY = ("train-full-es", "train-full-es-linear")
+CHEAP = ("halving", "curve", "predictor", "proxy-naswot", "ensemble", "train-full-es", "train-full-es-linear", "train-full-es-q75")
+EARLY = ("train-full-es", "train-full-es-linear", "train-full-es-q75")
 REFERENCE = ("train-low", "supernet", "train-full")
 MAX_CHECKED = 20  # sampled stops trained to the end per arm and seed (each costs a full training)
 
