@@ -56,10 +56,15 @@ def ceiling(seeds: np.ndarray, pairs: np.ndarray) -> float:
 
 def cost_aware(est: np.ndarray, truth: np.ndarray, seeds: np.ndarray, pairs: np.ndarray, name: str) -> dict:
     """``{name}_pairwise`` and ``{name}_pairwise_vs_ceiling`` of ``est`` on ``pairs``."""
-    share = pairwise(np.asarray(est, dtype=float), truth, pairs)
+    est = np.asarray(est, dtype=float)
+    share = pairwise(est, truth, pairs)
     top = ceiling(seeds, pairs)
-    return {f"{name}_pairwise": share, f"{name}_pairwise_vs_ceiling": share / top if top > 0 else float("nan"),
-            f"{name}_pairs": int(len(pairs))}
+    same = pairs
+    if seeds.shape[1] >= 4:  # the fraction is taken on the pairs the ceiling was measured on
+        whole = np.isfinite(seeds[:, :4]).all(1)
+        same = pairs[whole[pairs[:, 0]] & whole[pairs[:, 1]]]
+    return {f"{name}_pairwise": share, f"{name}_pairwise_vs_ceiling": pairwise(est, truth, same) / top if top > 0 else float("nan"),
+            f"{name}_pairs": int(len(pairs)), f"{name}_ceiling_pairs": int(len(same))}
 
 
 def near_cost(est: np.ndarray, s: dict) -> dict:

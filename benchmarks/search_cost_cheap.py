@@ -55,6 +55,31 @@ def stop_check(work: Path, preset: str, seeds: list[int], data_root: Path, arm: 
     return {"stopped_checked": total, "stopped_would_make_front": made / total if total else None}
 
 
+def train_full_hv_at(work: Path, seed: int, cpu: float, ref: list[float]) -> tuple[float, float] | None:
+    """train-full's retrained hypervolume after its last iteration within ``cpu`` CPU-seconds, and
+    that iteration's CPU-seconds, from its iterations and the truth cache (its estimates are the
+    truth: the anytime curve needs no result.json, so an unfinished run gives it too)."""
+    d = work / "train-full" / f"seed{seed}"
+    cache = work / f"truth-seed{seed}.jsonl"
+    if not (d / "iterations.jsonl").is_file() or not cache.is_file():
+        return None
+    known = {r["key"]: r for r in map(json.loads, cache.read_text().splitlines())}
+    rows = [r for r in map(json.loads, (d / "iterations.jsonl").read_text().splitlines())
+            if "iteration" in r and r["cpu"] <= cpu]
+    if not rows:
+        return None
+    last = rows[-1]
+    pts = []
+    for cid in set(last["archive"]) | set(last["top"]):
+        g = Genome.load(d / "search" / "genomes" / f"{cid}.json")
+        t = known.get(search_cost.genome_key(g))
+        if t and np.isfinite(t["test"]):
+            from evolution import cost
+
+            pts.append((t["test"], cost.flops(g).total))
+    return report.retrained_hv(pts, ref), last["cpu"]
+
+
 def section(work: Path, preset: str, data_root: Path) -> dict | None:
     cfg = search_cost.PRESETS[preset]
     if not work.is_dir():
@@ -87,6 +112,14 @@ def section(work: Path, preset: str, data_root: Path) -> dict | None:
                 es[str(s)] = {k: v for k, v in rep.items() if k != "stops_sampled"}
                 hv, ref_hv = per_seed.get(arm, {}).get(s), per_seed.get("train-full", {}).get(s)
                 es[str(s)]["hv_ratio_vs_train_full"] = hv / ref_hv if hv and ref_hv else None
+                # an unfinished train-full: its anytime curve at the same CPU-seconds and at its last iteration
+                at_last = train_full_hv_at(work, s, 1e9, out["reference_point"])
+                cpu = json.loads(p.read_text())["cpu_seconds"]
+                at_same = train_full_hv_at(work, s, cpu, out["reference_point"])
+                es[str(s)].update(cpu_seconds=cpu, retrained_hv=hv,
+                                  train_full_hv_at_same_cpu=at_same and at_same[0],
+                                  train_full_hv_at_its_last_iteration=at_last and at_last[0],
+                                  train_full_cpu_at_its_last_iteration=at_last and at_last[1])
         if es:
             ratios = [v["hv_ratio_vs_train_full"] for v in es.values() if v["hv_ratio_vs_train_full"]]
             out.setdefault("early_stopping", {})[arm] = {
@@ -112,8 +145,12 @@ def page(doc: dict) -> str:
         lines += ["", "Wins on common seeds: " + "; ".join(f"{k} {v['wins']}/{len(v['seeds'])} ({v['mean_diff']:+.3f})"
                                                             for k, v in sec["beats"].items()), ""]
         for arm, e in sec.get("early_stopping", {}).items():
+            same = {k: (v.get("retrained_hv"), v.get("train_full_hv_at_same_cpu"), v.get("train_full_hv_at_its_last_iteration"),
+                        v.get("train_full_cpu_at_its_last_iteration")) for k, v in e["by_seed"].items()}
             lines += [f"Early stopping ({arm}): steps saved {report._fmt(e['steps_saved'])}, retrained HV "
-                      f"{report._fmt(e['hv_ratio_vs_train_full'])} of train-full's at twice its CPU-seconds; "
+                      f"{report._fmt(e['hv_ratio_vs_train_full'])} of train-full's at twice its CPU-seconds "
+                      f"(per seed: its HV, train-full's at the same CPU-seconds, at train-full's last iteration and "
+                      f"that iteration's CPU-seconds: {same}); "
                       f"sampled stops that would have made the front: {e['stopped_would_make_front']} "
                       f"of {e['stopped_checked']}.", ""]
     return "\n".join(lines)
