@@ -29,6 +29,7 @@ RESULTS = REPO / "benchmarks" / "results"
 DATA_ROOT = REPO.parent / "shared" / "data"
 CACHE = REPO / "runs" / "benchmarks"
 RANKING_SETS = RESULTS / "ranking_sets.json.gz"
+RANKING_SETS_ISO = RESULTS / "ranking_sets_iso.json.gz"  # the iso-cost set: its own file, changed apart
 MAX_LINES = 1500  # a results summary longer than this is not read: its raw part belongs in NAME.raw.json.gz
 
 
@@ -133,21 +134,27 @@ def unpack_genome(genome: dict) -> dict:
     return {**{k: v for k, v in genome.items() if k != "edges_delta_int16"}, "edges": edges.tolist()}
 
 
-def load_ranking_sets(path: Path = RANKING_SETS) -> dict:
-    """The saved sets: ``{"broad": [...], "lineage": [...], ...}``, each entry with genome and truth."""
+def load_ranking_sets(path: Path = RANKING_SETS, iso: Path = RANKING_SETS_ISO) -> dict:
+    """The saved sets: ``{"broad": [...], "lineage": [...], "iso": [...]}``, each entry with genome and truth."""
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; build it with python -m benchmarks.ranking_sets")
     doc = json.loads(gzip.decompress(path.read_bytes()))
-    for name in ("broad", "lineage"):
+    if iso.exists():
+        doc["iso"] = json.loads(gzip.decompress(iso.read_bytes()))["iso"]
+    for name in ("broad", "lineage", "iso"):
         for entry in doc.get(name, []):
             entry["genome"] = unpack_genome(entry["genome"])
     return doc
 
 
-def save_ranking_sets(doc: dict, path: Path = RANKING_SETS) -> None:
+def save_ranking_sets(doc: dict, path: Path = RANKING_SETS, iso: Path = RANKING_SETS_ISO) -> None:
     packed = {**doc, **{name: [{**e, "genome": pack_genome(e["genome"])} for e in doc[name]]
-                        for name in ("broad", "lineage") if name in doc}}
-    _atomic(path, gzip.compress(json.dumps(packed, separators=(",", ":")).encode(), 9))
+                        for name in ("broad", "lineage", "iso") if name in doc}}
+    iso_part = packed.pop("iso", None)
+    for file, part in ((path, packed), (iso, None if iso_part is None else {"iso": iso_part})):
+        if part is None or file.exists() and json.loads(gzip.decompress(file.read_bytes())) == json.loads(json.dumps(part)):
+            continue  # unchanged: the file (and its gzip timestamp) stays as it is
+        _atomic(file, gzip.compress(json.dumps(part, separators=(",", ":")).encode(), 9))
 
 
 def with_truth(doc: dict, name: str) -> list[dict]:

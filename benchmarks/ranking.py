@@ -46,7 +46,7 @@ from evolution.genome import Genome
 from evolution.network import SparseNet
 from evolution.readout import ridge_readout
 
-from benchmarks import common, ranking_sets
+from benchmarks import common, pairwise, ranking_sets
 
 OUT = common.RESULTS / "ranking.json"  # the summary; the raw estimates in ranking.raw.json.gz
 KINDS = ("baselines", "inherited", "readout", "population", "cadence", "finetune")  # what --only chooses among
@@ -106,6 +106,7 @@ def entry_metrics(key: str, est: np.ndarray, s: dict) -> dict:
     truth = s["seeds"][:, 1] if key == "seed_vs_seed" else s["truth"]
     m = metrics(est, truth, s["params"], s["edges"], s["depth"])
     m["failed"] = failed
+    m.update(pairwise.near_cost(est, s))  # pairs of about the same cost (issue 24)
     if key == "seed_vs_seed":
         if s.get("seeds4") is not None:
             a, b = s["seeds4"][:, :2].mean(1), s["seeds4"][:, 2:].mean(1)

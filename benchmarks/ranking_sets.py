@@ -35,6 +35,10 @@ from evolution.search import Search, SearchSettings
 from evolution.train import GenomeModule
 
 OUT = common.RANKING_SETS
+# The iso-cost set lives in its own file (built by ``--iso``), so the two sets' files change apart.
+OUT_ISO = common.RANKING_SETS_ISO  # the iso-cost set, built by --iso, in its own file
+ISO_LEVELS = (2_000, 20_000, 100_000)  # FLOPs per example of the iso set's three levels
+ISO_TOLERANCE = 0.03
 
 
 def data_module(data_root: str | Path = common.DATA_ROOT) -> IDXDataModule:
@@ -100,15 +104,118 @@ def truth(genome: Genome, data: IDXDataModule, epochs: int, seed: int) -> tuple[
 load, save, with_truth = common.load_ranking_sets, common.save_ranking_sets, common.with_truth
 
 
+def _iso_recipe(i: int, level: int) -> dict:
+    """Structure of the ``i``-th genome of an iso level: depth, wide or narrow levels, skips, long
+    (source-shuffled) edges, ties and conv-like seeds cycle so each varies against the others."""
+    narrow, wide = {2_000: ((0.02, 0.05), (0.1, 0.25)), 20_000: ((0.05, 0.15), (0.5, 1.0)),
+                    100_000: ((0.1, 0.25), (0.6, 1.0))}[level]
+    r = {"levels": 1 + i % 3, "fill": wide if (i // 3) % 2 else narrow, "skip": 0.5 if (i // 6) % 2 else 0.0,
+         "long": (i // 12) % 2 == 1, "ties": i % 4 == 3, "conv": None}
+    if level > 2_000 and i % 8 == 7:  # conv-like: one channel of local tied kernels (1x3x3 .. 1x5x5)
+        r["conv"] = "conv:1x7" if level == 20_000 else "conv:1x7,mlp:160"
+    return r
+
+
+def _shuffle_sources(g: Genome, rng: np.random.Generator) -> Genome:
+    """The same neurons and edge count, each edge's source relabelled by a permutation of the present
+    sources of its level: locality gone, FLOPs kept."""
+    sp, e = g.space, g.edges.copy()
+    for level in range(sp.output_level):
+        present = np.unique(e[:, 0][sp.level[e[:, 0]] == level])
+        pool = sp.inputs if level == 0 else present
+        perm = dict(zip(present.tolist(), rng.choice(pool, len(present), replace=False).tolist()))
+        rows = sp.level[e[:, 0]] == level
+        e[rows, 0] = [perm[s] for s in e[rows, 0].tolist()]
+    return Genome(sp, g.hidden, e, g.ties).pruned().canonical()
+
+
+def _tie_offsets(g: Genome, rng: np.random.Generator, share: float = 0.5) -> Genome:
+    """Edges of one level pair with the same rounded offset (target minus source position) share a
+    weight, for about ``share`` of such classes: a conv-like weight sharing at the same FLOPs."""
+    sp, e = g.space, g.edges
+    offset = np.round(sp.positions[e[:, 1]] - sp.positions[e[:, 0]]).astype(np.int64)
+    key = np.stack([sp.level[e[:, 0]], sp.level[e[:, 1]], offset[:, 0], offset[:, 1]], 1)
+    _, cls = np.unique(key, axis=0, return_inverse=True)
+    cls = cls.reshape(-1)
+    tied = rng.random(cls.max() + 1) < share
+    ties = np.where(tied[cls], cls, cls.max() + 1 + np.arange(len(e)))
+    return Genome(sp, g.hidden, e, ties)
+
+
+def _at_flops(space: SearchSpace, recipe: dict, target: int, seed: int) -> Genome | None:
+    """A genome of ``recipe`` within ``ISO_TOLERANCE`` of ``target`` FLOPs: the edge density is
+    bisected (the same draws at every density, so more density adds edges), or None."""
+    from evolution import cost, seeds
+
+    def draw(d: float) -> Genome:
+        rng = np.random.default_rng(seed)
+        if recipe["conv"]:
+            g = seeds.build(recipe["conv"], space)
+            keep = rng.random(g.n_edges) < d * 4  # conv-like: thinned (its ties kept) to the target
+            keep[g.edges[:, 1] >= space.outputs[0]] = True
+            g = Genome(space, g.hidden, g.edges[keep], g.ties[keep]).pruned().canonical()
+        else:
+            g = random_genome(space, rng, density=d, n_levels=recipe["levels"], fill=recipe["fill"],
+                              skip=recipe["skip"])
+        if recipe["long"]:
+            g = _shuffle_sources(g, rng)
+        if recipe["ties"] and not recipe["conv"]:  # a conv-like genome is tied already
+            g = _tie_offsets(g, rng)
+        return g
+
+    lo, hi = 1e-4, 0.25 if recipe["conv"] else 1.0
+    for _ in range(40):
+        d = float(np.sqrt(lo * hi))
+        try:
+            g = draw(d)
+        except ValueError:
+            lo = d
+            continue
+        f = cost.flops(g).total
+        if abs(f / target - 1) <= ISO_TOLERANCE:
+            return g
+        lo, hi = (d, hi) if f < target else (lo, d)
+    return None
+
+
+def iso_set(space: SearchSpace, per_level: int, seed: int = 0) -> list[dict]:
+    """``per_level`` genomes at each of ``ISO_LEVELS`` FLOPs (within +-3 %), varied in structure."""
+    out = []
+    for level in ISO_LEVELS:
+        for i in range(per_level):
+            recipe, g = _iso_recipe(i, level), None
+            for attempt in range(12):
+                if attempt == 6:  # this recipe cannot reach the level: the plain local one of its depth
+                    recipe = {**recipe, "conv": None, "long": False}
+                g = _at_flops(space, recipe, level, seed * 100_003 + level * 31 + i * 17 + attempt)
+                if g is not None:
+                    break
+            if g is None:
+                raise RuntimeError(f"iso set: no genome of {recipe} reaches {level} FLOPs")
+            out.append({"genome": g.to_dict(), "level": level, "recipe": recipe})
+    return out
+
+
+def truth_loop(genome: Genome, data: IDXDataModule, epochs: int, seed: int) -> tuple[float, float]:
+    """``truth``'s recipe (Adam 3e-3, batch 128, constant rate, ``epochs``; validation accuracy) in
+    ``TrainEstimator``'s loop: no Trainer to set up, which cost more than training a small genome."""
+    est = TrainEstimator(data, epochs=epochs, batch_size=128, lr=3e-3, seed=seed)
+    start = time.perf_counter()
+    e = est.estimate([genome])[0]
+    return e.score, (time.perf_counter() - start) / epochs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--broad", type=int, default=60)
     ap.add_argument("--lineage", type=int, default=60)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--iso", type=int, default=0, help="genomes per FLOPs level of the iso-cost set (0: none)")
+    ap.add_argument("--threads", type=int, default=2)
     common.add_data_root(ap)
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     data = data_module(args.data_root)
     space = grid(data)
     doc = load() if OUT.exists() else {}
@@ -119,16 +226,24 @@ def main() -> None:
         genomes, history = lineage_set(space, data, args.lineage)
         doc["lineage"] = [{"genome": g.to_dict(), "search": h} for g, h in zip(genomes, history)]
         save(doc)
+    if args.iso and "iso" not in doc:
+        doc["iso"] = iso_set(space, args.iso)
+        save(doc)
     doc.update({"epochs": args.epochs, "seeds": args.seeds, "lr": 3e-3, "batch_size": 128,
                 "split": "mnist-t10k, seed 0: 8,000 train / 2,000 validation", "grid": space.to_dict()})
-    total = sum(len(doc[k]) for k in ("broad", "lineage"))
+    names = [k for k in ("broad", "lineage", "iso") if k in doc]
+    total = sum(len(doc[k]) for k in names)
     done = 0
-    for name in ("broad", "lineage"):
+    # The iso set's truth always has 4 seeds (its pairs are close; its ceiling is two 2-seed means),
+    # seeds 0, 1 of every genome first; trained by the same recipe in TrainEstimator's plain loop.
+    passes = [("iso", 2), ("iso", 4)] if "iso" in doc else []
+    for name, upto in [(n, args.seeds) for n in names if n != "iso"] + passes:
         for entry in doc[name]:
             accs = entry.setdefault("acc", [])
             secs = entry.setdefault("epoch_seconds", [])
-            for seed in range(len(accs), args.seeds):
-                a, s = truth(Genome.from_dict(entry["genome"]), data, args.epochs, seed)
+            for seed in range(len(accs), upto):
+                train = truth_loop if name == "iso" else truth
+                a, s = train(Genome.from_dict(entry["genome"]), data, args.epochs, seed)
                 accs.append(a)
                 secs.append(s)
                 save(doc)

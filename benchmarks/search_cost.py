@@ -349,6 +349,8 @@ def finish(name: str, search: Search, truth: Truth, ledger: Ledger, out: Path) -
     fit_cpu = next((r["cpu"] for r in ledger.rows if r.get("fit")), 0.0)
     result = {"arm": name, "cpu_seconds": last["cpu"], "fit_cpu_seconds": fit_cpu, "iterations": search.iteration,
               "candidates": search.next_id, "points": points}
+    if hasattr(getattr(search.estimator, "inner", None), "report"):  # e.g. early stopping's steps saved
+        result["estimator_report"] = search.estimator.inner.report()
     if name == "train-full":  # its estimates are the truth: the anytime curve is free
         curve = []
         for r in iters:

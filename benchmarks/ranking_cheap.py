@@ -1,0 +1,270 @@
+"""The cheap estimators of issue 24 on the ranking sets, judged at equal cost.
+
+On broad, lineage and the iso-cost set (``ranking_sets.py --iso``): Kendall tau, Spearman, top-10
+tau, precision@10 (``ranking.metrics``) and the cost-aware measures of ``benchmarks/pairwise.py``
+(``iso_pairwise`` on the iso set, ``near_cost_pairwise`` on broad and lineage, each also over the
+agreement of two independent truths), and seconds per genome, for: the baselines (#edges, #params,
+one seed against the truth, 50 steps from scratch), the zero-cost proxies (``evolution/proxies.py``),
+learning-curve extrapolation from 50 steps, successive halving (25/50/100 steps), the learned
+predictor (``evolution/predictor.py``; trained on the other sets' truths and, on the iso set, on its
+other two levels: never on a genome it is judged on) and rank-averaged ensembles. Also the
+near-cost measures of every entry saved in ``ranking.json``, from its saved estimates.
+
+Estimates are kept in ``benchmarks/results/ranking_cheap.json`` and reused (they do not depend on
+the truth): rerun after more truth seeds to rescore, ``--fresh NAME,..`` to measure entries again.
+
+    python benchmarks/ranking_cheap.py [--fresh scratch50,halving]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+
+from evolution import cost
+from evolution.curves import CurveEstimator
+from evolution.estimators import TrainEstimator
+from evolution.genome import Genome
+from evolution.halving import HalvingEstimator
+from evolution.predictor import Predictor, genome_features
+from evolution.proxies import ProxyEstimator
+
+from benchmarks import pairwise, ranking_sets
+from benchmarks.ranking import OUT as RANKING, metrics
+
+OUT = Path(__file__).parent / "results" / "ranking_cheap.json"
+PROXIES = ("synflow", "snip", "grad_norm", "naswot")
+SIZE_WEIGHT = 10.0  # naswot+size: naswot + this * log #params (logdets of a 64-example kernel are in the tens)
+
+
+def load_sets() -> tuple[dict[str, dict], dict[str, list[Genome]], dict[str, np.ndarray]]:
+    """The sets restricted to genomes with a truth; every genome of each set (estimates are made on
+    all of them once); and the indices of the former among the latter."""
+    doc = ranking_sets.load()
+    sets, every, where = {}, {}, {}
+    for name in ("broad", "lineage", "iso"):
+        if not doc.get(name):
+            continue
+        every[name] = [Genome.from_dict(e["genome"]) for e in doc[name]]
+        where[name] = np.array([i for i, e in enumerate(doc[name]) if len(e.get("acc", [])) >= 2], dtype=int)
+        entries = [doc[name][i] for i in where[name]]
+        if len(entries) < 12:
+            continue
+        genomes = [every[name][i] for i in where[name]]
+        # seeds 2, 3 (NaN where not trained yet): the ceiling is taken over pairs of genomes with all 4
+        k = max(len(e["acc"]) for e in entries)
+        seeds = np.array([e["acc"][:k] + [np.nan] * (k - len(e["acc"])) for e in entries], dtype=float)
+        sets[name] = {"genomes": genomes, "truth": seeds[:, :2].mean(1), "seeds": seeds,
+                      "seeds4": seeds if k >= 4 else None,
+                      "params": np.array([cost.parameters(g) for g in genomes], dtype=float),
+                      "edges": np.array([g.n_edges for g in genomes], dtype=float),
+                      "flops": np.array([cost.flops(g).total for g in genomes], dtype=float),
+                      "depth": np.array([len(g.levels_present()) for g in genomes]),
+                      "level": np.array([e.get("level", 0) for e in entries])}
+    return sets, every, where
+
+
+def timed(fn, genomes) -> tuple[np.ndarray, float]:
+    start = time.perf_counter()
+    scores = np.asarray(fn(genomes), dtype=float)
+    return scores, (time.perf_counter() - start) / len(genomes)
+
+
+def scores_of(est):
+    return lambda gs: [e.score for e in est.estimate(gs)]
+
+
+def halving_scores(data, gs: list[Genome], batch: int) -> list[float]:
+    est = HalvingEstimator(data, min_steps=25, eta=2, rungs=3, batch_size=128, lr=3e-3)
+    out = []
+    for i in range(0, len(gs), batch):
+        out += [e.score for e in est.estimate(gs[i:i + batch])]
+    return out
+
+
+def predictor_scores(sets: dict, name: str, model: str, extra: dict | None = None) -> tuple[np.ndarray, float]:
+    """The predictor's scores on set ``name``, trained on the truth of every genome it is not judged
+    on: the other sets, and on the iso set the other levels (one model per level). Seconds per
+    genome: its features (``extra``'s proxy included) and the prediction; the fits are counted apart
+    (``FIT_SECONDS``), as a search fits once per generation for all its children."""
+    feats = {n: np.stack([genome_features(g) for g in s["genomes"]]) for n, s in sets.items()}
+    start = time.perf_counter()
+    for g in sets[name]["genomes"]:
+        genome_features(g)
+    per = (time.perf_counter() - start) / len(sets[name]["genomes"])
+    if extra:
+        feats = {n: np.concatenate([f, extra[n][0][:, None]], 1) for n, f in feats.items()}
+        per += extra[name][1]
+    s = sets[name]
+    groups = [s["level"] == lv for lv in np.unique(s["level"])] if name == "iso" else [np.ones(len(s["truth"]), bool)]
+    pred = np.zeros(len(s["truth"]))
+    fit = predict = 0.0
+    for judged in groups:
+        X = [feats[n] for n in sets if n != name] + [feats[name][~judged]]
+        y = [sets[n]["truth"] for n in sets if n != name] + [s["truth"][~judged]]
+        t0 = time.perf_counter()
+        model_ = Predictor(model).fit(np.concatenate(X), np.concatenate(y))
+        t1 = time.perf_counter()
+        pred[judged] = model_.predict(feats[name][judged])[0]
+        fit, predict = fit + t1 - t0, predict + time.perf_counter() - t1
+    FIT_SECONDS[(name, model, bool(extra))] = fit / len(groups)
+    return pred, per + predict / len(pred)
+
+
+FIT_SECONDS: dict = {}
+
+
+def percentile_mean(*scores: np.ndarray) -> np.ndarray:
+    return np.mean([rankdata(np.nan_to_num(s, nan=-np.inf)) / len(s) for s in scores], axis=0)
+
+
+def figures(est: np.ndarray, s: dict, name: str, key: str = "") -> dict:
+    """The figures of ``est`` on set ``s``; ``seed_vs_seed`` (seed 0) is judged by seed 1, not by a
+    truth that holds seed 0 itself."""
+    ok = np.isfinite(est)
+    e = np.where(ok, est, (est[ok].min() - 1) if ok.any() else 0.0)
+    if key == "seed_vs_seed":
+        s = {**s, "truth": s["seeds"][:, 1]}
+    m = metrics(e, s["truth"], s["params"], s["edges"], s["depth"])
+    m = {k: m[k] for k in ("kendall_tau", "spearman", "top10_tau", "precision_at_10", "size_controlled_tau")}
+    seeds = s["seeds4"] if s["seeds4"] is not None else s["seeds"]
+    if name == "iso":
+        m.update(pairwise.cost_aware(e, s["truth"], seeds, pairwise.iso_pairs(s["level"]), "iso"))
+        for lv in np.unique(s["level"]):
+            pairs = pairwise.iso_pairs(np.where(s["level"] == lv, lv, -np.arange(len(e)) - 1))
+            m[f"iso_pairwise_{int(lv) // 1000}k"] = pairwise.pairwise(e, s["truth"], pairs)
+    else:
+        m.update(pairwise.cost_aware(e, s["truth"], seeds, pairwise.near_cost_pairs(s["flops"]), "near_cost"))
+    return m
+
+
+def prefixed(m: dict, name: str) -> dict:
+    keep = ("iso_pairwise", "iso_pairwise_vs_ceiling", "iso_pairs")
+    pre = {"broad": "", "lineage": "lineage_", "iso": "iso_"}[name]
+    return {(k if k in keep or k.startswith("iso_pairwise_") else pre + k): v for k, v in m.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--fresh", type=lambda t: set(t.split(",")), default=set(), help="entries to measure again")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    sets, every, where = load_sets()
+    data = ranking_sets.data_module()
+    old = json.loads(OUT.read_text()) if OUT.exists() else {}
+    cache: dict = old.get("estimates", {})
+    saved = json.loads(RANKING.read_text()).get("estimates", {}) if RANKING.exists() else {}
+
+    def est_of(key: str, name: str, fn) -> tuple[np.ndarray, float]:
+        """Scores on the set's genomes with a truth, measured once on all of them (``fn(genomes)``)."""
+        c = cache.get(key, {}).get(name)
+        if not c or key in args.fresh or len(c["scores"]) != len(every[name]):
+            scores, secs = timed(fn, every[name])
+            c = cache.setdefault(key, {})[name] = {"seconds": secs, "scores": [
+                None if not np.isfinite(v) else float(v) for v in scores]}
+            OUT.write_text(json.dumps({**old, "estimates": cache}))  # kept as measured: a kill loses one entry
+            print(f"  {key} on {name}: {secs:.3f} s/genome", flush=True)
+        scores = np.array([np.nan if v is None else v for v in c["scores"]], dtype=float)
+        return scores[where[name]], c["seconds"]
+
+    results: dict[str, dict] = {}
+    for name, s in sets.items():
+        ests: dict[str, tuple[np.ndarray, float]] = {
+            "seed_vs_seed": (s["seeds"][:, 0], float("nan")),
+            "edges": (s["edges"], 0.0), "params": (s["params"], 0.0)}
+        if name != "iso" and "scratch50" in saved and saved["scratch50"].get(name) is not None:
+            ests["scratch50"] = (np.array([np.nan if v is None else v for v in saved["scratch50"][name]]),
+                                 json.loads(RANKING.read_text())["estimators"]["scratch50"].get(
+                                     "seconds_per_genome" if name == "broad" else "lineage_seconds_per_genome", np.nan))
+        else:
+            ests["scratch50"] = est_of("scratch50", name, scores_of(
+                TrainEstimator(data, steps=50, batch_size=128, lr=3e-3, seed=0)))
+        for p in PROXIES:
+            proxy = ProxyEstimator(data, p, seed=0)
+            ests[p] = est_of(p, name, lambda g, proxy=proxy: [proxy.raw_score(x) for x in g])
+        ests["naswot+size"] = (ests["naswot"][0] + SIZE_WEIGHT * np.log(s["params"]), ests["naswot"][1])
+        ests["curve50"] = est_of("curve50", name, scores_of(
+            CurveEstimator(data, steps=50, horizon=315, points=5, batch_size=128, lr=3e-3)))
+        # halving: a search's generations of 8; on the iso set one batch per level (24, in level order)
+        ests["halving"] = est_of("halving", name, lambda g: halving_scores(data, g, 24 if name == "iso" else 8))
+        results[name] = ests
+    # The predictor needs every set's features; the naswot column comes from the cached raw scores.
+    naswot = {n: (np.nan_to_num(results[n]["naswot"][0], nan=-1e3, neginf=-1e3), results[n]["naswot"][1]) for n in sets}
+    for name in sets:
+        r = results[name]
+        r["predictor_gbr"] = predictor_scores(sets, name, "gbr")
+        r["predictor_gp"] = predictor_scores(sets, name, "gp")
+        r["predictor_gbr+naswot"] = predictor_scores(sets, name, "gbr", naswot)
+        r["ensemble(predictor_gbr,scratch50)"] = (percentile_mean(r["predictor_gbr"][0], r["scratch50"][0]),
+                                                  r["predictor_gbr"][1] + r["scratch50"][1])
+        r["ensemble(predictor_gbr,naswot)"] = (percentile_mean(r["predictor_gbr"][0], r["naswot"][0]),
+                                               r["predictor_gbr"][1] + r["naswot"][1])
+    table: dict[str, dict] = {}
+    for name, r in results.items():
+        for key, (est, secs) in r.items():
+            m = figures(np.asarray(est, dtype=float), sets[name], name, key)
+            m["seconds_per_genome"] = secs
+            if key.startswith("predictor"):
+                model = key.split("_")[1].split("+")[0]
+                m["fit_seconds"] = FIT_SECONDS[(name, model, "+" in key)]
+            table.setdefault(key, {}).update(prefixed(m, name))
+    # near-cost figures of every entry ranking.json saved estimates of
+    existing = {}
+    for key, by_set in saved.items():
+        for name in ("broad", "lineage"):
+            if by_set.get(name) is not None and name in sets and len(by_set[name]) == len(sets[name]["truth"]):
+                est = np.array([np.nan if v is None else v for v in by_set[name]], dtype=float)
+                m = {k: v for k, v in figures(est, sets[name], name, key).items() if k.startswith("near_cost")}
+                existing.setdefault(key, {}).update(prefixed(m, name))
+    iso = sets.get("iso")
+    doc = {"sets": {n: {"genomes": len(s["truth"]), "truth_seeds": int(s["seeds"].shape[1]),
+                        "genomes_with_4_seeds": int(np.isfinite(s["seeds"]).all(1).sum())} for n, s in sets.items()},
+           "ceiling": {"iso_pairwise": pairwise.ceiling(iso["seeds"], pairwise.iso_pairs(iso["level"])) if iso else None,
+                       **{f"{n}_near_cost_pairwise": pairwise.ceiling(sets[n]["seeds"], pairwise.near_cost_pairs(sets[n]["flops"]))
+                          for n in ("broad", "lineage") if n in sets},
+                       "kind": "mean of seeds 2, 3 against the mean of seeds 0, 1 (seed 1 against seed 0 with 2 seeds)"},
+           "estimators": table, "ranking_json_near_cost": existing, "estimates": cache}
+    OUT.write_text(json.dumps(doc, indent=1))
+    keys = ["iso_pairwise", "iso_pairwise_vs_ceiling", "iso_kendall_tau", "near_cost_pairwise",
+            "lineage_near_cost_pairwise", "kendall_tau", "lineage_kendall_tau", "seconds_per_genome"]
+    print(f"ceilings: {doc['ceiling']}")
+    print(f"{'estimator':>36} " + " ".join(f"{k[:14]:>14}" for k in keys))
+    for key, m in table.items():
+        print(f"{key:>36} " + " ".join(f"{m.get(k, float('nan')):>14.3f}" for k in keys))
+    OUT.with_suffix(".md").write_text(page(doc))
+    print(f"wrote {OUT} and {OUT.with_suffix('.md')}")
+
+
+def page(doc: dict) -> str:
+    """One table over all sets: tau, cost-aware pairwise accuracy (and its fraction of the ceiling),
+    top-10, seconds per genome."""
+    c = doc["ceiling"]
+    cols = [("iso_pairwise", "iso pairwise"), ("iso_pairwise_vs_ceiling", "/ceiling"), ("iso_kendall_tau", "iso tau"),
+            ("near_cost_pairwise", "broad near-cost"), ("near_cost_pairwise_vs_ceiling", "/ceiling"),
+            ("lineage_near_cost_pairwise", "lineage near-cost"), ("lineage_near_cost_pairwise_vs_ceiling", "/ceiling"),
+            ("kendall_tau", "broad tau"), ("lineage_kendall_tau", "lineage tau"), ("top10_tau", "broad top-10 tau"),
+            ("precision_at_10", "broad P@10"), ("iso_seconds_per_genome", "s/genome (iso)")]
+    lines = ["# Cheap estimators on the ranking sets", "",
+             "Made by `benchmarks/ranking_cheap.py` (`benchmarks/results/ranking_cheap.json`). Sets: "
+             + ", ".join(f"{n} {v['genomes']} genomes ({v['genomes_with_4_seeds']} with 4 truth seeds)" for n, v in doc["sets"].items())
+             + f". Ceilings ({c['kind']}): iso pairwise {c['iso_pairwise']:.3f}, broad near-cost "
+             f"{c.get('broad_near_cost_pairwise', float('nan')):.3f}, lineage near-cost "
+             f"{c.get('lineage_near_cost_pairwise', float('nan')):.3f}.", "",
+             "| estimator | " + " | ".join(h for _, h in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for key, m in doc["estimators"].items():
+        cells = []
+        for k, _ in cols:
+            v = m.get(k)
+            cells.append("-" if v is None or not np.isfinite(v) else f"{v:.3f}" if "seconds" not in k else f"{v:.4f}")
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

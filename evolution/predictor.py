@@ -1,0 +1,186 @@
+"""A learned predictor of a genome's accuracy from its structure, trained online on the pairs a
+search gathers.
+
+``genome_features`` describes a genome by numbers that mean the same on any grid (sizes in logs,
+widths and shares as fractions, edge lengths over the plane's diagonal). ``Predictor`` regresses
+accuracy on them with scikit-learn (gradient boosting, or a Gaussian process, which also gives an
+uncertainty). ``PredictorEstimator`` trains the first ``warmup`` genomes by low-fidelity training,
+then per batch predicts every genome and trains only the ``train_share`` most promising (predicted
+mean plus ``explore`` times its uncertainty), whose measured accuracies replace their predictions
+and join the training pairs.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Sequence
+
+import numpy as np
+
+from evolution import cost
+from evolution.estimators import Estimate, Parent, TrainEstimator
+from evolution.genome import Genome
+
+FEATURES = ("log_edges", "log_params", "log_flops", "depth", "width_1", "width_2", "width_3", "skip_share",
+            "tie_share", "edge_length_mean", "edge_length_std", "inputs_used", "input_centre_distance",
+            "output_edge_share", "log_hidden_fan_in", "direct_share")
+
+
+def genome_features(g: Genome) -> np.ndarray:
+    """The ``FEATURES`` of ``g``: sizes, depth, widths of its first three present levels (fractions
+    of the grid's width), skip (edges over more than one level) and tie shares, edge lengths, which
+    inputs it reads, how its edges spread."""
+    sp, e = g.space, g.edges
+    lv = sp.level
+    present = g.levels_present()
+    widths = [float(np.sum(lv[g.hidden] == l)) / sp.width for l in present[:3]]
+    widths += [0.0] * (3 - len(widths))
+    span = lv[e[:, 1]] - lv[e[:, 0]] if len(e) else np.zeros(0)
+    h, w = sp.plane
+    diag = math.hypot(h, w)
+    length = np.linalg.norm(sp.positions[e[:, 0]] - sp.positions[e[:, 1]], axis=1) / diag if len(e) else np.zeros(1)
+    used = np.unique(e[lv[e[:, 0]] == 0, 0]) if len(e) else np.zeros(0, dtype=np.int64)
+    centre = np.array([(h - 1) / 2, (w - 1) / 2])
+    dist = np.linalg.norm(sp.positions[used] - centre, axis=1).mean() / diag if len(used) else 0.0
+    into_out = lv[e[:, 1]] == sp.output_level if len(e) else np.zeros(0, dtype=bool)
+    hidden_in = (~into_out).sum()
+    direct = float(np.mean((lv[e[:, 0]] == 0) & into_out)) if len(e) else 0.0
+    return np.array([
+        math.log1p(g.n_edges), math.log(cost.parameters(g)), math.log(cost.flops(g).total), len(present), *widths,
+        float(np.mean(span > 1)) if len(e) else 0.0, 1.0 - g.n_weights / max(1, g.n_edges),
+        float(length.mean()), float(length.std()), len(used) / sp.n_inputs, float(dist),
+        float(np.mean(into_out)) if len(e) else 0.0, math.log1p(hidden_in / max(1, len(g.hidden))), direct,
+    ], dtype=float)
+
+
+class Predictor:
+    """Accuracy from ``genome_features`` (plus any extra columns): ``model`` ``gbr`` (scikit-learn
+    gradient boosting, no uncertainty) or ``gp`` (a Gaussian process on standardised features, RBF
+    with one length per feature plus noise; its standard deviation is the uncertainty)."""
+
+    def __init__(self, model: str = "gbr", seed: int = 0) -> None:
+        if model not in ("gbr", "gp"):
+            raise ValueError(f"Predictor: model {model!r}: expected 'gbr' or 'gp'")
+        self.model, self.seed, self._fitted = model, seed, None
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "Predictor":
+        X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
+        if self.model == "gbr":
+            from sklearn.ensemble import GradientBoostingRegressor
+
+            reg = GradientBoostingRegressor(n_estimators=200, max_depth=3, learning_rate=0.05, subsample=0.8,
+                                            random_state=self.seed)
+        else:
+            from sklearn.gaussian_process import GaussianProcessRegressor
+            from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+
+            kernel = ConstantKernel() * RBF(length_scale=np.ones(X.shape[1]), length_scale_bounds=(1e-2, 1e3)) \
+                + WhiteKernel(1e-3, (1e-6, 1e-1))
+            reg = make_pipeline(StandardScaler(), GaussianProcessRegressor(kernel, normalize_y=True, random_state=self.seed))
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+
+        with warnings.catch_warnings():  # a feature the GP finds irrelevant sits at its length bound: expected
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            self._fitted = reg.fit(X, y)
+        return self
+
+    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted accuracy and its standard deviation (zeros where the model gives none)."""
+        if self._fitted is None:
+            raise RuntimeError("Predictor.predict before fit")
+        X = np.asarray(X, dtype=float)
+        if self.model == "gp":
+            Xs = self._fitted[0].transform(X)
+            mean, std = self._fitted[-1].predict(Xs, return_std=True)
+            return np.asarray(mean), np.asarray(std)
+        return np.asarray(self._fitted.predict(X)), np.zeros(len(X))
+
+
+def load_pairs(path: str) -> tuple[list[Genome], list[float]]:
+    """(genome, accuracy) pairs to start a predictor from: a search's run directory (its estimated
+    candidates: ``history.jsonl`` + ``genomes/``) or a JSONL file of ``{"genome": {...}, "accuracy": x}``."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    if (p / "history.jsonl").is_file():
+        rows = [json.loads(l) for l in (p / "history.jsonl").read_text().splitlines() if l.strip()]
+        rows = [r for r in rows if r.get("error") is None and (p / "genomes" / f"{r['id']}.json").is_file()]
+        return [Genome.load(p / "genomes" / f"{r['id']}.json") for r in rows], [float(r["score"]) for r in rows]
+    if not p.is_file():
+        raise ValueError(f"PredictorEstimator: pairs {path}: neither a run directory nor a JSONL file")
+    rows = [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
+    return [Genome.from_dict(r["genome"]) for r in rows], [float(r["accuracy"]) for r in rows]
+
+
+class PredictorEstimator:
+    """Online predictor over a search: low-fidelity training (``TrainEstimator`` with ``train``'s
+    settings) for the first ``warmup`` genomes and for the ``train_share`` of each later batch that
+    the predictor rates best; predictions for the rest. ``proxy``: a ``ProxyEstimator`` proxy name
+    whose raw score is an extra feature. ``pairs``: (genome, accuracy) pairs it starts from
+    (``load_pairs``: another search's run directory, or a JSONL file, e.g. of a ranking set)."""
+
+    def __init__(self, data, model: str = "gbr", warmup: int = 16, train_share: float = 0.25, explore: float = 1.0,
+                 proxy: str | None = None, pairs: str | None = None, seed: int = 0, **train) -> None:
+        if warmup < 2 or not 0.0 <= train_share <= 1.0:
+            raise ValueError(f"PredictorEstimator: warmup {warmup}, train_share {train_share}: expected warmup >= 2, "
+                             "train_share in [0, 1]")
+        self.trainer = TrainEstimator(data, seed=seed, **train)
+        self.predictor = Predictor(model, seed)
+        self.warmup, self.train_share, self.explore = warmup, train_share, explore
+        self.proxy = None
+        if proxy:
+            from evolution.proxies import ProxyEstimator
+
+            self.proxy = ProxyEstimator(data, proxy, seed=seed)
+        self.X: list[list[float]] = []
+        self.y: list[float] = []
+        self.stats = {"trained": 0, "predicted": 0}
+        if pairs:
+            gs, accs = load_pairs(pairs)
+            self.X, self.y = self.features(gs).tolist(), list(accs)
+            self.predictor.fit(np.array(self.X), np.array(self.y))
+
+    def features(self, genomes: Sequence[Genome]) -> np.ndarray:
+        X = np.stack([genome_features(g) for g in genomes])
+        if self.proxy is not None:
+            raw = np.array([self.proxy.raw_score(g) for g in genomes])
+            X = np.concatenate([X, np.nan_to_num(raw, neginf=-1e3, posinf=1e3)[:, None]], 1)
+        return X
+
+    def estimate(self, genomes: Sequence[Genome], parents: Sequence[Parent | None] | None = None) -> list[Estimate]:
+        start = time.perf_counter()
+        n = len(genomes)
+        X = self.features(genomes)
+        if len(self.y) < self.warmup:
+            train = list(range(n))
+            mean = np.full(n, np.nan)
+        else:
+            mean, std = self.predictor.predict(X)
+            k = int(math.ceil(self.train_share * n))
+            train = np.argsort(-(mean + self.explore * std))[:k].tolist()
+        out: list[Estimate | None] = [None] * n
+        trained = self.trainer.estimate([genomes[i] for i in train]) if train else []
+        for i, est in zip(train, trained):
+            out[i] = est
+            if est.ok:
+                self.X.append(X[i].tolist())
+                self.y.append(est.score)
+        self.stats["trained"] += len(train)
+        self.stats["predicted"] += n - len(train)
+        if trained and len(self.y) >= 2:
+            self.predictor.fit(np.array(self.X), np.array(self.y))
+        seconds = (time.perf_counter() - start) / max(1, n)
+        return [o if o is not None else Estimate(float(np.clip(mean[i], 0.0, 1.0)), seconds) for i, o in enumerate(out)]
+
+    def state_dict(self) -> dict:
+        return {"X": self.X, "y": self.y, "stats": dict(self.stats)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.X, self.y, self.stats = list(state["X"]), list(state["y"]), dict(state["stats"])
+        if len(self.y) >= 2:
+            self.predictor.fit(np.array(self.X), np.array(self.y))

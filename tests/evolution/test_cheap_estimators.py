@@ -1,0 +1,219 @@
+"""The cheap estimators of issue 24: curve fitting, successive halving, multi-objective early
+stopping, zero-cost proxies, the learned predictor (and the ensemble built on them)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from evolution import cost, seeds
+from evolution.curves import EarlyStopTrain, fit_curve
+from evolution.data import DigitsDataModule
+from evolution.ensemble import EnsembleEstimator
+from evolution.estimators import Estimator, build_estimator
+from evolution.genome import SearchSpace
+from evolution.halving import HalvingEstimator
+from evolution.predictor import FEATURES, Predictor, PredictorEstimator, genome_features
+from evolution.proxies import PROXIES, ProxyEstimator
+from evolution.sampling import random_genome
+
+
+@pytest.fixture(scope="module")
+def data():
+    return DigitsDataModule()
+
+
+def genomes(n: int, seed: int = 0, width: int = 16):
+    space = SearchSpace((1, 8, 8), 10, levels=2, width=width)
+    rng = np.random.default_rng(seed)
+    return [random_genome(space, rng, density=float(rng.uniform(0.1, 0.6))) for _ in range(n)]
+
+
+def test_curve_fit_recovers_a_known_saturating_curve():
+    t = np.array([10, 20, 40, 60, 80, 100], dtype=float)
+    acc = 0.92 - 0.6 * t ** -0.7
+    assert fit_curve(t, acc, 1000) == pytest.approx(0.92 - 0.6 * 1000 ** -0.7, abs=2e-3)
+    # unstable: too few points, or noise no saturating curve explains -> the last value
+    assert fit_curve(t[:2], acc[:2], 1000) == acc[1]
+    zigzag = np.array([0.1, 0.9, 0.1, 0.9, 0.1, 0.5])
+    assert fit_curve(t, zigzag, 1000) == 0.5
+
+
+class Synthetic:
+    """A training run whose accuracy after s steps is q * (1 - exp(-s / 40))."""
+
+    def __init__(self, q: float) -> None:
+        self.q, self.steps = q, 0
+
+    def advance(self, n: int) -> None:
+        self.steps += n
+
+    def score(self) -> float:
+        return self.q * (1 - np.exp(-self.steps / 40))
+
+
+def test_halving_gives_the_largest_budget_to_the_best_of_a_synthetic_set(data):
+    gs = genomes(8)
+    qual = np.linspace(0.5, 0.9, 8)[np.random.default_rng(1).permutation(8)]
+    lookup = {id(g): q for g, q in zip(gs, qual)}
+    # equal FLOPs for all: promotion is then by accuracy within the front's rank order
+    est = HalvingEstimator(data, min_steps=10, eta=2, rungs=3, runner=lambda g, total: Synthetic(lookup[id(g)]))
+    from unittest import mock
+
+    with mock.patch("evolution.halving.flops_of", return_value=1000):
+        out = est.estimate(gs)
+    steps = np.array(est.last_steps)
+    best = int(np.argmax(qual))
+    assert steps[best] == 40 and steps.max() == 40 and (steps == 40).sum() == 2
+    assert sorted(steps.tolist()) == [10, 10, 10, 10, 20, 20, 40, 40]
+    # scores of lower rungs are lifted by the measured gain: the best is still the best
+    assert int(np.argmax([e.score for e in out])) == best
+
+
+def test_halving_promotes_by_pareto_rank_not_accuracy_alone(data):
+    gs = genomes(4)
+    qual = {id(gs[0]): 0.9, id(gs[1]): 0.85, id(gs[2]): 0.8, id(gs[3]): 0.5}
+    flops = {id(gs[0]): 4000, id(gs[1]): 3000, id(gs[2]): 2000, id(gs[3]): 100}
+    est = HalvingEstimator(data, min_steps=10, eta=2, rungs=2, runner=lambda g, total: Synthetic(qual[id(g)]))
+    from unittest import mock
+
+    with mock.patch("evolution.halving.flops_of", side_effect=lambda g: flops[id(g)]):
+        est.estimate(gs)
+    # all four are non-dominated; accuracy breaks the tie within the front: the two most accurate go on
+    assert est.last_steps == [20, 20, 10, 10]
+
+
+@pytest.mark.parametrize("projection", ["gain", "linear"])
+def test_early_stopping_never_stops_a_candidate_that_ends_non_dominated(data, projection):
+    rng = np.random.default_rng(0)
+    n, checks = 40, (0.2, 0.5)
+    final = rng.uniform(0.5, 0.95, n)
+    flops = rng.integers(1_000, 100_000, n)
+    curves = {}
+
+    class Run(Synthetic):
+        total = 100
+
+        def __init__(self, i):
+            self.i, self.steps = i, 0
+            self.curve = []
+
+        def score(self):  # rises to final[i] at the end, faster for some
+            frac = self.steps / self.total
+            return final[self.i] * (1 - 0.5 * (1 - frac) ** (1 + self.i % 3))
+
+        @property
+        def done(self):
+            return self.steps >= self.total
+
+    gs = genomes(n, seed=3)
+    index = {id(g): i for i, g in enumerate(gs)}
+    from unittest import mock
+
+    est = EarlyStopTrain(data, steps=100, checks=checks, calibrate=6, slack=0.0, projection=projection)
+    with mock.patch("evolution.curves.TrainRun", side_effect=lambda g, t: Run(index[id(g)])), \
+            mock.patch("evolution.curves.flops_of", side_effect=lambda g: int(flops[index[id(g)]])):
+        out = []
+        for g in gs:  # one at a time, as a search's stream of candidates
+            out.append(est.estimate([g])[0].score)
+    assert est.stats["stopped"] > 0 and est.report()["steps_saved"] > 0
+    stopped = [i for i in range(n) if out[i] != pytest.approx(final[i])]
+    assert len(stopped) == est.stats["stopped"]
+    # a stopped candidate would not have been non-dominated among those trained before it (nor at the end)
+    for i in stopped:
+        before = [(final[j], flops[j]) for j in range(i) if j not in stopped]
+        assert any(a >= final[i] and f <= flops[i] for a, f in before), i
+    front = [i for i in range(n) if not any(final[j] >= final[i] and flops[j] <= flops[i] and j != i
+                                           and (final[j] > final[i] or flops[j] < flops[i]) for j in range(n))]
+    assert not set(front) & set(stopped)
+
+
+@pytest.mark.parametrize("proxy", sorted(PROXIES))
+def test_proxies_are_finite_and_deterministic(data, proxy):
+    gs = genomes(4) + [seeds.build("mlp:8", SearchSpace((1, 8, 8), 10, levels=2, width=16))]
+    a = [e.score for e in ProxyEstimator(data, proxy, batch=32, seed=0).estimate(gs)]
+    b = [e.score for e in ProxyEstimator(data, proxy, batch=32, seed=0).estimate(gs)]
+    assert np.isfinite(a).all() and a == b and all(0 < s < 1 for s in a)
+    if proxy != "params":
+        assert len(set(a)) > 1  # it tells the genomes apart
+
+
+def test_predictor_improves_with_data_on_a_synthetic_task():
+    gs = genomes(240, seed=5, width=32)
+    X = np.stack([genome_features(g) for g in gs])
+    assert X.shape == (240, len(FEATURES)) and np.isfinite(X).all()
+    # accuracy set by structure: depth, skip share, where the inputs are read, size
+    y = 0.5 + 0.05 * X[:, FEATURES.index("depth")] - 0.3 * X[:, FEATURES.index("input_centre_distance")] \
+        + 0.02 * X[:, FEATURES.index("log_edges")]
+    test = slice(160, None)
+    err = []
+    for n in (10, 40, 160):
+        pred, _ = Predictor("gbr").fit(X[:n], y[:n]).predict(X[test])
+        err.append(float(np.mean(np.abs(pred - y[test]))))
+    assert err[2] < err[1] < err[0]
+    mean, std = Predictor("gp").fit(X[:40], y[:40]).predict(X[test])
+    assert (std > 0).all() and np.mean(np.abs(mean - y[test])) < np.mean(np.abs(y[test] - y[:40].mean()))
+
+
+def test_every_estimator_is_built_from_a_config_and_scores_a_batch(data):
+    gs = genomes(6)
+    specs = [
+        {"class_path": "evolution.halving.HalvingEstimator", "init_args": {"min_steps": 2, "rungs": 2}},
+        {"class_path": "evolution.curves.CurveEstimator", "init_args": {"steps": 6, "horizon": 50, "points": 3}},
+        {"class_path": "evolution.curves.EarlyStopTrain", "init_args": {"steps": 6, "calibrate": 2}},
+        {"class_path": "evolution.proxies.ProxyEstimator", "init_args": {"proxy": "synflow", "size": 1.0}},
+        {"class_path": "evolution.predictor.PredictorEstimator", "init_args": {"warmup": 3, "steps": 4}},
+        {"class_path": "evolution.ensemble.EnsembleEstimator", "init_args": {"members": [
+            {"class_path": "evolution.proxies.ProxyEstimator", "init_args": {"proxy": "naswot"}},
+            {"class_path": "evolution.proxies.ProxyEstimator", "init_args": {"proxy": "params"}}]}},
+    ]
+    for spec in specs:
+        est = build_estimator(spec, data)
+        assert isinstance(est, Estimator)
+        out = est.estimate(gs[:3]) + est.estimate(gs[3:])
+        assert len(out) == 6 and all(e.ok for e in out), spec["class_path"]
+    with pytest.raises(ValueError, match="proxy 'nope'"):
+        ProxyEstimator(data, "nope")
+
+
+def test_predictor_estimator_trains_a_share_and_resumes_from_its_state(data):
+    gs = genomes(12)
+    est = PredictorEstimator(data, warmup=4, train_share=0.25, steps=3)
+    est.estimate(gs[:4])
+    est.estimate(gs[4:12])
+    assert est.stats == {"trained": 4 + 2, "predicted": 6} and len(est.y) == 6
+    again = PredictorEstimator(data, warmup=4, train_share=0.25, steps=3)
+    again.load_state_dict(est.state_dict())
+    X = est.features(gs)
+    assert np.allclose(again.predictor.predict(X)[0], est.predictor.predict(X)[0])
+
+
+def test_predictor_starts_from_pairs_in_a_file(data, tmp_path):
+    import json
+
+    gs = genomes(5)
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"genome": g.to_dict(), "accuracy": 0.1 * i}) + "\n" for i, g in enumerate(gs)))
+    est = PredictorEstimator(data, warmup=4, pairs=str(path), steps=3)
+    assert est.y == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    out = est.estimate(genomes(4, seed=9))  # past warmup: only a quarter is trained
+    assert est.stats == {"trained": 1, "predicted": 3} and all(e.ok for e in out)
+    with pytest.raises(ValueError, match="neither a run directory"):
+        PredictorEstimator(data, pairs=str(tmp_path / "nope"))
+
+
+def test_ensemble_averages_percentiles_of_its_members(data):
+    class Fixed:
+        def __init__(self, scores):
+            self.scores = iter(scores)
+
+        def estimate(self, genomes, parents=None):
+            from evolution.estimators import Estimate
+
+            return [Estimate(next(self.scores), 0.0) for _ in genomes]
+
+    ens = EnsembleEstimator(data, [Fixed([1.0, 2.0, 3.0]), Fixed([30.0, 20.0, 10.0])])
+    out = [e.score for e in ens.estimate(genomes(3))]
+    assert out == pytest.approx([0.5, 0.5, 0.5])  # the members disagree completely
+    ens = EnsembleEstimator(data, [Fixed([1.0, 2.0, 3.0]), Fixed([10.0, 20.0, 30.0])], weights=[1, 3])
+    out = [e.score for e in ens.estimate(genomes(3))]
+    assert out == sorted(out) and out[0] < out[2]
