@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import kendalltau
 
+from benchmarks import common
 from evolution.batched import concat, stack, stacked_accuracy, stacked_forward
 from evolution.genome import SearchSpace
 from evolution.network import compile, sparse_forward
@@ -51,7 +52,7 @@ from oneshot.optim import LazyAdam
 from oneshot.supernet import Supernet
 
 RESULTS = Path(__file__).parent / "results"
-MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist-t10k"
+MNIST = common.DATA_ROOT / "mnist-t10k"  # --data-root sets it
 SPACE = SearchSpace((1, 28, 28), 10, levels=3, width=256)
 
 
@@ -364,9 +365,12 @@ def markdown(result: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=6)
+    common.add_data_root(ap)
     ap.add_argument("--quick", action="store_true", help="2 repeats (a smoke run)")
     ap.add_argument("--grid", nargs=3, metavar=("LEVELS", "WIDTH", "DEVICE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global MNIST
+    MNIST = Path(args.data_root) / "mnist-t10k"
     if args.grid:
         print(json.dumps(grid_memory(int(args.grid[0]), int(args.grid[1]), args.grid[2])))
         return

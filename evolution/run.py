@@ -128,7 +128,10 @@ def _run(cfg, parser, run_dir: Path) -> None:
     search_dir = run_dir / "search"
     settings = SearchSettings(**{**cfg.search.as_dict(), "run_dir": str(search_dir), "progress": False})
     plain = json.loads(parser.dump(cfg, format="json", skip_check=True))
-    search = Search(settings, data, estimator, config={"data": plain["data"], "estimator": plain["estimator"]})
+    from evolution.train_estimator import rank_check_truth
+
+    search = Search(settings, data, estimator, config={"data": plain["data"], "estimator": plain["estimator"]},
+                    rank_truth=rank_check_truth(data, settings))
     resume = search.exists()
     if resume:  # refuse another search's directory before its config.yaml is replaced
         search.saved_state()

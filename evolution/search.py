@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import sys
 from dataclasses import asdict, dataclass, field
@@ -20,7 +19,6 @@ import numpy as np
 import torch
 
 from evolution import cost, nsga2, rundir, seeds
-from evolution.device import add_device_arguments, deterministic, placed
 from evolution.estimators import Estimate, Estimator, Parent, restore_estimator
 from evolution.genome import Genome, SearchSpace
 from evolution.mutations import Inheritance, MutationRates, mutate
@@ -148,7 +146,15 @@ class SearchSettings:
 class Search:
     """An estimate-driven neuron-level search over the grid of a DataModule's shape."""
 
-    def __init__(self, settings: SearchSettings, data, estimator: Estimator, config: dict | None = None) -> None:
+    def __init__(self, settings: SearchSettings, data, estimator: Estimator, config: dict | None = None,
+                 rank_truth: Estimator | None = None) -> None:
+        """``rank_truth``: the cheap standalone training the rank check (``rank_check_every``) holds the
+        estimates against, e.g. ``TrainEstimator(data, steps=settings.rank_check_steps)``
+        (``evolution.train_estimator.rank_check_truth``)."""
+        if settings.rank_check_every and rank_truth is None:
+            raise ValueError("rank_check_every needs a rank_truth estimator to check against "
+                             "(evolution.train_estimator.rank_check_truth(data, settings))")
+        self.rank_truth = rank_truth
         self.s = settings
         self.data = data
         self.estimator = estimator
@@ -277,16 +283,13 @@ class Search:
         Kendall tau of the estimates against it tells whether the estimator misleads the search."""
         from scipy.stats import kendalltau
 
-        from evolution.estimators import TrainEstimator
-
         seen = {c["id"] for c in self.checks}
         pool = [c for c in self.population if c.id not in seen]
         if not pool:
             return
         pick = self.rng.choice(len(pool), size=min(self.s.rank_check_size, len(pool)), replace=False)
         chosen = [pool[i] for i in sorted(pick)]
-        truth = TrainEstimator(self.data, steps=self.s.rank_check_steps, seed=self.s.seed).estimate(
-            [c.genome for c in chosen])
+        truth = self.rank_truth.estimate([c.genome for c in chosen])
         for c, t in zip(chosen, truth):
             if t.ok:
                 self.checks.append({"id": c.id, "iteration": self.iteration, "estimate": c.score, "truth": t.score})
@@ -420,64 +423,8 @@ class Search:
         return True
 
 
-def build_parser():
-    """The ``search`` command's parser: settings at the top, ``data`` and ``estimator`` by class path."""
-    import lightning.pytorch as pl
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
-    parser = ArgumentParser(prog="python -m evolution search", exit_on_error=False,
-                            description="Estimate-driven neuron-level search (NSGA-II ranking, aging).")
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML config (configs/search/*.yaml)")
-    parser.add_argument("--resume", type=str | None, default=None,
-                        help="resume the search in this run directory (its config.yaml is read when --config is not given)")
-    parser.add_class_arguments(SearchSettings, "search", fail_untyped=True)
-    parser.add_subclass_arguments(pl.LightningDataModule, "data", required=True)
-    parser.add_subclass_arguments(Estimator, "estimator", required=True)
-    parser.link_arguments("data", "estimator.init_args.data", apply_on="instantiate")
-    add_device_arguments(parser)
-    return parser
-
-
 def main(args: list[str] | None = None) -> None:
-    """``python -m evolution search --config configs/search/digits.yaml [--search.iterations N] [--resume DIR]``"""
-    from evolution.cli import check_config_files
+    """``python -m evolution search``: see ``evolution.search_cli``."""
+    from evolution.search_cli import main as cli
 
-    args = list(sys.argv[1:] if args is None else args)
-    # The short flags the README promises, spelled as the nested keys the parser knows.
-    short = {"--run_dir", "--seed", "--iterations", "--population", "--children"}
-    args = [("--search." + a[2:]) if a.split("=")[0] in short else a for a in args]
-    args = [p for a in args for p in (a.split("=", 1) if a.startswith("--resume=") else [a])]
-    if "--resume" in args:
-        i = args.index("--resume")
-        if i + 1 == len(args) or args[i + 1].startswith("--") or not args[i + 1]:
-            raise ValueError("--resume needs the run directory of the search to continue: --resume RUN_DIR")
-    if "--resume" in args and not any(a.startswith("--config") for a in args):
-        run_dir = Path(args[args.index("--resume") + 1])
-        if not (run_dir / "config.yaml").is_file():
-            raise FileNotFoundError(f"run directory {run_dir} has no config.yaml to resume from")
-        args = ["--config", str(run_dir / "config.yaml")] + args
-        check_config_files(args)
-    parser = build_parser()
-    cfg = parser.parse_args(args)
-    if cfg.resume:
-        cfg.search.run_dir = cfg.resume
-    elif os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):
-        # Under `wandb agent` every trial gets its own run directory.
-        cfg.search.run_dir = str(Path(cfg.search.run_dir) / os.environ["WANDB_RUN_ID"])
-    plain = json.loads(parser.dump(cfg, format="json"))
-    init = parser.instantiate_classes(placed(cfg))
-    settings = init.search if isinstance(init.search, SearchSettings) else SearchSettings(**vars(init.search))
-    search = Search(settings, init.data, init.estimator, config={"data": plain["data"], "estimator": plain["estimator"]})
-    with rundir.locked(search.dir):  # before config.yaml: a second process must not touch the directory
-        if not cfg.resume and search.exists():
-            raise ValueError(f"run directory {search.dir} already holds a search; resume it with --resume "
-                             f"{search.dir} or choose another --run_dir")
-        if not cfg.resume:
-            (search.dir / "config.yaml").write_text(parser.dump(cfg, skip_check=True).replace("resume: null\n", ""))
-        with deterministic(cfg.deterministic):
-            finished = search.run(resume=bool(cfg.resume))
-        if not finished:
-            raise KeyboardInterrupt
-    best = min(search.archive, key=lambda c: 1 - c.score)
-    print(f"search finished: {search.iteration} iterations, front of {len(search.archive)}, hypervolume "
-          f"{search.hv[-1]:.4f}, best error {1 - best.score:.4f} ({best.flops} FLOPs); files in {search.dir}")
+    cli(args)

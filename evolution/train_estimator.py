@@ -159,3 +159,12 @@ def train_job(est: TrainEstimator, item: tuple[Genome, Parent | None]) -> Estima
         return Estimate(float("nan"), time.perf_counter() - start, str(err), cpu_seconds=time.process_time() - cpu)
     return Estimate(score, time.perf_counter() - start, None, state if est.keep_state else None,
                     time.process_time() - cpu)
+
+
+def rank_check_truth(data, settings) -> TrainEstimator | None:
+    """The search's rank check truth: ``settings.rank_check_steps`` steps of standalone training
+    (None when ``settings.rank_check_every`` is 0)."""
+    if not settings.rank_check_every:
+        return None
+    return TrainEstimator(data, steps=settings.rank_check_steps, seed=settings.seed)
+

@@ -32,7 +32,7 @@ def test_search_hands_its_accelerator_to_an_estimator_left_at_auto():
     from pathlib import Path
 
     from evolution.device import placed
-    from evolution.search import build_parser
+    from evolution.search_cli import build_parser
 
     config = str(Path(__file__).resolve().parents[2] / "configs/search/digits.yaml")
     parser = build_parser()

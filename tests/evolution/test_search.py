@@ -15,6 +15,7 @@ from evolution.__main__ import main as cli
 from evolution.data import DigitsDataModule
 from evolution.estimators import Estimate, TrainEstimator
 from evolution.search import Search, SearchSettings
+from evolution.train_estimator import rank_check_truth
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--config", str(REPO / "configs/search/digits.yaml"), "--population", "6", "--children", "3",
@@ -237,7 +238,10 @@ class ContrarianEstimator:
 def test_online_rank_check_warns_about_a_misleading_estimator(tmp_path, capsys):
     s = SearchSettings(run_dir=str(tmp_path), iterations=2, population=8, children=3, width=32, progress=False,
                        rank_check_every=1, rank_check_size=4, rank_check_steps=40, init=("mlp:32", "mlp:4", "mlp:16", "mlp:2"))
-    Search(s, DigitsDataModule(), ContrarianEstimator()).run()
+    data = DigitsDataModule()
+    with pytest.raises(ValueError, match="rank_check_every needs a rank_truth"):
+        Search(s, data, ContrarianEstimator())
+    Search(s, data, ContrarianEstimator(), rank_truth=rank_check_truth(data, s)).run()
     lines = [json.loads(l) for l in (tmp_path / "rank_check.jsonl").read_text().splitlines()]
     assert [l["iteration"] for l in lines] == [1, 2] and lines[-1]["checked"] >= 6
     assert lines[-1]["kendall_tau"] < 0
@@ -248,7 +252,7 @@ def test_online_rank_check_warns_about_a_misleading_estimator(tmp_path, capsys):
         f.write(json.dumps({"iteration": 3, "checked": 99, "kendall_tau": 0.0}) + "\n")
         f.write('{"iteration": 3, "chec')  # and the kill cut its next line
     s3 = dataclasses.replace(s, iterations=3)
-    assert Search(s3, DigitsDataModule(), ContrarianEstimator()).run(resume=True)
+    assert Search(s3, data, ContrarianEstimator(), rank_truth=rank_check_truth(data, s3)).run(resume=True)
     lines = [json.loads(l) for l in (tmp_path / "rank_check.jsonl").read_text().splitlines()]
     assert [l["iteration"] for l in lines] == [1, 2, 3] and lines[-1]["checked"] != 99
 

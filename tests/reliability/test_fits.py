@@ -65,7 +65,7 @@ def test_a_fit_killed_at_any_step_resumes_to_the_uninterrupted_fit(tmp_path, mon
 
 def test_the_best_checkpoint_is_kept_apart_from_the_last(tmp_path):
     # mode min on val_acc: the best is an early epoch, so Lightning's own last.ckpt would stay there
-    assert _fit(oneshot_cli, "oneshot", tmp_path, "--checkpoint.mode", "min") == 0
+    assert _fit(oneshot_cli, "oneshot", tmp_path, "--checkpoint.monitor", "val_acc", "--checkpoint.mode", "min") == 0
     best = [p for p in (tmp_path / "ckpt").glob("best-*.ckpt")]
     assert len(best) == 1
     assert torch.load(best[0], weights_only=True)["global_step"] < 20
