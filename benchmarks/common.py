@@ -79,6 +79,16 @@ def summary_page(name: str, summary: dict) -> str:
                       "| key | value |", "|---|---|", *rows]) + "\n"
 
 
+def summary_json(summary: dict) -> str:
+    """JSON as deep as a reader can scan it, as flat as keeps the summary under ``MAX_LINES``."""
+    text = to_json(summary, inline_depth=2)
+    for depth in range(8, 2, -1):
+        deeper = to_json(summary, inline_depth=depth)
+        if deeper.count("\n") <= MAX_LINES:
+            return deeper
+    return text
+
+
 def write_results(name: str, summary: dict, raw: dict | None = None, page: str | None = None,
                   results: Path = RESULTS) -> Path:
     """Write ``NAME.json`` (``summary``), ``NAME.raw.json.gz`` (``raw``, when given) and ``NAME.md``
@@ -87,14 +97,7 @@ def write_results(name: str, summary: dict, raw: dict | None = None, page: str |
     path = results / f"{name}.json"
     if raw is not None:
         _atomic(results / f"{name}.raw.json.gz", gzip.compress(json.dumps(raw, separators=(",", ":")).encode(), 9, mtime=0))
-    # As deep as a reader can scan it, as flat as keeps the summary short.
-    text = to_json(summary, inline_depth=2)
-    for depth in range(8, 2, -1):
-        deeper = to_json(summary, inline_depth=depth)
-        if deeper.count("\n") <= MAX_LINES:
-            text = deeper
-            break
-    _atomic(path, text.encode())
+    _atomic(path, summary_json(summary).encode())
     _atomic(results / f"{name}.md", (summary_page(name, summary) if page is None else page).encode())
     return path
 

@@ -34,7 +34,7 @@ from evolution.halving import HalvingEstimator
 from evolution.predictor import Predictor, genome_features
 from evolution.proxies import ProxyEstimator
 
-from benchmarks import pairwise, ranking_sets
+from benchmarks import common, pairwise, ranking_sets
 from benchmarks.ranking import OUT as RANKING, metrics
 
 OUT = Path(__file__).parent / "results" / "ranking_cheap.json"
@@ -230,7 +230,7 @@ def main() -> None:
                           for n in ("broad", "lineage") if n in sets},
                        "kind": "mean of seeds 2, 3 against the mean of seeds 0, 1 (seed 1 against seed 0 with 2 seeds)"},
            "estimators": table, "ranking_json_near_cost": existing, "estimates": cache}
-    OUT.write_text(json.dumps(doc, indent=1))
+    OUT.write_text(common.summary_json(doc))
     keys = ["iso_pairwise", "iso_pairwise_vs_ceiling", "iso_kendall_tau", "near_cost_pairwise",
             "lineage_near_cost_pairwise", "kendall_tau", "lineage_kendall_tau", "seconds_per_genome"]
     print(f"ceilings: {doc['ceiling']}")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks import search_cost, search_cost_report as report
+from benchmarks import common, search_cost, search_cost_report as report
 from evolution.genome import Genome
 
 OUT = Path(__file__).parent / "results" / "search_cost_cheap.json"
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default=str(search_cost.REPO / "runs" / "benchmarks" / "search_cost"))
     ap.add_argument("--presets", default="digits,mnist-t10k")
-    ap.add_argument("--data-root", default=str(search_cost.REPO.parent / "shared" / "data"))
+    ap.add_argument("--data-root", default=str(common.DATA_ROOT))
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         if sec:
             doc["presets"][preset] = sec
     out = Path(args.out)
-    out.write_text(json.dumps(doc, indent=1) + "\n")
+    out.write_text(common.summary_json(doc) + "\n")
     out.with_suffix(".md").write_text(page(doc))
     print(page(doc))
     return 0

@@ -41,9 +41,10 @@ def plain(value: Any, where: str = "") -> Any:
 
 
 def _numpy_globals() -> list:
-    from numpy._core.multiarray import _reconstruct, scalar
-
-    return [_reconstruct, scalar, np.ndarray, np.dtype, *{type(np.dtype(t)) for t in set(np.sctypeDict.values())}]
+    # The functions numpy arrays and scalars pickle by, found as pickle finds them (their module moved
+    # between numpy 1 and 2).
+    reconstruct, scalar = np.ndarray(0).__reduce__()[0], np.float64(0).__reduce__()[0]
+    return [reconstruct, scalar, np.ndarray, np.dtype, *{type(np.dtype(t)) for t in set(np.sctypeDict.values())}]
 
 
 def convert(path: str, out: str | None = None) -> Path:

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from evolution import cost
-from evolution.estimators import TrainEstimator, finite, genome_seed
+from evolution.scoring import finite
+from evolution.train_estimator import TrainEstimator, genome_seed
 from evolution.genome import Genome
 from evolution.network import SparseNet
 

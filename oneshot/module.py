@@ -117,7 +117,7 @@ class SupernetModule(pl.LightningModule):
         else:
             loss = supernet_loss(self.supernet, genomes, x, y, self.hparams.distill, self.batched)
         finite(loss, self.global_step, "supernet training")
-        if self.trainer.world_size > 1:
+        if self._trainer is not None and self.trainer.world_size > 1:
             # DDP reduces every parameter's gradient on every step: the ones this step's genomes left out
             # (another depth's bank, the norms of a genome without hidden neurons) join with zeros.
             loss = loss + 0.0 * sum(p.sum() for p in self.parameters())
