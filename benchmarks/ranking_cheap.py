@@ -1,7 +1,7 @@
 """The cheap estimators of issue 24 on the ranking sets, judged at equal cost.
 
 On broad, lineage and the iso-cost set (``ranking_sets.py --iso``): Kendall tau, Spearman, top-10
-tau, precision@10 (``ranking.metrics``) and the cost-aware measures of ``benchmarks/pairwise.py``
+tau, precision@10 (``rank_metrics.metrics``) and the cost-aware measures of ``benchmarks/pairwise.py``
 (``iso_pairwise`` on the iso set, ``near_cost_pairwise`` on broad and lineage, each also over the
 agreement of two independent truths), and seconds per genome, for: the baselines (#edges, #params,
 one seed against the truth, 50 steps from scratch), the zero-cost proxies (``evolution/proxies.py``),
@@ -35,7 +35,8 @@ from evolution.predictor import Predictor, genome_features
 from evolution.proxies import ProxyEstimator
 
 from benchmarks import common, pairwise, ranking_sets
-from benchmarks.ranking import OUT as RANKING, metrics
+from benchmarks.ranking import OUT as RANKING
+from benchmarks.rank_metrics import metrics
 
 OUT = Path(__file__).parent / "results" / "ranking_cheap.json"
 PROXIES = ("synflow", "snip", "grad_norm", "naswot")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks import common, search_cost, search_cost_report as report
+from benchmarks import common, metering, search_cost, search_cost_report as report
 from evolution.genome import Genome
 
 OUT = Path(__file__).parent / "results" / "search_cost_cheap.json"
@@ -44,7 +44,7 @@ def stop_check(work: Path, preset: str, seeds: list[int], data_root: Path, arm: 
         if not rep.get("stops_sampled"):
             continue
         data = search_cost.build_data(cfg["data"], s, data_root)
-        truth = search_cost.Truth(data, cfg["epochs"], cfg["batch_size"], s, search_cost._cache(work, s))
+        truth = metering.Truth(data, cfg["epochs"], cfg["batch_size"], s, search_cost._cache(work, s))
         sample = rep["stops_sampled"]
         for stop in sample[:: max(1, len(sample) // MAX_CHECKED)]:  # evenly over the run, at most ~MAX_CHECKED
             final = truth.truth(Genome.from_json(stop["genome"]))["val"]
@@ -71,7 +71,7 @@ def train_full_hv_at(work: Path, seed: int, cpu: float, ref: list[float]) -> tup
     pts = []
     for cid in set(last["archive"]) | set(last["top"]):
         g = Genome.load(d / "search" / "genomes" / f"{cid}.json")
-        t = known.get(search_cost.genome_key(g))
+        t = known.get(metering.genome_key(g))
         if t and np.isfinite(t["test"]):
             from evolution import cost
 

@@ -239,7 +239,7 @@ def write(section: dict, key: str, results: Path, command: str) -> None:
 def render(doc: dict, results: Path) -> None:
     """The results page (search_cost.md) and picture (search_cost.png) of a search_cost.json document."""
     default = doc.get("default_arm", DEFAULT_ARM)
-    lines = [f"# Search cost: what each estimator's search finds per CPU-second",
+    lines = ["# Search cost: what each estimator's search finds per CPU-second",
              "", f"Made by `benchmarks/search_cost.py` (`benchmarks/results/search_cost.json`); "
              f"{time.strftime('%Y-%m-%d')}, {platform.machine()} {platform.system()}, torch on one thread. "
              f"'seeds above X': seeds on which the arm's retrained hypervolume is higher than arm X's on the same "

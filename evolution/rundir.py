@@ -57,6 +57,23 @@ def front_doc(state: dict) -> dict:
             "hypervolume": state["hv"], "space": ident["space"], "front": front}
 
 
+def difference(old: dict | None, new: dict) -> str:
+    """The settings that differ between a saved state's identity and a search's, named by config key."""
+    if old is None:  # saved before states kept their settings
+        return "its settings differ"
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+    old, new = flat(old), flat(new)
+    keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    shown = ", ".join(f"{k.removeprefix('settings.').removeprefix('config.')} was {old.get(k)!r}, now "
+                      f"{new.get(k)!r}" for k in keys[:3])
+    return shown + (f" and {len(keys) - 3} more" if len(keys) > 3 else "") if keys else "its settings differ"
+
+
 # --- one writer ----------------------------------------------------------------------------------
 class RunDirInUse(ValueError):
     """Another live process holds the run directory's lock."""

@@ -257,8 +257,9 @@ class Search:
         cands = self._estimate([k[0] for k in kids], parents, [k[1] for k in kids])
         self.population += [c for c in cands if c.error is None]
         excess = len(self.population) - self.s.population
-        if excess > 0:  # the oldest leave first (aging evolution, Real et al. 2019)
-            self.population = sorted(self.population, key=lambda c: c.id)[excess:]
+        if excess > 0:  # the oldest (lowest id) leave first: aging evolution, Real et al. 2019
+            gone = set(nsga2.aging_removal(-np.array([c.id for c in self.population]), excess).tolist())
+            self.population = sorted((c for i, c in enumerate(self.population) if i not in gone), key=lambda c: c.id)
         self._finish_iteration(cands)
 
     def _finish_iteration(self, cands: list[Candidate]) -> None:
@@ -321,21 +322,6 @@ class Search:
         self.files.commit(state, [(c.id, c.genome) for c in cands], [c.record() for c in cands])
         self.saved_iteration = self.iteration
 
-    def _difference(self, state: dict) -> str:
-        """The settings that differ from a saved state's, named by their config keys."""
-        if "identity" not in state:  # saved before states kept their settings
-            return "its settings differ"
-        def flat(d, prefix=""):
-            out = {}
-            for k, v in d.items():
-                out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-            return out
-        old, new = flat(state["identity"]), flat(self.identity)
-        keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-        shown = ", ".join(f"{k.removeprefix('settings.').removeprefix('config.')} was {old.get(k)!r}, now "
-                          f"{new.get(k)!r}" for k in keys[:3])
-        return shown + (f" and {len(keys) - 3} more" if len(keys) > 3 else "") if keys else "its settings differ"
-
     @staticmethod
     def _pack(c: Candidate) -> dict:
         d = {k: v for k, v in c.__dict__.items() if k != "genome"}
@@ -354,7 +340,8 @@ class Search:
         its history whole; nothing is changed (a caller may check before it writes anything)."""
         state = self.files.read_state()
         if state["fingerprint"] != self.fingerprint:
-            raise ValueError(f"run directory {self.dir} holds a different search: {self._difference(state)}; "
+            changed = rundir.difference(state.get("identity"), self.identity)
+            raise ValueError(f"run directory {self.dir} holds a different search: {changed}; "
                              "resume with the same config or use another --run_dir")
         return state
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evolution import cost, seeds
+from evolution import seeds
 from evolution.curves import EarlyStopTrain, fit_curve
 from evolution.data import DigitsDataModule
 from evolution.ensemble import EnsembleEstimator
@@ -88,7 +88,6 @@ def test_early_stopping_never_stops_a_candidate_that_ends_non_dominated(data, pr
     n, checks = 40, (0.2, 0.5)
     final = rng.uniform(0.5, 0.95, n)
     flops = rng.integers(1_000, 100_000, n)
-    curves = {}
 
     class Run(Synthetic):
         total = 100

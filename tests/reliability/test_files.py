@@ -88,7 +88,7 @@ def test_a_second_process_on_a_run_directory_is_refused_and_the_first_finishes_i
     assert first.wait(300) == 0, first.communicate()
     assert records(run) == records(alone) and front(run) == front(alone)
     # two resumes at once: one refused, the other ends with the rows of one search
-    a, b = _search(run, "--resume", str(run), "--iterations", "6"), None
+    a = _search(run, "--resume", str(run), "--iterations", "6")
     _holder(run, a)
     assert cli(["search", "--resume", str(run), "--iterations", "6"]) == 2
     assert f"in use by process {a.pid}" in _one_line(capsys)
