@@ -1,14 +1,19 @@
 """Parallel execution: candidates and verify's retraining as Ray tasks, the supernet fit under DDP.
 
 On digits (a 2-level x 64 grid): verify of 8 candidates retrained for ``--verify-epochs`` each, in this
-process and on a local Ray with 1 and with 2 workers (one CPU and one torch thread each); one
+process and on a local Ray with 1 and with 2 workers (one CPU and one torch thread each; the median of
+``--verify-rounds`` runs each); one
 ``train-full`` search generation (8 children, each trained ``--train-epochs`` epochs by the
 verify recipe as ``TrainEstimator``) on 1 and 2 workers; and the supernet fit's epoch time under
-Lightning DDP with 2 CPU processes (gloo) against 1. Ray's per-task overhead is the 1-worker verify
-time over the in-process one, less one. Wall-clock seconds, the variants back to back in one run.
+Lightning DDP with 2 CPU processes (gloo) against 1. Ray's per-task overhead
+(``ray_task_overhead_fraction``) is measured on one-epoch tasks: 8 genomes of the mnist-t10k grid
+(3 levels x 256) each trained one epoch on its 8,000 training images, on 1 Ray worker against in
+process, less one (the median of each alternating round's ratio); the same fraction for verify's digits tasks
+is ``ray_verify_overhead_fraction``.
+Wall-clock seconds, the variants back to back in one run.
 Writes ``benchmarks/results/parallel.json`` and ``parallel.md``.
 
-    python -m benchmarks.parallel [--verify-epochs 10] [--train-epochs 20]
+    python -m benchmarks.parallel [--verify-epochs 20] [--train-epochs 20] [--data-root ../shared/data]
 """
 from __future__ import annotations
 
@@ -25,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from benchmarks import common
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -96,16 +103,19 @@ def _verify(run: Path, root: Path, name: str, epochs: int, executor: str) -> flo
     return time.perf_counter() - t
 
 
-def _generation(data, epochs: int, executor) -> float:
+def _generation(data, epochs: int, executor, grid: tuple[int, int] = (2, 64),
+                density: tuple[float, float] = (0.1, 0.3), batch_size: int = 64, est=None) -> float:
+    """Seconds to estimate 8 genomes; ``est``: an estimator kept across calls, as a search keeps its own."""
     from evolution.estimators import TrainEstimator
     from evolution.genome import SearchSpace
     from evolution.sampling import GenomeSampler
 
-    space = SearchSpace(tuple(data.input_shape), data.num_classes, 2, 64)
-    genomes = GenomeSampler(space, "uniform", (0.1, 0.3), (0.5, 1.0), 0).sample(np.random.default_rng(1), 8)
-    est = TrainEstimator(data, epochs=epochs, batch_size=64, schedule="cosine")
-    if executor is not None:
-        est.use_executor(executor)
+    space = SearchSpace(tuple(data.input_shape), data.num_classes, *grid)
+    genomes = GenomeSampler(space, "uniform", density, (0.5, 1.0), 0).sample(np.random.default_rng(1), 8)
+    if est is None:
+        est = TrainEstimator(data, epochs=epochs, batch_size=batch_size, schedule="cosine")
+        if executor is not None:
+            est.use_executor(executor)
     t = time.perf_counter()
     out = est.estimate(genomes)
     assert all(e.ok for e in out), [e.error for e in out]
@@ -124,27 +134,47 @@ def _ddp(devices: int, epochs: int, root: Path) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.parallel", description=__doc__.splitlines()[0])
-    ap.add_argument("--verify-epochs", type=int, default=10)
+    ap.add_argument("--verify-epochs", type=int, default=20, help="verify's own default")
     ap.add_argument("--train-epochs", type=int, default=20)
     ap.add_argument("--ddp-epochs", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=11, help="alternating rounds of the one-epoch tasks")
+    ap.add_argument("--verify-rounds", type=int, default=3, help="verify runs per variant (their median)")
     ap.add_argument("--results", default=str(RESULTS))
+    common.add_data_root(ap)
     args = ap.parse_args(argv)
     import ray
 
-    from evolution.data import DigitsDataModule
+    from evolution.data import DigitsDataModule, IDXDataModule
 
     torch.set_num_threads(1)  # as each Ray task runs: the in-process column is one worker without Ray
     data = DigitsDataModule(seed=0, batch_size=64)
     data.setup()
+    mnist = IDXDataModule(str(common.mnist_t10k(args.data_root)), seed=0, batch_size=128, val_fraction=0.1,
+                          test_fraction=0.1)
+    mnist.setup()
+    one_epoch = {"grid": (3, 256), "density": (0.02, 0.1)}
     root = Path(tempfile.mkdtemp(prefix="parallel-"))
     try:
         run = _search_dir(root)
-        t = {"verify_local": _verify(run, root, "v-local", args.verify_epochs, "local"),
+        def verify_median(name: str, executor: str) -> float:  # a shared 2-core host: medians of --rounds
+            return float(np.median([_verify(run, root, f"{name}-{r}", args.verify_epochs, executor)
+                                    for r in range(args.verify_rounds)]))
+
+        t = {"verify_local": verify_median("v-local", "local"),
              "generation_local": _generation(data, args.train_epochs, None)}
         for cpus in (1, 2):
             ex = _ray(cpus)
-            t[f"verify_ray{cpus}"] = _verify(run, root, f"v-ray{cpus}", args.verify_epochs, "ray")
+            t[f"verify_ray{cpus}"] = verify_median(f"v-ray{cpus}", "ray")
             t[f"generation_ray{cpus}"] = _generation(data, args.train_epochs, ex)
+            if cpus == 1:  # one estimator per side, kept (put in Ray's store once, as in a search); rounds alternate
+                from evolution.estimators import TrainEstimator
+
+                ests = [TrainEstimator(mnist, epochs=1, batch_size=128, schedule="cosine") for _ in range(2)]
+                ests[1].use_executor(ex)
+                rounds = [tuple(_generation(mnist, 1, None, one_epoch["grid"], one_epoch["density"], est=e) for e in ests)
+                          for _ in range(args.rounds)]
+                t["one_epoch_local"], t["one_epoch_ray1"] = (float(np.median(c)) for c in zip(*rounds))
+                overhead = [b / a - 1 for a, b in rounds]  # paired: each round's two sides ran back to back
             ray.shutdown()
         t["ddp_epoch_1"] = _ddp(1, args.ddp_epochs, root)
         t["ddp_epoch_2"] = _ddp(2, args.ddp_epochs, root)
@@ -152,10 +182,15 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(root, ignore_errors=True)
     doc = {"ray_speedup_2_workers": t["verify_ray1"] / t["verify_ray2"],
            "ray_generation_speedup_2_workers": t["generation_ray1"] / t["generation_ray2"],
-           "ray_task_overhead_fraction": t["verify_ray1"] / t["verify_local"] - 1,
+           "ray_task_overhead_fraction": float(np.median(overhead)),
+           "ray_task_overhead_fraction_rounds": [round(o, 4) for o in overhead],
+           "ray_task_overhead_seconds": float(np.median(overhead)) * t["one_epoch_local"] / 8,
+           "ray_verify_overhead_fraction": t["verify_ray1"] / t["verify_local"] - 1,
            "ddp_epoch_time_ratio": t["ddp_epoch_2"] / t["ddp_epoch_1"],
            "seconds": {k: round(v, 3) for k, v in t.items()},
-           "settings": {"verify_candidates": 8, "verify_epochs": args.verify_epochs, "generation_children": 8,
+           "settings": {"verify_candidates": 8, "verify_epochs": args.verify_epochs, "generation_children": 8, "rounds": args.rounds,
+                        "verify_rounds": args.verify_rounds,
+                        "one_epoch_task": "mnist-t10k, 3 x 256 grid, density 0.02-0.1, 1 epoch of 8,000, batch 128",
                         "train_epochs": args.train_epochs, "ddp_epochs": args.ddp_epochs, "cpus": os.cpu_count(),
                         "ray": ray.__version__, "torch": torch.__version__}}
     rows = [("verify, 8 candidates", "ray_speedup_2_workers", t["verify_local"], t["verify_ray1"], t["verify_ray2"]),
@@ -167,9 +202,12 @@ def main(argv: list[str] | None = None) -> int:
              "| job | in process (s) | Ray, 1 worker (s) | Ray, 2 workers (s) | speed-up 2 vs 1 worker |",
              "|---|---|---|---|---|"]
     lines += [f"| {name} | {a:.1f} | {b:.1f} | {c:.1f} | {doc[key]:.2f} (`{key}`) |" for name, key, a, b, c in rows]
-    lines += ["", f"Ray's overhead on a {args.verify_epochs}-epoch retraining task "
-              f"({t['verify_local'] / 8:.2f} s in process): "
-              f"{100 * doc['ray_task_overhead_fraction']:.1f} % (`ray_task_overhead_fraction`).",
+    lines += ["", f"Ray's overhead on a one-epoch task (a genome of the mnist-t10k grid trained one epoch on 8,000 "
+              f"images, {t['one_epoch_local'] / 8:.2f} s in process; median over {args.rounds} alternating rounds of 8 of each round's ratio): "
+              f"{100 * doc['ray_task_overhead_fraction']:.1f} % (`ray_task_overhead_fraction`), "
+              f"{1000 * doc['ray_task_overhead_seconds']:.0f} ms per task; on verify's {args.verify_epochs}-epoch digits task "
+              f"({t['verify_local'] / 8:.2f} s in process, the verify job's own start-up included): "
+              f"{100 * doc['ray_verify_overhead_fraction']:.1f} % (`ray_verify_overhead_fraction`).",
               f"Supernet fit epoch under DDP, 2 processes against 1: {t['ddp_epoch_2']:.2f} s / {t['ddp_epoch_1']:.2f} s "
               f"= {doc['ddp_epoch_time_ratio']:.2f} (`ddp_epoch_time_ratio`; each process trains the same genomes on "
               "half of each epoch's batches).", ""]

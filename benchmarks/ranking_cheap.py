@@ -154,10 +154,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fresh", type=lambda t: set(t.split(",")), default=set(), help="entries to measure again")
     ap.add_argument("--threads", type=int, default=1)
+    common.add_data_root(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     sets, every, where = load_sets()
-    data = ranking_sets.data_module()
+    data = ranking_sets.data_module(args.data_root)
     old = json.loads(OUT.read_text()) if OUT.exists() else {}
     cache: dict = old.get("estimates", {})
     saved = json.loads(RANKING.read_text()).get("estimates", {}) if RANKING.exists() else {}

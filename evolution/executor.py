@@ -87,7 +87,8 @@ class RayExecutor:
         task = self._task.options(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.retries,
                                   retry_exceptions=True)
         threads = max(1, int(self.num_cpus))
-        index = {task.remote(fn, ref, item, threads): i for i, item in enumerate(items)}
+        # The reference inside a list: Ray leaves it unresolved, so a worker deserialises it once (below).
+        index = {task.remote(fn, [ref], item, threads): i for i, item in enumerate(items)}
         pending = list(index)
         while pending:
             ready, pending = self.ray.wait(pending, num_returns=1)
@@ -110,11 +111,21 @@ class RayExecutor:
         self.ray.shutdown()
 
 
-def _run_task(fn: Callable[[Any, Any], Any], shared: Any, item: Any, threads: int) -> Any:
+_HELD: dict[str, Any] = {}  # in a worker: the last shared object, by its reference's id
+
+
+def _run_task(fn: Callable[[Any, Any], Any], shared: list, item: Any, threads: int) -> Any:
+    import ray
     import torch
 
+    # A shared object holding a data split takes tens of milliseconds to deserialise: once per worker,
+    # not once per task. Its tasks then share one copy, as the candidates of a local run do.
+    key = shared[0].hex()
+    if key not in _HELD:
+        _HELD.clear()
+        _HELD[key] = ray.get(shared[0])
     torch.set_num_threads(threads)  # one task per reserved CPU, not every task on every core
-    return fn(shared, item)
+    return fn(_HELD[key], item)
 
 
 def make_executor(kind: str = "local", address: str | None = None, num_cpus: float = 1, num_gpus: float = 0,

@@ -75,6 +75,23 @@ def test_ray_search_matches_local_and_a_failing_task_is_retried_then_recorded(tm
         assert out[0] == "ok-once" and marker.read_text() == "xx"
         assert isinstance(out[1], Failed) and "broken for good" in out[1].error
 
+        # The shared object is deserialised once per worker (2 here), not once per task.
+        unpickled = tmp_path / "unpickled"
+
+        class Counted:
+            def __init__(self):
+                self.payload = list(range(100))  # a state, so unpickling calls __setstate__
+
+            def __setstate__(self, state):
+                self.__dict__.update(state)
+                with open(unpickled, "a") as f:
+                    f.write("u")
+
+        counted = Counted()
+        assert ex.map(lambda shared, i: i, counted, list(range(8))) == list(range(8))
+        assert ex.map(lambda shared, i: -i, counted, list(range(8))) == [-i for i in range(8)]
+        assert 1 <= len(unpickled.read_text()) <= 2
+
         # The same search on Ray tasks and in this process: the same history for the same seed.
         local, remote = tmp_path / "local", tmp_path / "ray"
         assert cli(["search", *TINY, "--iterations", "1", "--run_dir", str(local)]) == 0
