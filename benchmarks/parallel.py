@@ -2,14 +2,14 @@
 
 On digits (a 2-level x 64 grid): verify of 8 candidates retrained for ``--verify-epochs`` each, in this
 process and on a local Ray with 1 and with 2 workers (one CPU and one torch thread each; the median of
-``--verify-rounds`` runs each); one
-``train-full`` search generation (8 children, each trained ``--train-epochs`` epochs by the
-verify recipe as ``TrainEstimator``) on 1 and 2 workers; and the supernet fit's epoch time under
-Lightning DDP with 2 CPU processes (gloo) against 1. Ray's per-task overhead
-(``ray_task_overhead_fraction``) is measured on one-epoch tasks: 8 genomes of the mnist-t10k grid
-(3 levels x 256) each trained one epoch on its 8,000 training images, on 1 Ray worker against in
-process, less one (the median of each alternating round's ratio); the same fraction for verify's digits tasks
-is ``ray_verify_overhead_fraction``.
+``--verify-rounds`` runs each); one ``train-full`` search generation (8 children, each trained
+``--train-epochs`` epochs by the verify recipe as ``TrainEstimator``) on 1 and 2 workers; and the
+supernet fit's epoch time under Lightning DDP with 2 CPU processes (gloo) against 1.
+Ray's per-task overhead (``ray_task_overhead_fraction``) is measured on one-epoch tasks: 8 genomes of
+the mnist-t10k grid (3 levels x 256), each trained one epoch on its 8,000 training images, on 1 Ray
+worker and in process, ``--rounds`` times with the side going first alternating; the median of each
+round's Ray time over its in-process time, less one. The same for verify's digits tasks is
+``ray_verify_overhead_fraction``.
 Wall-clock seconds, the variants back to back in one run.
 Writes ``benchmarks/results/parallel.json`` and ``parallel.md``.
 
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--verify-epochs", type=int, default=20, help="verify's own default")
     ap.add_argument("--train-epochs", type=int, default=20)
     ap.add_argument("--ddp-epochs", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=11, help="alternating rounds of the one-epoch tasks")
+    ap.add_argument("--rounds", type=int, default=11, help="rounds of the one-epoch tasks (in process and on Ray)")
     ap.add_argument("--verify-rounds", type=int, default=3, help="verify runs per variant (their median)")
     ap.add_argument("--results", default=str(RESULTS))
     common.add_data_root(ap)
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="parallel-"))
     try:
         run = _search_dir(root)
-        def verify_median(name: str, executor: str) -> float:  # a shared 2-core host: medians of --rounds
+        def verify_median(name: str, executor: str) -> float:  # a shared 2-core host: medians of --verify-rounds
             return float(np.median([_verify(run, root, f"{name}-{r}", args.verify_epochs, executor)
                                     for r in range(args.verify_rounds)]))
 
@@ -166,15 +166,22 @@ def main(argv: list[str] | None = None) -> int:
             ex = _ray(cpus)
             t[f"verify_ray{cpus}"] = verify_median(f"v-ray{cpus}", "ray")
             t[f"generation_ray{cpus}"] = _generation(data, args.train_epochs, ex)
-            if cpus == 1:  # one estimator per side, kept (put in Ray's store once, as in a search); rounds alternate
+            if cpus == 1:  # one estimator per side, kept (put in Ray's store once, as in a search)
                 from evolution.estimators import TrainEstimator
 
                 ests = [TrainEstimator(mnist, epochs=1, batch_size=128, schedule="cosine") for _ in range(2)]
                 ests[1].use_executor(ex)
-                rounds = [tuple(_generation(mnist, 1, None, one_epoch["grid"], one_epoch["density"], est=e) for e in ests)
-                          for _ in range(args.rounds)]
+
+                def one_round(r: int) -> tuple[float, float]:  # (in process, on Ray); the side that goes first alternates
+                    order = (0, 1) if r % 2 == 0 else (1, 0)
+                    secs = {i: _generation(mnist, 1, None, one_epoch["grid"], one_epoch["density"], est=ests[i])
+                            for i in order}
+                    return secs[0], secs[1]
+
+                rounds = [one_round(r) for r in range(args.rounds)]
                 t["one_epoch_local"], t["one_epoch_ray1"] = (float(np.median(c)) for c in zip(*rounds))
                 overhead = [b / a - 1 for a, b in rounds]  # paired: each round's two sides ran back to back
+                overhead_s = [(b - a) / 8 for a, b in rounds]
             ray.shutdown()
         t["ddp_epoch_1"] = _ddp(1, args.ddp_epochs, root)
         t["ddp_epoch_2"] = _ddp(2, args.ddp_epochs, root)
@@ -184,12 +191,12 @@ def main(argv: list[str] | None = None) -> int:
            "ray_generation_speedup_2_workers": t["generation_ray1"] / t["generation_ray2"],
            "ray_task_overhead_fraction": float(np.median(overhead)),
            "ray_task_overhead_fraction_rounds": [round(o, 4) for o in overhead],
-           "ray_task_overhead_seconds": float(np.median(overhead)) * t["one_epoch_local"] / 8,
+           "ray_task_overhead_seconds": float(np.median(overhead_s)),
            "ray_verify_overhead_fraction": t["verify_ray1"] / t["verify_local"] - 1,
            "ddp_epoch_time_ratio": t["ddp_epoch_2"] / t["ddp_epoch_1"],
            "seconds": {k: round(v, 3) for k, v in t.items()},
-           "settings": {"verify_candidates": 8, "verify_epochs": args.verify_epochs, "generation_children": 8, "rounds": args.rounds,
-                        "verify_rounds": args.verify_rounds,
+           "settings": {"verify_candidates": 8, "verify_epochs": args.verify_epochs, "generation_children": 8,
+                        "rounds": args.rounds, "verify_rounds": args.verify_rounds,
                         "one_epoch_task": "mnist-t10k, 3 x 256 grid, density 0.02-0.1, 1 epoch of 8,000, batch 128",
                         "train_epochs": args.train_epochs, "ddp_epochs": args.ddp_epochs, "cpus": os.cpu_count(),
                         "ray": ray.__version__, "torch": torch.__version__}}
@@ -203,9 +210,10 @@ def main(argv: list[str] | None = None) -> int:
              "|---|---|---|---|---|"]
     lines += [f"| {name} | {a:.1f} | {b:.1f} | {c:.1f} | {doc[key]:.2f} (`{key}`) |" for name, key, a, b, c in rows]
     lines += ["", f"Ray's overhead on a one-epoch task (a genome of the mnist-t10k grid trained one epoch on 8,000 "
-              f"images, {t['one_epoch_local'] / 8:.2f} s in process; median over {args.rounds} alternating rounds of 8 of each round's ratio): "
+              f"images, {t['one_epoch_local'] / 8:.2f} s in process; the median over {args.rounds} rounds of 8 tasks a side, "
+              "each round's Ray time over its in-process time, the side going first alternating): "
               f"{100 * doc['ray_task_overhead_fraction']:.1f} % (`ray_task_overhead_fraction`), "
-              f"{1000 * doc['ray_task_overhead_seconds']:.0f} ms per task; on verify's {args.verify_epochs}-epoch digits task "
+              f"{1000 * doc['ray_task_overhead_seconds']:.0f} ms per task (`ray_task_overhead_seconds`); on verify's {args.verify_epochs}-epoch digits task "
               f"({t['verify_local'] / 8:.2f} s in process, the verify job's own start-up included): "
               f"{100 * doc['ray_verify_overhead_fraction']:.1f} % (`ray_verify_overhead_fraction`).",
               f"Supernet fit epoch under DDP, 2 processes against 1: {t['ddp_epoch_2']:.2f} s / {t['ddp_epoch_1']:.2f} s "

@@ -161,7 +161,7 @@ def main() -> None:
     data = ranking_sets.data_module(args.data_root)
     old = json.loads(OUT.read_text()) if OUT.exists() else {}
     cache: dict = old.get("estimates", {})
-    saved = json.loads(RANKING.read_text()).get("estimates", {}) if RANKING.exists() else {}
+    saved = common.read_results("ranking").get("estimates", {})  # the raw estimates live in ranking.raw.json.gz
 
     def est_of(key: str, name: str, fn) -> tuple[np.ndarray, float]:
         """Scores on the set's genomes with a truth, measured once on all of them (``fn(genomes)``)."""

@@ -229,7 +229,8 @@ def main() -> None:
     if args.iso and "iso" not in doc:
         doc["iso"] = iso_set(space, args.iso)
         save(doc)
-    doc.update({"epochs": args.epochs, "seeds": args.seeds, "lr": 3e-3, "batch_size": 128,
+    # "seeds": what the broad and lineage entries hold; a run asking for fewer trains nothing and lowers nothing
+    doc.update({"epochs": args.epochs, "seeds": max(args.seeds, doc.get("seeds", 0)), "lr": 3e-3, "batch_size": 128,
                 "split": "mnist-t10k, seed 0: 8,000 train / 2,000 validation", "grid": space.to_dict()})
     names = [k for k in ("broad", "lineage", "iso") if k in doc]
     total = sum(len(doc[k]) for k in names)
@@ -251,6 +252,7 @@ def main() -> None:
             g = entry["genome"]
             print(f"[{done}/{total}] {name}: {len(g['edges'])} edges, acc {np.mean(accs):.4f} "
                   f"(seeds {', '.join(f'{a:.4f}' for a in accs)}), {np.mean(secs):.2f} s/epoch", flush=True)
+    save(doc)
     print(f"wrote {OUT}")
 
 

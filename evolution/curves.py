@@ -99,6 +99,13 @@ class EarlyStopTrain(TrainEstimator):
         self.stats = {"candidates": 0, "stopped": 0, "steps_run": 0, "steps_full": 0}
         self.stops: list[dict] = []
 
+    def use_executor(self, executor) -> None:
+        """Only in this process: each stop is decided against the archive of the genomes trained before."""
+        if executor is not None and executor.name != "local":
+            raise ValueError(f"executor {executor.name!r}: EarlyStopTrain stops candidates against the archive it "
+                             "keeps in this process; run it with executor local")
+        super().use_executor(executor)
+
     def projection(self, acc: float, check: int) -> float | None:
         """Optimistic final accuracy of a genome at ``acc`` after check ``check``; None before calibration."""
         if len(self.gains) < self.calibrate:

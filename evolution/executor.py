@@ -111,7 +111,8 @@ class RayExecutor:
         self.ray.shutdown()
 
 
-_HELD: dict[str, Any] = {}  # in a worker: the last shared object, by its reference's id
+# In a worker: the last shared object, by its reference's id (kept until another arrives or Ray stops).
+_HELD: dict[str, Any] = {}
 
 
 def _run_task(fn: Callable[[Any, Any], Any], shared: list, item: Any, threads: int) -> Any:

@@ -35,7 +35,7 @@ class TrainRun:
         self.gen = torch.Generator().manual_seed(genome_seed(genome, trainer.seed))
         self.net = SparseNet(genome, self.gen)
         if trainer.initializer is not None:
-            self.net.set_weights(trainer.initializer.initialise(genome).weights())
+            self.net.set_weights(trainer.initializer.initialize(genome).weights())
         self.net = self.net.to(trainer.device)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=trainer.lr)
         self.order, self.pos, self.steps = torch.randperm(len(y), generator=self.gen), 0, 0

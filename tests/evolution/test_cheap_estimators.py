@@ -216,3 +216,27 @@ def test_ensemble_averages_percentiles_of_its_members(data):
     ens = EnsembleEstimator(data, [Fixed([1.0, 2.0, 3.0]), Fixed([10.0, 20.0, 30.0])], weights=[1, 3])
     out = [e.score for e in ens.estimate(genomes(3))]
     assert out == sorted(out) and out[0] < out[2]
+
+
+def test_early_stopping_refuses_a_remote_executor_and_curves_start_from_an_initializer(data):
+    class Remote:
+        name = "ray"
+
+    with pytest.raises(ValueError, match="executor 'ray': EarlyStopTrain stops candidates against the archive"):
+        EarlyStopTrain(data, steps=4).use_executor(Remote())
+
+    from evolution.curves import CurveEstimator
+    from evolution.network import SparseNet
+
+    g = genomes(1)[0]
+    asked = []
+
+    class Start:  # an Initializer: the network it hands out is the one the curve starts from
+        def initialize(self, genome):
+            asked.append(genome)
+            return SparseNet(genome, __import__("torch").Generator().manual_seed(1))
+
+    est = CurveEstimator(data, steps=4, initializer=Start(), horizon=10, points=2)
+    out = est.estimate([g])
+    assert out[0].ok, out[0].error
+    assert asked == [g]
