@@ -37,6 +37,7 @@ import yaml
 from benchmarks import common, search_cost_report as report
 from benchmarks.metering import Ledger, Metered, Truth
 from evolution import cost, seeds
+from evolution.cli import instantiate
 from evolution.estimators import build_estimator
 from evolution.genome import Genome
 from evolution.sampling import random_genome
@@ -109,7 +110,7 @@ def build_data(spec: dict, seed: int, data_root: Path):
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(pl.LightningDataModule, "data")
     cfg = parser.parse_object({"data": {"class_path": spec["class_path"], "init_args": args}})
-    return parser.instantiate_classes(cfg).data
+    return instantiate(parser, cfg).data
 
 
 def fit(spec: dict, data, ckpt: Path, seed: int) -> None:

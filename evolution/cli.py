@@ -80,3 +80,10 @@ def module_cli(module, args: list[str]) -> None:
     DataShapeCLI(module, pl.LightningDataModule, subclass_mode_data=True, args=args,
                  parser_kwargs={"exit_on_error": False}, save_config_callback=LoggerSaveConfigCallback,
                  save_config_kwargs={"overwrite": True})
+
+
+def instantiate(parser, cfg):
+    """``parser``'s classes built from ``cfg``: jsonargparse's ``instantiate`` where it has one (>= 4.49),
+    else ``instantiate_classes`` (its older name, deprecated since)."""
+    build = getattr(parser, "instantiate", None) or parser.instantiate_classes
+    return build(cfg)

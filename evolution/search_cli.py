@@ -38,7 +38,7 @@ def build_parser():
 
 def main(args: list[str] | None = None) -> None:
     """``python -m evolution search --config configs/search/digits.yaml [--search.iterations N] [--resume DIR]``"""
-    from evolution.cli import check_config_files
+    from evolution.cli import check_config_files, instantiate
 
     args = list(sys.argv[1:] if args is None else args)
     # The short flags the README promises, spelled as the nested keys the parser knows.
@@ -63,7 +63,7 @@ def main(args: list[str] | None = None) -> None:
         # Under `wandb agent` every trial gets its own run directory.
         cfg.search.run_dir = str(Path(cfg.search.run_dir) / os.environ["WANDB_RUN_ID"])
     plain = json.loads(parser.dump(cfg, format="json"))
-    init = parser.instantiate_classes(placed(cfg))
+    init = instantiate(parser, placed(cfg))
     settings = init.search if isinstance(init.search, SearchSettings) else SearchSettings(**vars(init.search))
     search = Search(settings, init.data, init.estimator, config={"data": plain["data"], "estimator": plain["estimator"]},
                     rank_truth=rank_check_truth(init.data, settings))

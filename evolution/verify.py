@@ -21,6 +21,7 @@ import torch
 from scipy.stats import kendalltau, spearmanr
 
 from evolution import rundir
+from evolution.cli import instantiate
 from evolution.estimators import Initializer, build_estimator, restore_estimator
 from evolution.executor import Failed, LocalExecutor, RayExecutor, make_executor
 from evolution.genome import Genome
@@ -37,7 +38,7 @@ def load_data(run_dir: Path):
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(pl.LightningDataModule, "data")
     cfg = parser.parse_object({"data": rundir.read_config(run_dir).get("data")})
-    return parser.instantiate_classes(cfg).data
+    return instantiate(parser, cfg).data
 
 
 def candidates(run_dir: Path, top_k: int, state: dict | None = None) -> list[dict]:
