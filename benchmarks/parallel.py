@@ -103,19 +103,24 @@ def _verify(run: Path, root: Path, name: str, epochs: int, executor: str) -> flo
     return time.perf_counter() - t
 
 
-def _generation(data, epochs: int, executor, grid: tuple[int, int] = (2, 64),
-                density: tuple[float, float] = (0.1, 0.3), batch_size: int = 64, est=None) -> float:
-    """Seconds to estimate 8 genomes; ``est``: an estimator kept across calls, as a search keeps its own."""
+def _train_estimator(data, epochs: int, batch_size: int, executor=None):
+    """The verify recipe as a ``TrainEstimator``, its candidates on ``executor`` (None: in this process)."""
     from evolution.estimators import TrainEstimator
+
+    est = TrainEstimator(data, epochs=epochs, batch_size=batch_size, schedule="cosine")
+    if executor is not None:
+        est.use_executor(executor)
+    return est
+
+
+def _generation(est, grid: tuple[int, int] = (2, 64), density: tuple[float, float] = (0.1, 0.3)) -> float:
+    """Seconds ``est`` takes to estimate 8 genomes of ``grid`` (the same 8 on every call)."""
     from evolution.genome import SearchSpace
     from evolution.sampling import GenomeSampler
 
+    data = est.data
     space = SearchSpace(tuple(data.input_shape), data.num_classes, *grid)
     genomes = GenomeSampler(space, "uniform", density, (0.5, 1.0), 0).sample(np.random.default_rng(1), 8)
-    if est is None:
-        est = TrainEstimator(data, epochs=epochs, batch_size=batch_size, schedule="cosine")
-        if executor is not None:
-            est.use_executor(executor)
     t = time.perf_counter()
     out = est.estimate(genomes)
     assert all(e.ok for e in out), [e.error for e in out]
@@ -152,7 +157,6 @@ def main(argv: list[str] | None = None) -> int:
     mnist = IDXDataModule(str(common.mnist_t10k(args.data_root)), seed=0, batch_size=128, val_fraction=0.1,
                           test_fraction=0.1)
     mnist.setup()
-    one_epoch = {"grid": (3, 256), "density": (0.02, 0.1)}
     root = Path(tempfile.mkdtemp(prefix="parallel-"))
     try:
         run = _search_dir(root)
@@ -161,21 +165,16 @@ def main(argv: list[str] | None = None) -> int:
                                     for r in range(args.verify_rounds)]))
 
         t = {"verify_local": verify_median("v-local", "local"),
-             "generation_local": _generation(data, args.train_epochs, None)}
+             "generation_local": _generation(_train_estimator(data, args.train_epochs, 64))}
         for cpus in (1, 2):
             ex = _ray(cpus)
             t[f"verify_ray{cpus}"] = verify_median(f"v-ray{cpus}", "ray")
-            t[f"generation_ray{cpus}"] = _generation(data, args.train_epochs, ex)
+            t[f"generation_ray{cpus}"] = _generation(_train_estimator(data, args.train_epochs, 64, ex))
             if cpus == 1:  # one estimator per side, kept (put in Ray's store once, as in a search)
-                from evolution.estimators import TrainEstimator
-
-                ests = [TrainEstimator(mnist, epochs=1, batch_size=128, schedule="cosine") for _ in range(2)]
-                ests[1].use_executor(ex)
+                ests = [_train_estimator(mnist, 1, 128), _train_estimator(mnist, 1, 128, ex)]
 
                 def one_round(r: int) -> tuple[float, float]:  # (in process, on Ray); the side that goes first alternates
-                    order = (0, 1) if r % 2 == 0 else (1, 0)
-                    secs = {i: _generation(mnist, 1, None, one_epoch["grid"], one_epoch["density"], est=ests[i])
-                            for i in order}
+                    secs = {i: _generation(ests[i], (3, 256), (0.02, 0.1)) for i in ((0, 1) if r % 2 == 0 else (1, 0))}
                     return secs[0], secs[1]
 
                 rounds = [one_round(r) for r in range(args.rounds)]
