@@ -13,7 +13,7 @@ near-cost measures of every entry saved in ``ranking.json``, from its saved esti
 Estimates are kept in ``benchmarks/results/ranking_cheap.json`` and reused (they do not depend on
 the truth): rerun after more truth seeds to rescore, ``--fresh NAME,..`` to measure entries again.
 
-    python benchmarks/ranking_cheap.py [--fresh scratch50,halving]
+    python -m benchmarks.ranking_cheap [--fresh scratch50,halving]
 """
 from __future__ import annotations
 
@@ -88,11 +88,13 @@ def halving_scores(data, gs: list[Genome], batch: int) -> list[float]:
     return out
 
 
-def predictor_scores(sets: dict, name: str, model: str, extra: dict | None = None) -> tuple[np.ndarray, float]:
+def predictor_scores(sets: dict, name: str, model: str, extra: dict | None = None,
+                     within_set: bool = False) -> tuple[np.ndarray, float]:
     """The predictor's scores on set ``name``, trained on the truth of every genome it is not judged
     on: the other sets, and on the iso set the other levels (one model per level). Seconds per
     genome: its features (``extra``'s proxy included) and the prediction; the fits are counted apart
-    (``FIT_SECONDS``), as a search fits once per generation for all its children."""
+    (``FIT_SECONDS``), as a search fits once per generation for all its children. ``within_set``:
+    the pairwise model draws its pairs within each set (and iso level) only."""
     feats = {n: np.stack([genome_features(g) for g in s["genomes"]]) for n, s in sets.items()}
     start = time.perf_counter()
     for g in sets[name]["genomes"]:
@@ -102,18 +104,21 @@ def predictor_scores(sets: dict, name: str, model: str, extra: dict | None = Non
         feats = {n: np.concatenate([f, extra[n][0][:, None]], 1) for n, f in feats.items()}
         per += extra[name][1]
     s = sets[name]
-    groups = [s["level"] == lv for lv in np.unique(s["level"])] if name == "iso" else [np.ones(len(s["truth"]), bool)]
+    judged_groups = [s["level"] == lv for lv in np.unique(s["level"])] if name == "iso" else [np.ones(len(s["truth"]), bool)]
     pred = np.zeros(len(s["truth"]))
     fit = predict = 0.0
-    for judged in groups:
+    for judged in judged_groups:
         X = [feats[n] for n in sets if n != name] + [feats[name][~judged]]
         y = [sets[n]["truth"] for n in sets if n != name] + [s["truth"][~judged]]
+        groups = [np.full(len(sets[n]["truth"]), -k - 1) for k, n in enumerate(sets) if n != name] \
+            + [s["level"][~judged]] if within_set else None
         t0 = time.perf_counter()
-        model_ = Predictor(model).fit(np.concatenate(X), np.concatenate(y))
+        model_ = Predictor(model).fit(np.concatenate(X), np.concatenate(y),
+                                      None if groups is None else np.concatenate(groups))
         t1 = time.perf_counter()
         pred[judged] = model_.predict(feats[name][judged])[0]
         fit, predict = fit + t1 - t0, predict + time.perf_counter() - t1
-    FIT_SECONDS[(name, model, bool(extra))] = fit / len(groups)
+    FIT_SECONDS[(name, model, bool(extra))] = fit / len(judged_groups)
     return pred, per + predict / len(pred)
 
 
@@ -203,6 +208,9 @@ def main() -> None:
         r["predictor_gbr"] = predictor_scores(sets, name, "gbr")
         r["predictor_gp"] = predictor_scores(sets, name, "gp")
         r["predictor_gbr+naswot"] = predictor_scores(sets, name, "gbr", naswot)
+        r["predictor_pairwise"] = predictor_scores(sets, name, "pairwise")
+        r["predictor_pairwise+naswot"] = predictor_scores(sets, name, "pairwise", naswot)
+        r["predictor_pairwise+naswot_within_set"] = predictor_scores(sets, name, "pairwise", naswot, within_set=True)
         r["ensemble(predictor_gbr,scratch50)"] = (percentile_mean(r["predictor_gbr"][0], r["scratch50"][0]),
                                                   r["predictor_gbr"][1] + r["scratch50"][1])
         r["ensemble(predictor_gbr,naswot)"] = (percentile_mean(r["predictor_gbr"][0], r["naswot"][0]),
@@ -253,7 +261,7 @@ def page(doc: dict) -> str:
             ("kendall_tau", "broad tau"), ("lineage_kendall_tau", "lineage tau"), ("top10_tau", "broad top-10 tau"),
             ("precision_at_10", "broad P@10"), ("iso_seconds_per_genome", "s/genome (iso)")]
     lines = ["# Cheap estimators on the ranking sets", "",
-             "Made by `benchmarks/ranking_cheap.py` (`benchmarks/results/ranking_cheap.json`). Sets: "
+             "Made by `python -m benchmarks.ranking_cheap` (`benchmarks/results/ranking_cheap.json`). Sets: "
              + ", ".join(f"{n} {v['genomes']} genomes ({v['genomes_with_4_seeds']} with 4 truth seeds)" for n, v in doc["sets"].items())
              + f". Ceilings ({c['kind']}): iso pairwise {c['iso_pairwise']:.3f}, broad near-cost "
              f"{c.get('broad_near_cost_pairwise', float('nan')):.3f}, lineage near-cost "

@@ -10,7 +10,7 @@ at twice the CPU-seconds, and the sampled check: each sampled stopped candidate 
 by the truth recipe (the per-seed cache: the same training as the arm's) and whether it would then
 have been non-dominated against the archive it was stopped against (``stopped_would_make_front``).
 
-    python benchmarks/search_cost_cheap.py [--work runs/benchmarks/search_cost] [--presets digits,mnist-t10k]
+    python -m benchmarks.search_cost_cheap [--work runs/benchmarks/search_cost] [--presets digits,mnist-t10k]
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from benchmarks import common, metering, search_cost, search_cost_report as repo
 from evolution.genome import Genome
 
 OUT = Path(__file__).parent / "results" / "search_cost_cheap.json"
-CHEAP = ("halving", "curve", "predictor", "proxy-naswot", "ensemble", "train-full-es", "train-full-es-linear", "train-full-es-q75")
+CHEAP = ("halving", "curve", "predictor", "predictor-pairwise", "proxy-naswot", "ensemble", "train-full-es", "train-full-es-linear", "train-full-es-q75")
 EARLY = ("train-full-es", "train-full-es-linear", "train-full-es-q75")
 REFERENCE = ("train-low", "supernet", "train-full")
 MAX_CHECKED = 20  # sampled stops trained to the end per arm and seed (each costs a full training)

@@ -22,7 +22,7 @@ Headline keys per device (``cpu``; ``cuda`` when torch sees one, else null with 
 apart), ``supernet_step_speedup``, ``hypernet_step_speedup``; ``cuda`` adds ``*_steps_per_s_vs_cpu2``.
 Writes ``benchmarks/results/throughput.json`` and ``.md``.
 
-    python benchmarks/throughput.py [--quick]
+    python -m benchmarks.throughput [--quick]
 """
 from __future__ import annotations
 
@@ -309,7 +309,7 @@ def device_column(device: torch.device, repeats: int) -> dict:
 def markdown(result: dict) -> str:
     """The results page: one table per device, figures from ``throughput.json``."""
     lines = ["# Throughput: many genomes per pass", "",
-             "`python benchmarks/throughput.py` (`benchmarks/results/throughput.json`); variants measured side by side "
+             "`python -m benchmarks.throughput` (`benchmarks/results/throughput.json`); variants measured side by side "
              "in one process, medians. Speedups over today's per-genome path. The CPU column was measured on the "
              "2-core machine while other jobs shared it (load about 8): absolute rates sit several times below an "
              "idle machine's, the ratios are side by side.", ""]

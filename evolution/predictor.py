@@ -4,7 +4,9 @@ search gathers.
 ``genome_features`` describes a genome by numbers that mean the same on any grid (sizes in logs,
 widths and shares as fractions, edge lengths over the plane's diagonal). ``Predictor`` regresses
 accuracy on them with scikit-learn (gradient boosting, or a Gaussian process, which also gives an
-uncertainty). ``PredictorEstimator`` trains the first ``warmup`` genomes by low-fidelity training,
+uncertainty), or ranks them: ``pairwise`` learns which of two genomes of about the same FLOPs is
+the better one (a linear ranker, as RankNet / RankSVM, on their feature difference), the order an
+(error, FLOPs) search needs. ``PredictorEstimator`` trains the first ``warmup`` genomes by low-fidelity training,
 then per batch predicts every genome and trains only the ``train_share`` most promising (predicted
 mean plus ``explore`` times its uncertainty), whose measured accuracies replace their predictions
 and join the training pairs.
@@ -55,16 +57,29 @@ def genome_features(g: Genome) -> np.ndarray:
 
 class Predictor:
     """Accuracy from ``genome_features`` (plus any extra columns): ``model`` ``gbr`` (scikit-learn
-    gradient boosting, no uncertainty) or ``gp`` (a Gaussian process on standardised features, RBF
-    with one length per feature plus noise; its standard deviation is the uncertainty)."""
+    gradient boosting, no uncertainty), ``gp`` (a Gaussian process on standardised features, RBF
+    with one length per feature plus noise; its standard deviation is the uncertainty) or
+    ``pairwise`` (logistic regression on the standardised feature differences of the training pairs
+    whose FLOPs differ by less than ``window``; its linear score, mapped onto accuracy by a least-squares
+    line, which keeps its order; no uncertainty)."""
 
-    def __init__(self, model: str = "gbr", seed: int = 0) -> None:
-        if model not in ("gbr", "gp"):
-            raise ValueError(f"Predictor: model {model!r}: expected 'gbr' or 'gp'")
-        self.model, self.seed, self._fitted = model, seed, None
+    MODELS = ("gbr", "gp", "pairwise")
+    MAX_PAIRS = 50_000  # pairs a pairwise fit draws at most (seeded): its cost stays flat as a search grows
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "Predictor":
+    def __init__(self, model: str = "gbr", seed: int = 0, window: float = 0.25) -> None:
+        if model not in self.MODELS:
+            raise ValueError(f"Predictor: model {model!r}: expected one of {', '.join(self.MODELS)}")
+        if window <= 0:
+            raise ValueError(f"Predictor: window {window}: expected > 0")
+        self.model, self.seed, self.window, self._fitted = model, seed, window, None
+
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> "Predictor":
+        """Fit on ``X`` (n, features) and accuracies ``y``; ``groups`` (pairwise only): pairs are
+        drawn within a group only (e.g. truths made by different recipes), None for one group."""
         X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
+        if self.model == "pairwise":
+            self._fitted = self._fit_pairwise(X, y, groups)
+            return self
         if self.model == "gbr":
             from sklearn.ensemble import GradientBoostingRegressor
 
@@ -88,11 +103,41 @@ class Predictor:
             self._fitted = reg.fit(X, y)
         return self
 
+    def _fit_pairwise(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None) -> dict:
+        from sklearn.linear_model import LogisticRegression
+
+        mean, scale = X.mean(0), X.std(0)
+        scale[scale == 0] = 1.0
+        Z = (X - mean) / scale
+        i, j = np.triu_indices(len(y), 1)
+        flops = X[:, FEATURES.index("log_flops")]
+        keep = y[i] != y[j]
+        if groups is not None:
+            keep &= np.asarray(groups)[i] == np.asarray(groups)[j]
+        near = keep & (np.abs(flops[i] - flops[j]) < math.log1p(self.window))
+        # Too few near-cost pairs with both outcomes (a search's first genomes): learn from all pairs.
+        i, j = (i[near], j[near]) if len(set(y[i[near]] > y[j[near]])) == 2 and near.sum() >= 10 else (i[keep], j[keep])
+        if len(i) == 0:  # every accuracy the same: nothing to order, predict it
+            return {"mean": mean, "scale": scale, "w": np.zeros(X.shape[1]), "slope": 0.0, "intercept": float(y.mean())}
+        if len(i) > self.MAX_PAIRS:
+            pick = np.random.default_rng(self.seed).choice(len(i), self.MAX_PAIRS, replace=False)
+            i, j = i[pick], j[pick]
+        D = np.concatenate([Z[i] - Z[j], Z[j] - Z[i]])  # both orders: the ranker is antisymmetric
+        t = np.concatenate([y[i] > y[j], y[j] > y[i]]).astype(int)
+        w = LogisticRegression(fit_intercept=False, max_iter=5000).fit(D, t).coef_[0]
+        score = Z @ w
+        slope, icpt = np.polyfit(score, y, 1) if np.ptp(score) > 0 else (0.0, float(y.mean()))
+        return {"mean": mean, "scale": scale, "w": w, "slope": max(float(slope), 1e-9), "intercept": float(icpt)}
+
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predicted accuracy and its standard deviation (zeros where the model gives none)."""
         if self._fitted is None:
             raise RuntimeError("Predictor.predict before fit")
         X = np.asarray(X, dtype=float)
+        if self.model == "pairwise":
+            f = self._fitted
+            score = ((X - f["mean"]) / f["scale"]) @ f["w"]
+            return f["intercept"] + f["slope"] * score, np.zeros(len(X))
         if self.model == "gp":
             Xs = self._fitted[0].transform(X)
             mean, std = self._fitted[-1].predict(Xs, return_std=True)
@@ -121,16 +166,17 @@ class PredictorEstimator:
     """Online predictor over a search: low-fidelity training (``TrainEstimator`` with ``train``'s
     settings) for the first ``warmup`` genomes and for the ``train_share`` of each later batch that
     the predictor rates best; predictions for the rest. ``proxy``: a ``ProxyEstimator`` proxy name
-    whose raw score is an extra feature. ``pairs``: (genome, accuracy) pairs it starts from
+    whose raw score is an extra feature; ``window``: the ``pairwise`` model's near-cost pairs. ``pairs``: (genome, accuracy) pairs it starts from
     (``load_pairs``: another search's run directory, or a JSONL file, e.g. of a ranking set)."""
 
     def __init__(self, data, model: str = "gbr", warmup: int = 16, train_share: float = 0.25, explore: float = 1.0,
-                 proxy: str | None = None, pairs: str | None = None, seed: int = 0, **train) -> None:
+                 proxy: str | None = None, pairs: str | None = None, seed: int = 0, window: float = 0.25,
+                 **train) -> None:
         if warmup < 2 or not 0.0 <= train_share <= 1.0:
             raise ValueError(f"PredictorEstimator: warmup {warmup}, train_share {train_share}: expected warmup >= 2, "
                              "train_share in [0, 1]")
         self.trainer = TrainEstimator(data, seed=seed, **train)
-        self.predictor = Predictor(model, seed)
+        self.predictor = Predictor(model, seed, window)
         self.warmup, self.train_share, self.explore = warmup, train_share, explore
         self.proxy = None
         if proxy:

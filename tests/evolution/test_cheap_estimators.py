@@ -153,6 +153,33 @@ def test_predictor_improves_with_data_on_a_synthetic_task():
     assert (std > 0).all() and np.mean(np.abs(mean - y[test])) < np.mean(np.abs(y[test] - y[:40].mean()))
 
 
+def test_pairwise_predictor_learns_the_order_at_equal_cost_and_keeps_it_on_the_accuracy_scale():
+    gs = genomes(240, seed=5, width=32)
+    X = np.stack([genome_features(g) for g in gs])
+    y = 0.5 + 0.05 * X[:, FEATURES.index("depth")] - 0.3 * X[:, FEATURES.index("input_centre_distance")] \
+        + 0.02 * X[:, FEATURES.index("log_edges")]
+    flops = X[:, FEATURES.index("log_flops")]
+    test = np.arange(160, 240)
+    i, j = np.triu_indices(len(test), 1)
+    near = np.abs(flops[test[i]] - flops[test[j]]) < np.log(1.25)
+    i, j = test[i[near]], test[j[near]]
+
+    def agreement(pred: np.ndarray) -> float:
+        return float(np.mean((pred[i - 160] > pred[j - 160]) == (y[i] > y[j])))
+
+    got = {n: agreement(Predictor("pairwise").fit(X[:n], y[:n]).predict(X[test])[0]) for n in (6, 160)}
+    assert len(i) > 50 and got[160] > 0.9 and got[160] > got[6]
+    model = Predictor("pairwise").fit(X[:160], y[:160])
+    mean, std = model.predict(X[test])
+    score = ((X[test] - model._fitted["mean"]) / model._fitted["scale"]) @ model._fitted["w"]
+    assert (np.argsort(mean) == np.argsort(score)).all() and (std == 0).all()  # the line keeps the ranker's order
+    assert abs(np.mean(mean) - np.mean(y[test])) < 0.05  # and puts it on the accuracy scale
+    flat, _ = Predictor("pairwise").fit(X[:5], np.full(5, 0.3)).predict(X[test])
+    assert np.allclose(flat, 0.3)  # nothing to order: the one accuracy it saw
+    with pytest.raises(ValueError, match="model 'rank': expected one of gbr, gp, pairwise"):
+        Predictor("rank")
+
+
 def test_every_estimator_is_built_from_a_config_and_scores_a_batch(data):
     gs = genomes(6)
     specs = [
@@ -161,6 +188,8 @@ def test_every_estimator_is_built_from_a_config_and_scores_a_batch(data):
         {"class_path": "evolution.curves.EarlyStopTrain", "init_args": {"steps": 6, "calibrate": 2}},
         {"class_path": "evolution.proxies.ProxyEstimator", "init_args": {"proxy": "synflow", "size": 1.0}},
         {"class_path": "evolution.predictor.PredictorEstimator", "init_args": {"warmup": 3, "steps": 4}},
+        {"class_path": "evolution.predictor.PredictorEstimator",
+         "init_args": {"model": "pairwise", "proxy": "naswot", "warmup": 3, "steps": 4}},
         {"class_path": "evolution.ensemble.EnsembleEstimator", "init_args": {"members": [
             {"class_path": "evolution.proxies.ProxyEstimator", "init_args": {"proxy": "naswot"}},
             {"class_path": "evolution.proxies.ProxyEstimator", "init_args": {"proxy": "params"}}]}},
