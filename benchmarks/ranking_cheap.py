@@ -89,12 +89,13 @@ def halving_scores(data, gs: list[Genome], batch: int) -> list[float]:
 
 
 def predictor_scores(sets: dict, name: str, model: str, extra: dict | None = None,
-                     within_set: bool = False) -> tuple[np.ndarray, float]:
+                     within_set: bool = False, **settings) -> tuple[np.ndarray, float]:
     """The predictor's scores on set ``name``, trained on the truth of every genome it is not judged
     on: the other sets, and on the iso set the other levels (one model per level). Seconds per
     genome: its features (``extra``'s proxy included) and the prediction; the fits are counted apart
     (``FIT_SECONDS``), as a search fits once per generation for all its children. ``within_set``:
-    the pairwise model draws its pairs within each set (and iso level) only."""
+    the pairwise model draws its pairs within each set (and iso level) only; ``settings``: the
+    ``Predictor``'s (``window``, ``c``)."""
     feats = {n: np.stack([genome_features(g) for g in s["genomes"]]) for n, s in sets.items()}
     start = time.perf_counter()
     for g in sets[name]["genomes"]:
@@ -113,7 +114,7 @@ def predictor_scores(sets: dict, name: str, model: str, extra: dict | None = Non
         groups = [np.full(len(sets[n]["truth"]), -k - 1) for k, n in enumerate(sets) if n != name] \
             + [s["level"][~judged]] if within_set else None
         t0 = time.perf_counter()
-        model_ = Predictor(model).fit(np.concatenate(X), np.concatenate(y),
+        model_ = Predictor(model, **settings).fit(np.concatenate(X), np.concatenate(y),
                                       None if groups is None else np.concatenate(groups))
         t1 = time.perf_counter()
         pred[judged] = model_.predict(feats[name][judged])[0]
@@ -215,6 +216,14 @@ def main() -> None:
                                                   r["predictor_gbr"][1] + r["scratch50"][1])
         r["ensemble(predictor_gbr,naswot)"] = (percentile_mean(r["predictor_gbr"][0], r["naswot"][0]),
                                                r["predictor_gbr"][1] + r["naswot"][1])
+    # How much the pairwise predictor's iso figure owes to its settings: the grid around the defaults.
+    iso_set = sets.get("iso")
+    sensitivity = {}
+    for c in (0.1, 1.0, 10.0):
+        for window in (0.1, 0.25, 0.5):
+            sensitivity[f"c{c}_window{window}"] = {
+                mode: figures(predictor_scores(sets, "iso", "pairwise", naswot, mode == "within_set", c=c, window=window)[0],
+                              iso_set, "iso")["iso_pairwise_vs_ceiling"] for mode in ("all", "within_set")} if iso_set else None
     table: dict[str, dict] = {}
     for name, r in results.items():
         for key, (est, secs) in r.items():
@@ -239,7 +248,7 @@ def main() -> None:
                        **{f"{n}_near_cost_pairwise": pairwise.ceiling(sets[n]["seeds"], pairwise.near_cost_pairs(sets[n]["flops"]))
                           for n in ("broad", "lineage") if n in sets},
                        "kind": "mean of seeds 2, 3 against the mean of seeds 0, 1 (seed 1 against seed 0 with 2 seeds)"},
-           "estimators": table, "ranking_json_near_cost": existing, "estimates": cache}
+           "estimators": table, "pairwise_naswot_iso_vs_ceiling_by_setting": sensitivity, "ranking_json_near_cost": existing, "estimates": cache}
     OUT.write_text(common.summary_json(doc))
     keys = ["iso_pairwise", "iso_pairwise_vs_ceiling", "iso_kendall_tau", "near_cost_pairwise",
             "lineage_near_cost_pairwise", "kendall_tau", "lineage_kendall_tau", "seconds_per_genome"]
@@ -273,6 +282,16 @@ def page(doc: dict) -> str:
             v = m.get(k)
             cells.append("-" if v is None or not np.isfinite(v) else f"{v:.3f}" if "seconds" not in k else f"{v:.4f}")
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    grid = doc.get("pairwise_naswot_iso_vs_ceiling_by_setting") or {}
+    if all(grid.values()) and grid:
+        lines += ["", "predictor_pairwise+naswot on the iso set (`iso_pairwise_vs_ceiling`) by its settings "
+                  "(`pairwise_naswot_iso_vs_ceiling_by_setting`; defaults c 1, window 0.25):", "",
+                  "| c | window | pairs from all sets | pairs within each set |", "|---|---|---|---|"]
+        for k, v in grid.items():
+            c, w = k.removeprefix("c").split("_window")
+            lines.append(f"| {c} | {w} | {v['all']:.3f} | {v['within_set']:.3f} |")
+        vals = [x for v in grid.values() for x in v.values()]
+        lines.append(f"\nRange {min(vals):.3f}-{max(vals):.3f}, median {float(np.median(vals)):.3f}.")
     return "\n".join(lines) + "\n"
 
 

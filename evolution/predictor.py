@@ -60,18 +60,18 @@ class Predictor:
     gradient boosting, no uncertainty), ``gp`` (a Gaussian process on standardised features, RBF
     with one length per feature plus noise; its standard deviation is the uncertainty) or
     ``pairwise`` (logistic regression on the standardised feature differences of the training pairs
-    whose FLOPs differ by less than ``window``; its linear score, mapped onto accuracy by a least-squares
+    whose FLOPs differ by less than ``window``, inverse L2 strength ``c``; its linear score, mapped onto accuracy by a least-squares
     line, which keeps its order; no uncertainty)."""
 
     MODELS = ("gbr", "gp", "pairwise")
     MAX_PAIRS = 50_000  # pairs a pairwise fit draws at most (seeded): its cost stays flat as a search grows
 
-    def __init__(self, model: str = "gbr", seed: int = 0, window: float = 0.25) -> None:
+    def __init__(self, model: str = "gbr", seed: int = 0, window: float = 0.25, c: float = 1.0) -> None:
         if model not in self.MODELS:
             raise ValueError(f"Predictor: model {model!r}: expected one of {', '.join(self.MODELS)}")
-        if window <= 0:
-            raise ValueError(f"Predictor: window {window}: expected > 0")
-        self.model, self.seed, self.window, self._fitted = model, seed, window, None
+        if window <= 0 or c <= 0:
+            raise ValueError(f"Predictor: window {window}, c {c}: expected both > 0")
+        self.model, self.seed, self.window, self.c, self._fitted = model, seed, window, c, None
 
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> "Predictor":
         """Fit on ``X`` (n, features) and accuracies ``y``; ``groups`` (pairwise only): pairs are
@@ -124,7 +124,7 @@ class Predictor:
             i, j = i[pick], j[pick]
         D = np.concatenate([Z[i] - Z[j], Z[j] - Z[i]])  # both orders: the ranker is antisymmetric
         t = np.concatenate([y[i] > y[j], y[j] > y[i]]).astype(int)
-        w = LogisticRegression(fit_intercept=False, max_iter=5000).fit(D, t).coef_[0]
+        w = LogisticRegression(C=self.c, fit_intercept=False, max_iter=5000).fit(D, t).coef_[0]
         score = Z @ w
         slope, icpt = np.polyfit(score, y, 1) if np.ptp(score) > 0 else (0.0, float(y.mean()))
         return {"mean": mean, "scale": scale, "w": w, "slope": max(float(slope), 1e-9), "intercept": float(icpt)}
