@@ -130,7 +130,7 @@ def section(work: Path, preset: str, data_root: Path) -> dict | None:
 
 def page(doc: dict) -> str:
     lines = ["# Search cost of the cheap estimators (issue 24)", "",
-             "Made by `benchmarks/search_cost_cheap.py` from `benchmarks/search_cost.py` runs "
+             "Made by `python -m benchmarks.search_cost_cheap` from `benchmarks/search_cost.py` runs "
              "(`benchmarks/results/search_cost_cheap.json`). Retrained hypervolume over (test error, log10 FLOPs) "
              "at equal CPU-seconds (train-full: 10x, train-full-es: 5x), means over the seeds listed.", ""]
     for preset, sec in doc["presets"].items():
