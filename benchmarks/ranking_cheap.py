@@ -89,11 +89,11 @@ def halving_scores(data, gs: list[Genome], batch: int) -> list[float]:
 
 
 def predictor_scores(sets: dict, name: str, model: str, extra: dict | None = None,
-                     within_set: bool = False, **settings) -> tuple[np.ndarray, float]:
+                     within_set: bool = False, entry: str | None = None, **settings) -> tuple[np.ndarray, float]:
     """The predictor's scores on set ``name``, trained on the truth of every genome it is not judged
     on: the other sets, and on the iso set the other levels (one model per level). Seconds per
     genome: its features (``extra``'s proxy included) and the prediction; the fits are counted apart
-    (``FIT_SECONDS``), as a search fits once per generation for all its children. ``within_set``:
+    (``FIT_SECONDS[(name, entry)]``), as a search fits once per generation for all its children. ``within_set``:
     the pairwise model draws its pairs within each set (and iso level) only; ``settings``: the
     ``Predictor``'s (``window``, ``c``)."""
     feats = {n: np.stack([genome_features(g) for g in s["genomes"]]) for n, s in sets.items()}
@@ -119,7 +119,8 @@ def predictor_scores(sets: dict, name: str, model: str, extra: dict | None = Non
         t1 = time.perf_counter()
         pred[judged] = model_.predict(feats[name][judged])[0]
         fit, predict = fit + t1 - t0, predict + time.perf_counter() - t1
-    FIT_SECONDS[(name, model, bool(extra))] = fit / len(judged_groups)
+    if entry:
+        FIT_SECONDS[(name, entry)] = fit / len(judged_groups)
     return pred, per + predict / len(pred)
 
 
@@ -206,12 +207,13 @@ def main() -> None:
     naswot = {n: (np.nan_to_num(results[n]["naswot"][0], nan=-1e3, neginf=-1e3), results[n]["naswot"][1]) for n in sets}
     for name in sets:
         r = results[name]
-        r["predictor_gbr"] = predictor_scores(sets, name, "gbr")
-        r["predictor_gp"] = predictor_scores(sets, name, "gp")
-        r["predictor_gbr+naswot"] = predictor_scores(sets, name, "gbr", naswot)
-        r["predictor_pairwise"] = predictor_scores(sets, name, "pairwise")
-        r["predictor_pairwise+naswot"] = predictor_scores(sets, name, "pairwise", naswot)
-        r["predictor_pairwise+naswot_within_set"] = predictor_scores(sets, name, "pairwise", naswot, within_set=True)
+        r["predictor_gbr"] = predictor_scores(sets, name, "gbr", entry="predictor_gbr")
+        r["predictor_gp"] = predictor_scores(sets, name, "gp", entry="predictor_gp")
+        r["predictor_gbr+naswot"] = predictor_scores(sets, name, "gbr", naswot, entry="predictor_gbr+naswot")
+        r["predictor_pairwise"] = predictor_scores(sets, name, "pairwise", entry="predictor_pairwise")
+        r["predictor_pairwise+naswot"] = predictor_scores(sets, name, "pairwise", naswot, entry="predictor_pairwise+naswot")
+        r["predictor_pairwise+naswot_within_set"] = predictor_scores(sets, name, "pairwise", naswot, within_set=True,
+                                                                   entry="predictor_pairwise+naswot_within_set")
         r["ensemble(predictor_gbr,scratch50)"] = (percentile_mean(r["predictor_gbr"][0], r["scratch50"][0]),
                                                   r["predictor_gbr"][1] + r["scratch50"][1])
         r["ensemble(predictor_gbr,naswot)"] = (percentile_mean(r["predictor_gbr"][0], r["naswot"][0]),
@@ -230,8 +232,7 @@ def main() -> None:
             m = figures(np.asarray(est, dtype=float), sets[name], name, key)
             m["seconds_per_genome"] = secs
             if key.startswith("predictor"):
-                model = key.split("_")[1].split("+")[0]
-                m["fit_seconds"] = FIT_SECONDS[(name, model, "+" in key)]
+                m["fit_seconds"] = FIT_SECONDS[(name, key)]
             table.setdefault(key, {}).update(prefixed(m, name))
     # near-cost figures of every entry ranking.json saved estimates of
     existing = {}

@@ -64,7 +64,7 @@ class Predictor:
     line, which keeps its order; no uncertainty)."""
 
     MODELS = ("gbr", "gp", "pairwise")
-    MAX_PAIRS = 50_000  # pairs a pairwise fit draws at most (seeded): its cost stays flat as a search grows
+    MAX_PAIRS = 50_000  # pairs a pairwise fit learns from at most (seeded): the regression's cost stays flat
 
     def __init__(self, model: str = "gbr", seed: int = 0, window: float = 0.25, c: float = 1.0) -> None:
         if model not in self.MODELS:
@@ -116,7 +116,7 @@ class Predictor:
             keep &= np.asarray(groups)[i] == np.asarray(groups)[j]
         near = keep & (np.abs(flops[i] - flops[j]) < math.log1p(self.window))
         # Too few near-cost pairs with both outcomes (a search's first genomes): learn from all pairs.
-        i, j = (i[near], j[near]) if len(set(y[i[near]] > y[j[near]])) == 2 and near.sum() >= 10 else (i[keep], j[keep])
+        i, j = (i[near], j[near]) if near.sum() >= 10 else (i[keep], j[keep])
         if len(i) == 0:  # every accuracy the same: nothing to order, predict it
             return {"mean": mean, "scale": scale, "w": np.zeros(X.shape[1]), "slope": 0.0, "intercept": float(y.mean())}
         if len(i) > self.MAX_PAIRS:
@@ -166,17 +166,17 @@ class PredictorEstimator:
     """Online predictor over a search: low-fidelity training (``TrainEstimator`` with ``train``'s
     settings) for the first ``warmup`` genomes and for the ``train_share`` of each later batch that
     the predictor rates best; predictions for the rest. ``proxy``: a ``ProxyEstimator`` proxy name
-    whose raw score is an extra feature; ``window``: the ``pairwise`` model's near-cost pairs. ``pairs``: (genome, accuracy) pairs it starts from
+    whose raw score is an extra feature; ``window``, ``c``: the ``pairwise`` model's (``Predictor``). ``pairs``: (genome, accuracy) pairs it starts from
     (``load_pairs``: another search's run directory, or a JSONL file, e.g. of a ranking set)."""
 
     def __init__(self, data, model: str = "gbr", warmup: int = 16, train_share: float = 0.25, explore: float = 1.0,
                  proxy: str | None = None, pairs: str | None = None, seed: int = 0, window: float = 0.25,
-                 **train) -> None:
+                 c: float = 1.0, **train) -> None:
         if warmup < 2 or not 0.0 <= train_share <= 1.0:
             raise ValueError(f"PredictorEstimator: warmup {warmup}, train_share {train_share}: expected warmup >= 2, "
                              "train_share in [0, 1]")
         self.trainer = TrainEstimator(data, seed=seed, **train)
-        self.predictor = Predictor(model, seed, window)
+        self.predictor = Predictor(model, seed, window, c)
         self.warmup, self.train_share, self.explore = warmup, train_share, explore
         self.proxy = None
         if proxy:
@@ -195,7 +195,7 @@ class PredictorEstimator:
         X = np.stack([genome_features(g) for g in genomes])
         if self.proxy is not None:
             raw = np.array([self.proxy.raw_score(g) for g in genomes])
-            X = np.concatenate([X, np.nan_to_num(raw, neginf=-1e3, posinf=1e3)[:, None]], 1)
+            X = np.concatenate([X, np.nan_to_num(raw, nan=-1e3, neginf=-1e3, posinf=1e3)[:, None]], 1)
         return X
 
     def estimate(self, genomes: Sequence[Genome], parents: Sequence[Parent | None] | None = None) -> list[Estimate]:
