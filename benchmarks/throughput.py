@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -300,19 +301,25 @@ def device_column(device: torch.device, repeats: int) -> dict:
         "estimation": est, "training": train, "growth": growth(device), "threads": torch.get_num_threads(),
         "per_genome_profile": gemm_bound(device) if device.type == "cpu" else None,
     }
-    grid = subprocess.run([sys.executable, __file__, "--grid", "4", "1024", str(device)], capture_output=True, text=True)
+    # as a module from the repository root, as the benchmark itself runs (a bare script path cannot import benchmarks)
+    grid = subprocess.run([sys.executable, "-m", "benchmarks.throughput", "--grid", "4", "1024", str(device)],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
     col["grid_4x1024"] = json.loads(grid.stdout.splitlines()[-1]) if grid.returncode == 0 else {
         "trains": False, "error": grid.stderr.strip().splitlines()[-1] if grid.stderr.strip() else f"exit {grid.returncode}"}
     return col
+
+
+def _load(result: dict) -> str:
+    load = result.get("load_average_at_start")
+    return "not recorded" if load is None else f"{load:.1f}"
 
 
 def markdown(result: dict) -> str:
     """The results page: one table per device, figures from ``throughput.json``."""
     lines = ["# Throughput: many genomes per pass", "",
              "`python -m benchmarks.throughput` (`benchmarks/results/throughput.json`); variants measured side by side "
-             "in one process, medians. Speedups over today's per-genome path. The CPU column was measured on the "
-             "2-core machine while other jobs shared it (load about 8): absolute rates sit several times below an "
-             "idle machine's, the ratios are side by side.", ""]
+             "in one process, medians. Speedups over today's per-genome path. The machine's 1-minute load average "
+             f"when the run began: {_load(result)} (other jobs slow the absolute rates; the ratios are side by side).", ""]
     for dev in ("cpu", "cuda"):
         col = result.get(dev)
         if col is None:
@@ -375,7 +382,9 @@ def main() -> None:
         print(json.dumps(grid_memory(int(args.grid[0]), int(args.grid[1]), args.grid[2])))
         return
     repeats = 2 if args.quick else args.repeats
-    result = {"script": "benchmarks/throughput.py", "repeats": repeats, "cpu": device_column(torch.device("cpu"), repeats)}
+    load = os.getloadavg()[0]  # other jobs on the machine slow the absolute rates (the ratios are side by side)
+    result = {"script": "benchmarks/throughput.py", "repeats": repeats, "load_average_at_start": load,
+              "cpu": device_column(torch.device("cpu"), repeats)}
     if torch.cuda.is_available():
         cuda = device_column(torch.device("cuda"), repeats)
         cpu = result["cpu"]["training"]
