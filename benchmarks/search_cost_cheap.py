@@ -11,6 +11,7 @@ by the truth recipe (the per-seed cache: the same training as the arm's) and whe
 have been non-dominated against the archive it was stopped against (``stopped_would_make_front``).
 
     python -m benchmarks.search_cost_cheap [--work runs/benchmarks/search_cost] [--presets digits,mnist-t10k]
+        [--label NAME]   # add the runs in --work as sections 'PRESET, NAME', keeping the others
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from benchmarks import common, metering, search_cost, search_cost_report as repo
 from evolution.genome import Genome
 
 OUT = Path(__file__).parent / "results" / "search_cost_cheap.json"
-CHEAP = ("halving", "curve", "predictor", "predictor-pairwise", "proxy-naswot", "ensemble", "train-full-es", "train-full-es-linear", "train-full-es-q75")
+CHEAP = ("halving", "curve", "predictor", "predictor-pairwise", "predictor-pairwise-pareto", "proxy-naswot", "ensemble", "train-full-es", "train-full-es-linear", "train-full-es-q75")
 EARLY = ("train-full-es", "train-full-es-linear", "train-full-es-q75")
 REFERENCE = ("train-low", "supernet", "train-full")
 MAX_CHECKED = 20  # sampled stops trained to the end per arm and seed (each costs a full training)
@@ -161,14 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--presets", default="digits,mnist-t10k")
     ap.add_argument("--data-root", default=str(common.DATA_ROOT))
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--label", default=None, help="add each preset as the section 'PRESET, LABEL' to the JSON at "
+                    "--out, keeping its other sections (runs kept in another --work)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    doc = {"presets": {}}
+    out = Path(args.out)
+    doc = json.loads(out.read_text()) if args.label and out.is_file() else {"presets": {}}
     for preset in args.presets.split(","):
         sec = section(Path(args.work) / preset, preset, Path(args.data_root))
         if sec:
-            doc["presets"][preset] = sec
-    out = Path(args.out)
+            doc["presets"][f"{preset}, {args.label}" if args.label else preset] = sec
     out.write_text(common.summary_json(doc) + "\n")
     out.with_suffix(".md").write_text(page(doc))
     print(page(doc))

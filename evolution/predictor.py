@@ -8,8 +8,8 @@ uncertainty), or ranks them: ``pairwise`` learns which of two genomes of about t
 the better one (a linear ranker, as RankNet / RankSVM, on their feature difference), the order an
 (error, FLOPs) search needs. ``PredictorEstimator`` trains the first ``warmup`` genomes by low-fidelity training,
 then per batch predicts every genome and trains only the ``train_share`` most promising (predicted
-mean plus ``explore`` times its uncertainty), whose measured accuracies replace their predictions
-and join the training pairs.
+mean plus ``explore`` times its uncertainty; by that alone, or by Pareto rank on it and the known
+FLOPs), whose measured accuracies replace their predictions and join the training pairs.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from evolution import cost
+from evolution import cost, nsga2
 from evolution.estimators import Estimate, Parent, TrainEstimator
 from evolution.genome import Genome
 
@@ -167,14 +167,23 @@ class PredictorEstimator:
     settings) for the first ``warmup`` genomes and for the ``train_share`` of each later batch that
     the predictor rates best; predictions for the rest. ``proxy``: a ``ProxyEstimator`` proxy name
     whose raw score is an extra feature; ``window``, ``c``: the ``pairwise`` model's (``Predictor``). ``pairs``: (genome, accuracy) pairs it starts from
-    (``load_pairs``: another search's run directory, or a JSONL file, e.g. of a ranking set)."""
+    (``load_pairs``: another search's run directory, or a JSONL file, e.g. of a ranking set).
+    ``select``: which genomes of a batch are trained: ``score`` (the highest optimistic predictions)
+    or ``pareto`` (NSGA-II survival on (optimistic predicted error, FLOPs): front by front, spread along it):
+    by score alone the trained share gathers at the large genomes, whose accuracy is highest, and
+    the small ones a search also keeps on its front are only ever predicted."""
+
+    SELECT = ("score", "pareto")
 
     def __init__(self, data, model: str = "gbr", warmup: int = 16, train_share: float = 0.25, explore: float = 1.0,
                  proxy: str | None = None, pairs: str | None = None, seed: int = 0, window: float = 0.25,
-                 c: float = 1.0, **train) -> None:
+                 c: float = 1.0, select: str = "score", **train) -> None:
         if warmup < 2 or not 0.0 <= train_share <= 1.0:
             raise ValueError(f"PredictorEstimator: warmup {warmup}, train_share {train_share}: expected warmup >= 2, "
                              "train_share in [0, 1]")
+        if select not in self.SELECT:
+            raise ValueError(f"PredictorEstimator: select {select!r}: expected one of {', '.join(self.SELECT)}")
+        self.select = select
         self.trainer = TrainEstimator(data, seed=seed, **train)
         self.predictor = Predictor(model, seed, window, c)
         self.warmup, self.train_share, self.explore = warmup, train_share, explore
@@ -208,7 +217,12 @@ class PredictorEstimator:
         else:
             mean, std = self.predictor.predict(X)
             k = int(math.ceil(self.train_share * n))
-            train = np.argsort(-(mean + self.explore * std))[:k].tolist()
+            hope = mean + self.explore * std
+            if self.select == "pareto":
+                F = np.stack([1.0 - hope, np.log([cost.flops(g).total for g in genomes])], 1)
+                train = nsga2.survival(F, k).tolist()
+            else:
+                train = np.argsort(-hope)[:k].tolist()
         out: list[Estimate | None] = [None] * n
         trained = self.trainer.estimate([genomes[i] for i in train]) if train else []
         for i, est in zip(train, trained):

@@ -215,6 +215,41 @@ def test_predictor_estimator_trains_a_share_and_resumes_from_its_state(data):
     assert np.allclose(again.predictor.predict(X)[0], est.predictor.predict(X)[0])
 
 
+def test_pareto_selection_trains_the_predicted_front_not_only_the_largest(data):
+    from evolution import cost
+    from evolution.estimators import Estimate
+
+    gs = sorted(genomes(16, seed=3), key=lambda g: cost.flops(g).total)
+    flops = [cost.flops(g).total for g in gs]
+    assert len(set(flops)) == len(flops)
+
+    class BiggerIsBetter:  # predicts accuracy rising with FLOPs, as size alone would
+        def predict(self, X):
+            return np.linspace(0.5, 0.9, len(X)), np.zeros(len(X))
+
+        def fit(self, X, y):
+            return self
+
+    class Recorder:
+        def estimate(self, batch):
+            trained.extend(gs.index(g) for g in batch)
+            return [Estimate(0.5, 0.0) for _ in batch]
+
+    picked = {}
+    for select in ("score", "pareto"):
+        trained: list[int] = []
+        est = PredictorEstimator(data, warmup=2, train_share=0.25, steps=2, select=select)
+        est.y, est.X = [0.1, 0.2], est.features(gs[:2]).tolist()  # past warmup
+        est.predictor, est.trainer = BiggerIsBetter(), Recorder()
+        est.estimate(gs)
+        picked[select] = sorted(trained)
+    # every genome is on the predicted front: score trains the 4 largest, pareto both ends and the spread between
+    assert picked["score"] == [12, 13, 14, 15]
+    assert len(picked["pareto"]) == 4 and {0, 15} <= set(picked["pareto"]) and min(picked["pareto"][1:3]) < 12
+    with pytest.raises(ValueError, match="select 'best'"):
+        PredictorEstimator(data, select="best")
+
+
 def test_predictor_starts_from_pairs_in_a_file(data, tmp_path):
     import json
 
