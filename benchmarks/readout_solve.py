@@ -8,7 +8,7 @@ solve. Measured side by side in one process, on the 64 genomes and the real MNIS
 the solves both ways, seconds of the whole per-genome scoring both ways, the largest relative
 coefficient difference and the largest accuracy difference.
 
-    python -m benchmarks.readout_solve [--repeats 5]
+    python -m benchmarks.readout_solve [--repeats 5] [--data-root ../shared/data]
 
 Writes ``benchmarks/results/readout_solve.json`` (+ ``.md``).
 """
@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks import common
+from benchmarks import common, throughput
 from benchmarks.throughput import SPACE, _alternate, _data
 from evolution.network import level_outputs, sparse_forward
 from evolution.readout import readout_features, ridge_solve
@@ -35,7 +36,9 @@ OUT = common.RESULTS / "readout_solve.json"
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
+    common.add_data_root(ap)
     args = ap.parse_args(argv)
+    throughput.MNIST = Path(args.data_root) / "mnist-t10k"  # where _data reads the real MNIST split
     load = os.getloadavg()[0]
     device = torch.device("cpu")
     x, y = _data(device)

@@ -11,8 +11,8 @@ from benchmarks import common, figures
 
 BENCHMARKS = Path(common.__file__).parent
 MODULES = sorted(p.stem for p in BENCHMARKS.glob("*.py") if p.stem != "__init__")
-READS_DATA = ["dense_parity", "inherited_init", "predicted_weights", "ranking", "ranking_sets", "sampling",
-              "search_vs_random", "search_cost"]
+READS_DATA = ["dense_parity", "inherited_init", "predicted_weights", "ranking", "ranking_sets", "readout_solve",
+              "sampling", "search_vs_random", "search_cost"]
 
 
 def test_to_json_keeps_the_content_and_puts_deep_entries_on_one_line():
