@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     common.add_data_root(ap)
     args = ap.parse_args(argv)
-    throughput.MNIST = Path(args.data_root) / "mnist-t10k"  # where _data reads the real MNIST split
+    throughput.MNIST = common.mnist_t10k(args.data_root)  # the real MNIST split (one line when it is missing)
     load = os.getloadavg()[0]
     device = torch.device("cpu")
     x, y = _data(device)
@@ -47,11 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     sup = Supernet(SPACE, torch.Generator().manual_seed(0))
     plans, weights = [sup.plan_for(g) for g in genomes], [sup.weights_for(g) for g in genomes]
     feats = [readout_features(p, level_outputs(p, w, fit[0])) for p, w in zip(plans, weights)]
-    # float64 features take the float64 Gram: the path before the float32 one
-    as64 = [None if r is None else r._replace(feats=r.feats.double()) for r in feats]
-
-    def solves(rs):
-        return lambda: [None if r is None else ridge_solve(r, fit[1], 10) for r in rs]
+    def solves(f64: bool):  # float64 features take the float64 Gram: the path before the float32 one
+        return lambda: [None if r is None else ridge_solve(r._replace(feats=r.feats.double()) if f64 else r, fit[1], 10)
+                        for r in feats]
 
     def scoring(f64: bool):  # ridge_readout's steps, then the validation pass
         def run():
@@ -68,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         return run
 
     rel = max(float((a[0] - b[0]).abs().max() / b[0].abs().max().clamp_min(1e-12))
-              for a, b in zip(solves(feats)(), solves(as64)()) if a is not None)
+              for a, b in zip(solves(False)(), solves(True)()) if a is not None)
     acc32, acc64 = np.array(scoring(False)()), np.array(scoring(True)())
-    sec = _alternate({"solve_float64_gram": solves(as64), "solve_float32_gram": solves(feats),
+    sec = _alternate({"solve_float64_gram": solves(True), "solve_float32_gram": solves(False),
                       "scoring_float64_gram": scoring(True), "scoring_float32_gram": scoring(False)}, args.repeats, device)
     doc = {"script": "benchmarks/readout_solve.py", "repeats": args.repeats, "load_average_at_start": load,
            "threads": torch.get_num_threads(), "genomes": len(genomes), "seconds": sec,

@@ -11,7 +11,7 @@ by the truth recipe (the per-seed cache: the same training as the arm's) and whe
 have been non-dominated against the archive it was stopped against (``stopped_would_make_front``).
 
     python -m benchmarks.search_cost_cheap [--work runs/benchmarks/search_cost] [--presets digits,mnist-t10k]
-        [--label NAME]   # add the runs in --work as sections 'PRESET, NAME', keeping the others
+        [--label NAME]   # the runs in --work as sections 'PRESET, NAME'; other sections in --out are kept
 """
 from __future__ import annotations
 
@@ -162,12 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--presets", default="digits,mnist-t10k")
     ap.add_argument("--data-root", default=str(common.DATA_ROOT))
     ap.add_argument("--out", default=str(OUT))
-    ap.add_argument("--label", default=None, help="add each preset as the section 'PRESET, LABEL' to the JSON at "
-                    "--out, keeping its other sections (runs kept in another --work)")
+    ap.add_argument("--label", default=None, help="write each preset as the section 'PRESET, LABEL' (runs kept in "
+                    "another --work); the JSON at --out keeps the sections this run does not write")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
-    doc = json.loads(out.read_text()) if args.label and out.is_file() else {"presets": {}}
+    # the sections it writes are replaced, the others kept (runs of other work dirs, e.g. --label ones)
+    doc = json.loads(out.read_text()) if out.is_file() else {"presets": {}}
     for preset in args.presets.split(","):
         sec = section(Path(args.work) / preset, preset, Path(args.data_root))
         if sec:

@@ -169,9 +169,10 @@ class PredictorEstimator:
     whose raw score is an extra feature; ``window``, ``c``: the ``pairwise`` model's (``Predictor``). ``pairs``: (genome, accuracy) pairs it starts from
     (``load_pairs``: another search's run directory, or a JSONL file, e.g. of a ranking set).
     ``select``: which genomes of a batch are trained: ``score`` (the highest optimistic predictions)
-    or ``pareto`` (NSGA-II survival on (optimistic predicted error, FLOPs): front by front, spread along it):
-    by score alone the trained share gathers at the large genomes, whose accuracy is highest, and
-    the small ones a search also keeps on its front are only ever predicted."""
+    or ``pareto`` (NSGA-II survival within the batch on (optimistic predicted error, log FLOPs): front
+    by front, its ends first; with 2 of 8 children that is the best-predicted and the smallest child).
+    By score alone the trained share gathers at the large genomes, whose accuracy is highest, and the
+    small ones a search also keeps on its front are only ever predicted."""
 
     SELECT = ("score", "pareto")
 
@@ -219,8 +220,7 @@ class PredictorEstimator:
             k = int(math.ceil(self.train_share * n))
             hope = mean + self.explore * std
             if self.select == "pareto":
-                F = np.stack([1.0 - hope, np.log([cost.flops(g).total for g in genomes])], 1)
-                train = nsga2.survival(F, k).tolist()
+                train = nsga2.survival(np.stack([1.0 - hope, X[:, FEATURES.index("log_flops")]], 1), k).tolist()
             else:
                 train = np.argsort(-hope)[:k].tolist()
         out: list[Estimate | None] = [None] * n

@@ -43,13 +43,20 @@ def ridge_solve(r: Readout, y: Tensor, n_outputs: int, ridge: float = 1.0) -> tu
     plus its bias (not shrunk): ``(coef per output edge, bias per output)``, in float64 (the Gram
     matrix of float32 features accumulated in float32).
     Differentiable in ``r.feats`` (a hypernet can train through it: Bertinetto et al. 2019)."""
-    # The Gram matrix, the one large product, in the features' own precision when that is float32 (twice
-    # float64's speed; its rounding, about 1e-7 relative, sits far below the ridge; float64 features
-    # stay float64); the small systems are solved in float64.
-    low, feats = (r.feats if r.feats.dtype == torch.float64 else r.feats.float()), r.feats.double()
+    feats = r.feats.double()
     target = F.one_hot(y, n_outputs).to(feats.dtype)
-    gram, rhs = (low.T @ low).double(), feats.T @ target
-    sums, counts = feats.sum(0), target.sum(0)
+    rhs, sums, counts = feats.T @ target, feats.sum(0), target.sum(0)
+    if r.feats.dtype == torch.float64:
+        gram = feats.T @ feats
+    else:
+        # The Gram matrix, the one large product, in float32 (about twice float64's speed), of features
+        # centred by a float32 mean m, so its rounding scales with their spread, not their offset; exact
+        # in float64: X^T X = (X - m)^T (X - m) + m s^T + s m^T - n m m^T, with s the column sums.
+        low = r.feats.float()
+        m = low.mean(0)
+        c = low - m
+        m = m.double()
+        gram = (c.T @ c).double() + torch.outer(m, sums) + torch.outer(sums, m) - len(low) * torch.outer(m, m)
     coef, bias, sels = [], [], []
     for o in range(n_outputs):
         sel = (r.dst == o).nonzero().squeeze(1)

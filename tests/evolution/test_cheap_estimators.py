@@ -216,7 +216,7 @@ def test_predictor_estimator_trains_a_share_and_resumes_from_its_state(data):
 
 
 def test_pareto_selection_trains_the_predicted_front_not_only_the_largest(data):
-    from evolution import cost
+    from evolution import cost, nsga2
     from evolution.estimators import Estimate
 
     gs = sorted(genomes(16, seed=3), key=lambda g: cost.flops(g).total)
@@ -243,9 +243,13 @@ def test_pareto_selection_trains_the_predicted_front_not_only_the_largest(data):
         est.predictor, est.trainer = BiggerIsBetter(), Recorder()
         est.estimate(gs)
         picked[select] = sorted(trained)
-    # every genome is on the predicted front: score trains the 4 largest, pareto both ends and the spread between
+    # every genome is on the predicted front: score trains the 4 largest, pareto both ends and the most
+    # isolated between them (NSGA-II's crowding distance on (predicted error, log FLOPs))
     assert picked["score"] == [12, 13, 14, 15]
-    assert len(picked["pareto"]) == 4 and {0, 15} <= set(picked["pareto"]) and min(picked["pareto"][1:3]) < 12
+    log_flops = np.log(flops)
+    hope = np.linspace(0.5, 0.9, 16)
+    assert picked["pareto"] == nsga2.survival(np.stack([1 - hope, log_flops], 1), 4).tolist()
+    assert {0, 15} <= set(picked["pareto"]) and min(picked["pareto"][1:3]) < 12
     with pytest.raises(ValueError, match="select 'best'"):
         PredictorEstimator(data, select="best")
 
