@@ -171,10 +171,12 @@ class PredictorEstimator:
     ``select``: which genomes of a batch are trained: ``score`` (the highest optimistic predictions)
     or ``pareto`` (NSGA-II survival within the batch on (optimistic predicted error, log FLOPs): front
     by front, its ends first; with 2 of 8 children that is the best-predicted and the smallest child).
-    By score alone the trained share gathers at the large genomes, whose accuracy is highest, and the
-    small ones a search also keeps on its front are only ever predicted."""
+    or ``hv`` (the largest hypervolume its optimistic predicted point would add to the front of the
+    genomes measured so far, as expected-improvement acquisitions do; then by prediction). By score
+    alone the trained share gathers at the large genomes, whose accuracy is highest, and the small
+    ones a search also keeps on its front are only ever predicted; ``pareto`` looks only within the batch."""
 
-    SELECT = ("score", "pareto")
+    SELECT = ("score", "pareto", "hv")
 
     def __init__(self, data, model: str = "gbr", warmup: int = 16, train_share: float = 0.25, explore: float = 1.0,
                  proxy: str | None = None, pairs: str | None = None, seed: int = 0, window: float = 0.25,
@@ -219,8 +221,11 @@ class PredictorEstimator:
             mean, std = self.predictor.predict(X)
             k = int(math.ceil(self.train_share * n))
             hope = mean + self.explore * std
+            logf = X[:, FEATURES.index("log_flops")]
             if self.select == "pareto":
-                train = nsga2.survival(np.stack([1.0 - hope, X[:, FEATURES.index("log_flops")]], 1), k).tolist()
+                train = nsga2.survival(np.stack([1.0 - hope, logf], 1), k).tolist()
+            elif self.select == "hv":
+                train = np.lexsort((-hope, -self._hv_gain(1.0 - hope, logf)))[:k].tolist()
             else:
                 train = np.argsort(-hope)[:k].tolist()
         out: list[Estimate | None] = [None] * n
@@ -236,6 +241,16 @@ class PredictorEstimator:
             self.predictor.fit(np.array(self.X), np.array(self.y))
         seconds = (time.perf_counter() - start) / max(1, n)
         return [o if o is not None else Estimate(float(np.clip(mean[i], 0.0, 1.0)), seconds) for i, o in enumerate(out)]
+
+    def _hv_gain(self, error: np.ndarray, logf: np.ndarray) -> np.ndarray:
+        """Per genome, the hypervolume its (error, log FLOPs) point adds to the front of the genomes
+        measured so far (0 where that front dominates it)."""
+        known = np.array(self.X)[:, FEATURES.index("log_flops")]
+        front = np.stack([1.0 - np.array(self.y), known], 1)
+        front = front[nsga2.pareto_front(front)]
+        ref = np.array([1.0, max(known.max(), logf.max()) + 1.0])
+        base = nsga2.hypervolume(front, ref)
+        return np.array([nsga2.hypervolume(np.vstack([front, [e, f]]), ref) - base for e, f in zip(error, logf)])
 
     def state_dict(self) -> dict:
         return {"X": self.X, "y": self.y, "stats": dict(self.stats)}

@@ -250,6 +250,14 @@ def test_pareto_selection_trains_the_predicted_front_not_only_the_largest(data):
     hope = np.linspace(0.5, 0.9, 16)
     assert picked["pareto"] == nsga2.survival(np.stack([1 - hope, log_flops], 1), 4).tolist()
     assert {0, 15} <= set(picked["pareto"]) and min(picked["pareto"][1:3]) < 12
+    # hv: genome 8, measured at 0.95 (and 15 at 0.96), dominates every child of its FLOPs or more
+    # (predicted <= 0.9): the trained ones are those that could add to the measured front, all smaller
+    trained = []
+    est = PredictorEstimator(data, warmup=2, train_share=0.25, steps=2, select="hv")
+    est.y, est.X = [0.95, 0.96], est.features([gs[8], gs[15]]).tolist()
+    est.predictor, est.trainer = BiggerIsBetter(), Recorder()
+    est.estimate(gs)
+    assert len(trained) == 4 and max(trained) < 8
     with pytest.raises(ValueError, match="select 'best'"):
         PredictorEstimator(data, select="best")
 
