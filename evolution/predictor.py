@@ -170,17 +170,21 @@ class PredictorEstimator:
     (``load_pairs``: another search's run directory, or a JSONL file, e.g. of a ranking set).
     ``select``: which genomes of a batch are trained: ``score`` (the highest optimistic predictions)
     or ``pareto`` (NSGA-II survival within the batch on (optimistic predicted error, log FLOPs): front
-    by front, its ends first; with 2 of 8 children that is the best-predicted and the smallest child).
+    by front, its ends first; with 2 of 8 children that is the best-predicted and the smallest child)
     or ``hv`` (the largest hypervolume its optimistic predicted point would add to the front of the
     genomes measured so far, as expected-improvement acquisitions do; then by prediction). By score
     alone the trained share gathers at the large genomes, whose accuracy is highest, and the small
-    ones a search also keeps on its front are only ever predicted; ``pareto`` looks only within the batch."""
+    ones a search also keeps on its front are only ever predicted; ``pareto`` looks only within the batch.
+    ``scorer``: another estimator's ``{class_path, init_args}`` (e.g. a ``SupernetEstimator``, handed
+    ``checkpoint``) whose score of each genome is one more feature; it is updated with the population
+    and saved with the predictor's state."""
 
     SELECT = ("score", "pareto", "hv")
 
     def __init__(self, data, model: str = "gbr", warmup: int = 16, train_share: float = 0.25, explore: float = 1.0,
                  proxy: str | None = None, pairs: str | None = None, seed: int = 0, window: float = 0.25,
-                 c: float = 1.0, select: str = "score", **train) -> None:
+                 c: float = 1.0, select: str = "score", scorer: dict | None = None, checkpoint: str | None = None,
+                 **train) -> None:
         if warmup < 2 or not 0.0 <= train_share <= 1.0:
             raise ValueError(f"PredictorEstimator: warmup {warmup}, train_share {train_share}: expected warmup >= 2, "
                              "train_share in [0, 1]")
@@ -195,6 +199,11 @@ class PredictorEstimator:
             from evolution.proxies import ProxyEstimator
 
             self.proxy = ProxyEstimator(data, proxy, seed=seed)
+        self.scorer = None
+        if scorer:
+            from evolution.estimators import build_estimator
+
+            self.scorer = build_estimator(scorer, data, checkpoint, "PredictorEstimator scorer")
         self.X: list[list[float]] = []
         self.y: list[float] = []
         self.stats = {"trained": 0, "predicted": 0}
@@ -203,8 +212,11 @@ class PredictorEstimator:
             self.X, self.y = self.features(gs).tolist(), list(accs)
             self.predictor.fit(np.array(self.X), np.array(self.y))
 
-    def features(self, genomes: Sequence[Genome]) -> np.ndarray:
+    def features(self, genomes: Sequence[Genome], parents: Sequence[Parent | None] | None = None) -> np.ndarray:
         X = np.stack([genome_features(g) for g in genomes])
+        if self.scorer is not None:  # a failed score (NaN) reads as 0
+            scores = np.array([e.score for e in self.scorer.estimate(genomes, parents)], dtype=float)
+            X = np.concatenate([X, np.nan_to_num(scores, nan=0.0)[:, None]], 1)
         if self.proxy is not None:
             raw = np.array([self.proxy.raw_score(g) for g in genomes])
             X = np.concatenate([X, np.nan_to_num(raw, nan=-1e3, neginf=-1e3, posinf=1e3)[:, None]], 1)
@@ -213,7 +225,7 @@ class PredictorEstimator:
     def estimate(self, genomes: Sequence[Genome], parents: Sequence[Parent | None] | None = None) -> list[Estimate]:
         start = time.perf_counter()
         n = len(genomes)
-        X = self.features(genomes)
+        X = self.features(genomes, parents)
         if len(self.y) < self.warmup:
             train = list(range(n))
             mean = np.full(n, np.nan)
@@ -252,10 +264,19 @@ class PredictorEstimator:
         base = nsga2.hypervolume(front, ref)
         return np.array([nsga2.hypervolume(np.vstack([front, [e, f]]), ref) - base for e, f in zip(error, logf)])
 
+    def update(self, population: Sequence[Genome]) -> None:
+        if self.scorer is not None and hasattr(self.scorer, "update"):
+            self.scorer.update(population)
+
     def state_dict(self) -> dict:
-        return {"X": self.X, "y": self.y, "stats": dict(self.stats)}
+        state = {"X": self.X, "y": self.y, "stats": dict(self.stats)}
+        if self.scorer is not None and hasattr(self.scorer, "state_dict"):
+            state["scorer"] = self.scorer.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.X, self.y, self.stats = list(state["X"]), list(state["y"]), dict(state["stats"])
+        if state.get("scorer") is not None and self.scorer is not None and hasattr(self.scorer, "load_state_dict"):
+            self.scorer.load_state_dict(state["scorer"])
         if len(self.y) >= 2:
             self.predictor.fit(np.array(self.X), np.array(self.y))

@@ -262,6 +262,43 @@ def test_pareto_selection_trains_the_predicted_front_not_only_the_largest(data):
         PredictorEstimator(data, select="best")
 
 
+def test_predictor_reads_another_estimators_score_as_a_feature_and_keeps_it_updated(data):
+    from evolution.estimators import Estimate
+
+    gs = genomes(6)
+    spec = {"class_path": "evolution.proxies.ProxyEstimator", "init_args": {"proxy": "params"}}
+    est = PredictorEstimator(data, warmup=2, steps=2, scorer=spec)
+    X, plain = est.features(gs), PredictorEstimator(data, warmup=2, steps=2).features(gs)
+    assert np.array_equal(X[:, :-1], plain)
+    assert np.allclose(X[:, -1], [e.score for e in est.scorer.estimate(gs)])
+
+    class Spy:  # a scorer that learns between iterations, as a supernet does
+        def __init__(self):
+            self.seen = 0
+
+        def estimate(self, batch, parents=None):
+            return [Estimate(float(self.seen), 0.0) for _ in batch]
+
+        def update(self, population):
+            self.seen += len(population)
+
+        def state_dict(self):
+            return {"seen": self.seen}
+
+        def load_state_dict(self, state):
+            self.seen = state["seen"]
+
+    est.scorer = Spy()
+    est.update(gs[:3])
+    assert est.features(gs[:1])[0, -1] == 3.0
+    again = PredictorEstimator(data, warmup=2, steps=2, scorer=spec)
+    again.scorer = Spy()
+    again.load_state_dict(est.state_dict())
+    assert again.scorer.seen == 3
+    with pytest.raises(ValueError, match="PredictorEstimator scorer: evolution.proxies.ProxyEstimator does not take"):
+        PredictorEstimator(data, scorer={"class_path": "evolution.proxies.ProxyEstimator", "init_args": {"nope": 1}})
+
+
 def test_predictor_starts_from_pairs_in_a_file(data, tmp_path):
     import json
 
