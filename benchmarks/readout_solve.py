@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from benchmarks import common, throughput
-from benchmarks.throughput import SPACE, _alternate, _data
+from benchmarks.throughput import SPACE, alternate, mnist_examples
 from evolution.network import level_outputs, sparse_forward
 from evolution.readout import readout_features, ridge_solve
 from evolution.sampling import GenomeSampler
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     throughput.MNIST = common.mnist_t10k(args.data_root)  # the real MNIST split (one line when it is missing)
     load = os.getloadavg()[0]
     device = torch.device("cpu")
-    x, y = _data(device)
+    x, y = mnist_examples(device)
     fit, val = (x[:2000], y[:2000]), (x[2000:], y[2000:])
     genomes = GenomeSampler(SPACE, "uniform", density=(0.003, 0.3)).sample(np.random.default_rng(0), 64)
     sup = Supernet(SPACE, torch.Generator().manual_seed(0))
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     rel = max(float((a[0] - b[0]).abs().max() / b[0].abs().max().clamp_min(1e-12))
               for a, b in zip(solves(False)(), solves(True)()) if a is not None)
     acc32, acc64 = np.array(scoring(False)()), np.array(scoring(True)())
-    sec = _alternate({"solve_float64_gram": solves(True), "solve_float32_gram": solves(False),
+    sec = alternate({"solve_float64_gram": solves(True), "solve_float32_gram": solves(False),
                       "scoring_float64_gram": scoring(True), "scoring_float32_gram": scoring(False)}, args.repeats, device)
     doc = {"script": "benchmarks/readout_solve.py", "repeats": args.repeats, "load_average_at_start": load,
            "threads": torch.get_num_threads(), "genomes": len(genomes), "seconds": sec,

@@ -57,7 +57,7 @@ MNIST = common.DATA_ROOT / "mnist-t10k"  # --data-root sets it
 SPACE = SearchSpace((1, 28, 28), 10, levels=3, width=256)
 
 
-def _data(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def mnist_examples(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """4,000 examples: the real MNIST test set when it is here, else random ones of its shape."""
     if (MNIST / "t10k-images-idx3-ubyte.gz").is_file():
         from evolution.data import IDXDataModule
@@ -74,7 +74,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _alternate(fns: dict, repeats: int, device: torch.device) -> dict[str, float]:
+def alternate(fns: dict, repeats: int, device: torch.device) -> dict[str, float]:
     """Median seconds of each function, calls alternating (order reversed every other round)."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     for r in range(repeats + 1):
@@ -89,7 +89,7 @@ def _alternate(fns: dict, repeats: int, device: torch.device) -> dict[str, float
 
 
 def estimation(device: torch.device, repeats: int) -> dict:
-    x, y = _data(device)
+    x, y = mnist_examples(device)
     fit, val = (x[:2000], y[:2000]), (x[2000:], y[2000:])
     genomes = GenomeSampler(SPACE, "uniform", density=(0.003, 0.3)).sample(np.random.default_rng(0), 64)
     sup = Supernet(SPACE, torch.Generator().manual_seed(0)).to(device)
@@ -132,7 +132,7 @@ def estimation(device: torch.device, repeats: int) -> dict:
                "batched_compiled": batched(compiled=True), "batched_compiled_bf16": batched(torch.bfloat16, True)}
         ref = np.array(per_genome())
         diffs = {k: np.array(f()) - ref for k, f in fns.items() if k != "per_genome"}
-        sec = _alternate(fns, repeats, device)
+        sec = alternate(fns, repeats, device)
         rate = {k: len(genomes) / v for k, v in sec.items()}
         out[kind] = {"genomes_per_s": rate, "speedup": {k: rate[k] / rate["per_genome"] for k in rate},
                      "score_max_abs_diff": {k: float(np.abs(d).max()) for k, d in diffs.items()},
@@ -146,7 +146,7 @@ def _sage_call(self, h, along, against):
 
 
 def training(device: torch.device, repeats: int) -> dict:
-    x, y = _data(device)
+    x, y = mnist_examples(device)
     rng = np.random.default_rng(1)
     out = {}
     # supernet: sandwich, 4 genomes, batch 128 (configs/oneshot/mnist-t10k.yaml)
@@ -170,7 +170,7 @@ def training(device: torch.device, repeats: int) -> dict:
             opts[k].step()
         return run
 
-    sec = _alternate({k: sup_step(k) for k in banks}, repeats, device)
+    sec = alternate({k: sup_step(k) for k in banks}, repeats, device)
     diff = max(float((p - q).detach().abs().max()) for p, q in zip(banks["per_genome"].parameters(), banks["batched"].parameters()))
     out["supernet"] = {"genome_steps_per_s": {k: 4 / v for k, v in sec.items()},
                        "speedup": {k: sec["per_genome"] / v for k, v in sec.items()},
@@ -198,7 +198,7 @@ def training(device: torch.device, repeats: int) -> dict:
                 hypernet_model.DirectedLayer.forward = mean_layer
         return run
 
-    sec = _alternate({k: hyper_step(k) for k in modules}, repeats, device)
+    sec = alternate({k: hyper_step(k) for k in modules}, repeats, device)
     diff = max(float((p - q).detach().abs().max()) for p, q in zip(modules["sage_call"].parameters(),
                                                           modules["batched"].parameters()))
     out["hypernet"] = {"genome_steps_per_s": {k: 8 / v for k, v in sec.items()},
@@ -212,13 +212,13 @@ def growth(device: torch.device) -> list[dict]:
     4 x 1024 grid."""
     space = SearchSpace((1, 28, 28), 10, levels=4, width=1024)
     sup = Supernet(space, torch.Generator().manual_seed(0)).to(device)
-    x = _data(device)[0][:2000]
+    x = mnist_examples(device)[0][:2000]
     rows = []
     for density in (0.002, 0.008, 0.06, 0.55):  # about 1k, 10k, 100k and 1M edges
         g = random_genome(space, np.random.default_rng(0), density=density)
         plan = sup.plan_for(g)
         with torch.no_grad():
-            sec = _alternate({"score": lambda: sparse_forward(plan, sup.weights_for(g), x)}, 3, device)["score"]
+            sec = alternate({"score": lambda: sparse_forward(plan, sup.weights_for(g), x)}, 3, device)["score"]
         rows.append({"edges": int(g.n_edges), "seconds": sec})
     return rows
 
@@ -260,7 +260,7 @@ def gemm_bound(device: torch.device) -> dict:
 
     from evolution.network import pair_mode
 
-    x = _data(device)[0][:2000]
+    x = mnist_examples(device)[0][:2000]
     genomes = GenomeSampler(SPACE, "uniform", density=(0.003, 0.3)).sample(np.random.default_rng(0), 64)
     sup = Supernet(SPACE, torch.Generator().manual_seed(0)).to(device)
     plans = [sup.plan_for(g) for g in genomes]
@@ -279,11 +279,11 @@ def gemm_bound(device: torch.device) -> dict:
     ops = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
     total = sum(ops.values())
     top = dict(sorted(((k, v / total) for k, v in ops.items()), key=lambda kv: -kv[1])[:6])
-    wall = _alternate({"score": score}, 3, device)["score"]
+    wall = alternate({"score": score}, 3, device)["score"]
     peak = {}
     for name, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
         a, b = torch.rand(2000, 784, dtype=dt, device=device), torch.rand(784, 4096, dtype=dt, device=device)
-        sec = _alternate({"mm": lambda: a @ b}, 5, device)["mm"]
+        sec = alternate({"mm": lambda: a @ b}, 5, device)["mm"]
         peak[name] = 2 * 2000 * 784 * 4096 / sec / 1e9
     mm = ops.get("aten::mm", 0.0) / 1e6  # profiler times are in microseconds
     return {"dense_gflop": dense / 1e9, "edge_gflop": edges / 1e9, "seconds": wall, "op_share": top,
