@@ -8,8 +8,9 @@ uncertainty), or ranks them: ``pairwise`` learns which of two genomes of about t
 the better one (a linear ranker, as RankNet / RankSVM, on their feature difference), the order an
 (error, FLOPs) search needs. ``PredictorEstimator`` trains the first ``warmup`` genomes by low-fidelity training,
 then per batch predicts every genome and trains only the ``train_share`` most promising (predicted
-mean plus ``explore`` times its uncertainty; by that alone, or by Pareto rank on it and the known
-FLOPs), whose measured accuracies replace their predictions and join the training pairs.
+mean plus ``explore`` times its uncertainty: by that alone, by Pareto rank on it and the known FLOPs,
+or by the hypervolume it would add to the measured front), whose measured accuracies replace their
+predictions and join the training pairs; another estimator's score can be one more feature.
 """
 from __future__ import annotations
 
@@ -162,6 +163,21 @@ def load_pairs(path: str) -> tuple[list[Genome], list[float]]:
     return [Genome.from_dict(r["genome"]) for r in rows], [float(r["accuracy"]) for r in rows]
 
 
+def _front2(F: np.ndarray) -> np.ndarray:
+    """The non-dominated rows of 2-objective ``F`` (both minimised) by one sort and sweep."""
+    F = F[np.lexsort((F[:, 1], F[:, 0]))]
+    keep = F[:, 1] < np.minimum.accumulate(np.concatenate(([np.inf], F[:-1, 1])))
+    return F[keep]
+
+
+def _log_flops_bound(genome: Genome) -> float:
+    """log of an upper bound on the FLOPs of any genome of ``genome``'s grid (every level pair fully
+    connected), plus 1: a fixed hypervolume reference on the log-FLOPs axis."""
+    counts = np.bincount(genome.space.level).astype(float)
+    edges = (counts.sum() ** 2 - (counts ** 2).sum()) / 2
+    return math.log(2 * edges + 8 * counts.sum()) + 1.0
+
+
 class PredictorEstimator:
     """Online predictor over a search: low-fidelity training (``TrainEstimator`` with ``train``'s
     settings) for the first ``warmup`` genomes and for the ``train_share`` of each later batch that
@@ -171,13 +187,14 @@ class PredictorEstimator:
     ``select``: which genomes of a batch are trained: ``score`` (the highest optimistic predictions)
     or ``pareto`` (NSGA-II survival within the batch on (optimistic predicted error, log FLOPs): front
     by front, its ends first; with 2 of 8 children that is the best-predicted and the smallest child)
-    or ``hv`` (the largest hypervolume its optimistic predicted point would add to the front of the
-    genomes measured so far, as expected-improvement acquisitions do; then by prediction). By score
+    or ``hv`` (one at a time, the largest hypervolume its optimistic predicted point would add to the
+    front of the genomes measured so far and those already picked, as expected-improvement
+    acquisitions do; ties by prediction; predictions clipped to [0, 1]). By score
     alone the trained share gathers at the large genomes, whose accuracy is highest, and the small
     ones a search also keeps on its front are only ever predicted; ``pareto`` looks only within the batch.
     ``scorer``: another estimator's ``{class_path, init_args}`` (e.g. a ``SupernetEstimator``, handed
-    ``checkpoint``) whose score of each genome is one more feature; it is updated with the population
-    and saved with the predictor's state."""
+    ``checkpoint`` and, where it takes one, the search's ``seed``) whose score of each genome is one more
+    feature; it is updated with the population and saved with the predictor's state."""
 
     SELECT = ("score", "pareto", "hv")
 
@@ -203,7 +220,14 @@ class PredictorEstimator:
         if scorer:
             from evolution.estimators import build_estimator
 
-            self.scorer = build_estimator(scorer, data, checkpoint, "PredictorEstimator scorer")
+            from inspect import signature
+
+            from evolution.cli import import_class
+
+            args = dict(scorer.get("init_args") or {})
+            if "seed" in signature(import_class(scorer["class_path"])).parameters:
+                args.setdefault("seed", seed)  # the search's seed, as the scorer would get as its own arm
+            self.scorer = build_estimator({**scorer, "init_args": args}, data, checkpoint, "PredictorEstimator scorer")
         self.X: list[list[float]] = []
         self.y: list[float] = []
         self.stats = {"trained": 0, "predicted": 0}
@@ -234,10 +258,11 @@ class PredictorEstimator:
             k = int(math.ceil(self.train_share * n))
             hope = mean + self.explore * std
             logf = X[:, FEATURES.index("log_flops")]
+            err = 1.0 - np.clip(hope, 0.0, 1.0)  # a linear map can promise more than 1: no larger gain for it
             if self.select == "pareto":
-                train = nsga2.survival(np.stack([1.0 - hope, logf], 1), k).tolist()
+                train = nsga2.survival(np.stack([err, logf], 1), k).tolist()
             elif self.select == "hv":
-                train = np.lexsort((-hope, -self._hv_gain(1.0 - hope, logf)))[:k].tolist()
+                train = self._hv_pick(err, logf, hope, k, _log_flops_bound(genomes[0]))
             else:
                 train = np.argsort(-hope)[:k].tolist()
         out: list[Estimate | None] = [None] * n
@@ -254,15 +279,22 @@ class PredictorEstimator:
         seconds = (time.perf_counter() - start) / max(1, n)
         return [o if o is not None else Estimate(float(np.clip(mean[i], 0.0, 1.0)), seconds) for i, o in enumerate(out)]
 
-    def _hv_gain(self, error: np.ndarray, logf: np.ndarray) -> np.ndarray:
-        """Per genome, the hypervolume its (error, log FLOPs) point adds to the front of the genomes
-        measured so far (0 where that front dominates it)."""
+    def _hv_pick(self, error: np.ndarray, logf: np.ndarray, hope: np.ndarray, k: int, bound: float) -> list[int]:
+        """``k`` genomes, one at a time: the one whose (error, log FLOPs) point adds the most hypervolume
+        to the front of the genomes measured so far plus those already picked (ties: the higher
+        ``hope``). The reference point is fixed by the grid (``bound``), not by the batch."""
         known = np.array(self.X)[:, FEATURES.index("log_flops")]
-        front = np.stack([1.0 - np.array(self.y), known], 1)
-        front = front[nsga2.pareto_front(front)]
-        ref = np.array([1.0, max(known.max(), logf.max()) + 1.0])
-        base = nsga2.hypervolume(front, ref)
-        return np.array([nsga2.hypervolume(np.vstack([front, [e, f]]), ref) - base for e, f in zip(error, logf)])
+        front = _front2(np.stack([1.0 - np.array(self.y), known], 1))
+        ref = np.array([1.0, bound])
+        picked: list[int] = []
+        for _ in range(min(k, len(error))):
+            base = nsga2.hypervolume(front, ref)
+            gain = np.array([-np.inf if i in picked else nsga2.hypervolume(np.vstack([front, [e, f]]), ref) - base
+                             for i, (e, f) in enumerate(zip(error, logf))])
+            best = int(np.lexsort((-hope, -gain))[0])
+            picked.append(best)
+            front = _front2(np.vstack([front, [error[best], logf[best]]]))
+        return picked
 
     def update(self, population: Sequence[Genome]) -> None:
         if self.scorer is not None and hasattr(self.scorer, "update"):
@@ -275,6 +307,12 @@ class PredictorEstimator:
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        width = len(FEATURES) + (self.proxy is not None) + (self.scorer is not None)
+        if state["X"] and len(state["X"][0]) != width:
+            raise RuntimeError(f"PredictorEstimator: the saved genomes have {len(state['X'][0])} features, this "
+                               f"estimator makes {width} (proxy or scorer changed since)")
+        if self.scorer is not None and hasattr(self.scorer, "load_state_dict") and state.get("scorer") is None:
+            raise RuntimeError("PredictorEstimator: the saved state has no scorer state, this estimator has a scorer")
         self.X, self.y, self.stats = list(state["X"]), list(state["y"]), dict(state["stats"])
         if state.get("scorer") is not None and self.scorer is not None and hasattr(self.scorer, "load_state_dict"):
             self.scorer.load_state_dict(state["scorer"])

@@ -258,6 +258,12 @@ def test_pareto_selection_trains_the_predicted_front_not_only_the_largest(data):
     est.predictor, est.trainer = BiggerIsBetter(), Recorder()
     est.estimate(gs)
     assert len(trained) == 4 and max(trained) < 8
+    # a measured front that dominates every child: nothing adds hypervolume, the best-predicted are trained
+    trained = []
+    est.y = [0.99, 0.99]
+    est.X = est.features([gs[0], gs[0]]).tolist()
+    est.estimate(gs)
+    assert sorted(trained) == [12, 13, 14, 15]
     with pytest.raises(ValueError, match="select 'best'"):
         PredictorEstimator(data, select="best")
 
@@ -295,6 +301,9 @@ def test_predictor_reads_another_estimators_score_as_a_feature_and_keeps_it_upda
     again.scorer = Spy()
     again.load_state_dict(est.state_dict())
     assert again.scorer.seen == 3
+    with pytest.raises(RuntimeError, match="the saved genomes have 16 features, this estimator makes 17"):
+        PredictorEstimator(data, warmup=2, steps=2, scorer=spec).load_state_dict(
+            PredictorEstimator(data, warmup=2, steps=2).state_dict() | {"X": plain.tolist(), "y": [0.5] * 6})
     with pytest.raises(ValueError, match="PredictorEstimator scorer: evolution.proxies.ProxyEstimator does not take"):
         PredictorEstimator(data, scorer={"class_path": "evolution.proxies.ProxyEstimator", "init_args": {"nope": 1}})
 
