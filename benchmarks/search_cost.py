@@ -163,7 +163,7 @@ def run_arm(name: str, preset: str, cfg: dict, seed: int, data, truth: Truth, ou
     else:
         spec = dict(arm["estimator"])
         spec["init_args"] = dict(spec.get("init_args") or {})
-        inner = build_estimator(_with_seed(spec, seed), data, str(ckpt) if arm.get("fit") else None, f"arm {name}")
+        inner = build_estimator(spec, data, str(ckpt) if arm.get("fit") else None, f"arm {name}", seed=seed)
         metered_truth = None
     est = Metered(inner, out / "estimates.jsonl", metered_truth)
     # Only an arm whose estimator trains candidates itself takes the executor (the truth trains in process).

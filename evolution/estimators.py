@@ -76,18 +76,22 @@ class Initializer(Protocol):
         ...
 
 
-def build_estimator(spec: dict, data, checkpoint: str | None = None, where: str = "the config"):
+def build_estimator(spec: dict, data, checkpoint: str | None = None, where: str = "the config",
+                    seed: int | None = None):
     """The estimator a config's ``{class_path, init_args}`` names, on ``data``; ``checkpoint`` fills
-    that argument where the class takes one (a run hands it the checkpoint it trained). Settings
-    the class does not take are one line naming ``where``."""
+    that argument where the class takes one (a run hands it the checkpoint it trained), ``seed``
+    likewise unless the spec sets one. Settings the class does not take are one line naming ``where``."""
     from inspect import signature
 
     from evolution.cli import import_class
 
     cls = import_class(spec["class_path"])
     args = {**(spec.get("init_args") or {}), "data": data}
-    if checkpoint is not None and "checkpoint" in signature(cls).parameters:
+    takes = signature(cls).parameters
+    if checkpoint is not None and "checkpoint" in takes:
         args["checkpoint"] = checkpoint
+    if seed is not None and "seed" in takes:
+        args.setdefault("seed", seed)
     try:
         return cls(**args)
     except TypeError as err:

@@ -163,13 +163,6 @@ def load_pairs(path: str) -> tuple[list[Genome], list[float]]:
     return [Genome.from_dict(r["genome"]) for r in rows], [float(r["accuracy"]) for r in rows]
 
 
-def _front2(F: np.ndarray) -> np.ndarray:
-    """The non-dominated rows of 2-objective ``F`` (both minimised) by one sort and sweep."""
-    F = F[np.lexsort((F[:, 1], F[:, 0]))]
-    keep = F[:, 1] < np.minimum.accumulate(np.concatenate(([np.inf], F[:-1, 1])))
-    return F[keep]
-
-
 def _log_flops_bound(genome: Genome) -> float:
     """log of an upper bound on the FLOPs of any genome of ``genome``'s grid (every level pair fully
     connected), plus 1: a fixed hypervolume reference on the log-FLOPs axis."""
@@ -220,14 +213,7 @@ class PredictorEstimator:
         if scorer:
             from evolution.estimators import build_estimator
 
-            from inspect import signature
-
-            from evolution.cli import import_class
-
-            args = dict(scorer.get("init_args") or {})
-            if "seed" in signature(import_class(scorer["class_path"])).parameters:
-                args.setdefault("seed", seed)  # the search's seed, as the scorer would get as its own arm
-            self.scorer = build_estimator({**scorer, "init_args": args}, data, checkpoint, "PredictorEstimator scorer")
+            self.scorer = build_estimator(scorer, data, checkpoint, "PredictorEstimator scorer", seed=seed)
         self.X: list[list[float]] = []
         self.y: list[float] = []
         self.stats = {"trained": 0, "predicted": 0}
@@ -284,7 +270,8 @@ class PredictorEstimator:
         to the front of the genomes measured so far plus those already picked (ties: the higher
         ``hope``). The reference point is fixed by the grid (``bound``), not by the batch."""
         known = np.array(self.X)[:, FEATURES.index("log_flops")]
-        front = _front2(np.stack([1.0 - np.array(self.y), known], 1))
+        front = np.stack([1.0 - np.array(self.y), known], 1)
+        front = front[nsga2.pareto_front(front)]  # hypervolume drops dominated points itself: this keeps the loop small
         ref = np.array([1.0, bound])
         picked: list[int] = []
         for _ in range(min(k, len(error))):
@@ -293,7 +280,7 @@ class PredictorEstimator:
                              for i, (e, f) in enumerate(zip(error, logf))])
             best = int(np.lexsort((-hope, -gain))[0])
             picked.append(best)
-            front = _front2(np.vstack([front, [error[best], logf[best]]]))
+            front = np.vstack([front, [error[best], logf[best]]])
         return picked
 
     def update(self, population: Sequence[Genome]) -> None:
