@@ -163,7 +163,7 @@ def load_pairs(path: str) -> tuple[list[Genome], list[float]]:
     return [Genome.from_dict(r["genome"]) for r in rows], [float(r["accuracy"]) for r in rows]
 
 
-def _log_flops_bound(genome: Genome) -> float:
+def log_flops_bound(genome: Genome) -> float:
     """log of an upper bound on the FLOPs of any genome of ``genome``'s grid (every level pair fully
     connected), plus 1: a fixed hypervolume reference on the log-FLOPs axis."""
     counts = np.bincount(genome.space.level).astype(float)
@@ -221,6 +221,9 @@ class PredictorEstimator:
             gs, accs = load_pairs(pairs)
             self.X, self.y = self.features(gs).tolist(), list(accs)
             self.predictor.fit(np.array(self.X), np.array(self.y))
+        # Rows before this one came from ``pairs``: they teach the predictor, but another recipe's
+        # accuracies are no front for ``hv`` to beat.
+        self.loaded = len(self.y)
 
     def features(self, genomes: Sequence[Genome], parents: Sequence[Parent | None] | None = None) -> np.ndarray:
         X = np.stack([genome_features(g) for g in genomes])
@@ -248,7 +251,7 @@ class PredictorEstimator:
             if self.select == "pareto":
                 train = nsga2.survival(np.stack([err, logf], 1), k).tolist()
             elif self.select == "hv":
-                train = self._hv_pick(err, logf, hope, k, _log_flops_bound(genomes[0]))
+                train = self._hv_pick(err, logf, hope, k, log_flops_bound(genomes[0]))
             else:
                 train = np.argsort(-hope)[:k].tolist()
         out: list[Estimate | None] = [None] * n
@@ -267,11 +270,12 @@ class PredictorEstimator:
 
     def _hv_pick(self, error: np.ndarray, logf: np.ndarray, hope: np.ndarray, k: int, bound: float) -> list[int]:
         """``k`` genomes, one at a time: the one whose (error, log FLOPs) point adds the most hypervolume
-        to the front of the genomes measured so far plus those already picked (ties: the higher
+        to the front of the genomes this search measured so far (not ``pairs``) plus those already picked (ties: the higher
         ``hope``). The reference point is fixed by the grid (``bound``), not by the batch."""
-        known = np.array(self.X)[:, FEATURES.index("log_flops")]
-        front = np.stack([1.0 - np.array(self.y), known], 1)
-        front = front[nsga2.pareto_front(front)]  # hypervolume drops dominated points itself: this keeps the loop small
+        col = FEATURES.index("log_flops")
+        front = np.array([[1.0 - a, x[col]] for x, a in zip(self.X[self.loaded:], self.y[self.loaded:])]).reshape(-1, 2)
+        if len(front):  # hypervolume drops dominated points itself: this keeps the loop small
+            front = front[nsga2.pareto_front(front)]
         ref = np.array([1.0, bound])
         picked: list[int] = []
         for _ in range(min(k, len(error))):
@@ -288,7 +292,7 @@ class PredictorEstimator:
             self.scorer.update(population)
 
     def state_dict(self) -> dict:
-        state = {"X": self.X, "y": self.y, "stats": dict(self.stats)}
+        state = {"X": self.X, "y": self.y, "stats": dict(self.stats), "loaded": self.loaded}
         if self.scorer is not None and hasattr(self.scorer, "state_dict"):
             state["scorer"] = self.scorer.state_dict()
         return state
@@ -301,6 +305,7 @@ class PredictorEstimator:
         if self.scorer is not None and hasattr(self.scorer, "load_state_dict") and state.get("scorer") is None:
             raise RuntimeError("PredictorEstimator: the saved state has no scorer state, this estimator has a scorer")
         self.X, self.y, self.stats = list(state["X"]), list(state["y"]), dict(state["stats"])
+        self.loaded = int(state.get("loaded", 0))
         if state.get("scorer") is not None and self.scorer is not None and hasattr(self.scorer, "load_state_dict"):
             self.scorer.load_state_dict(state["scorer"])
         if len(self.y) >= 2:

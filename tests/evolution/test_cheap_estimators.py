@@ -12,7 +12,7 @@ from evolution.ensemble import EnsembleEstimator
 from evolution.estimators import Estimator, build_estimator
 from evolution.genome import SearchSpace
 from evolution.halving import HalvingEstimator
-from evolution.predictor import FEATURES, Predictor, PredictorEstimator, genome_features
+from evolution.predictor import FEATURES, Predictor, PredictorEstimator, genome_features, log_flops_bound
 from evolution.proxies import PROXIES, ProxyEstimator
 from evolution.sampling import random_genome
 
@@ -264,6 +264,17 @@ def test_pareto_selection_trains_the_predicted_front_not_only_the_largest(data):
     est.X = est.features([gs[0], gs[0]]).tolist()
     est.estimate(gs)
     assert sorted(trained) == [12, 13, 14, 15]
+    # the same rows loaded from ``pairs`` (another recipe's accuracies) teach the predictor but are no
+    # front to beat: the picks are those against an empty front, the largest optimistic gains
+    trained = []
+    est.y, est.X, est.loaded = [0.99, 0.99], est.features([gs[0], gs[0]]).tolist(), 2
+    est.estimate(gs)
+    X = est.features(gs)
+    empty = PredictorEstimator(data, warmup=2, steps=2, select="hv")
+    bound = log_flops_bound(gs[0])
+    assert trained == empty._hv_pick(1 - hope, X[:, FEATURES.index("log_flops")], hope, 4, bound)
+    assert sorted(trained) != [12, 13, 14, 15]
+    assert est.state_dict()["loaded"] == 2
     with pytest.raises(ValueError, match="select 'best'"):
         PredictorEstimator(data, select="best")
 
