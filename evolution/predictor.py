@@ -187,7 +187,9 @@ class PredictorEstimator:
     ones a search also keeps on its front are only ever predicted; ``pareto`` looks only within the batch.
     ``scorer``: another estimator's ``{class_path, init_args}`` (e.g. a ``SupernetEstimator``, handed
     ``checkpoint`` and, where it takes one, the search's ``seed``) whose score of each genome is one more
-    feature; it is updated with the population and saved with the predictor's state."""
+    feature; it is updated with the population and saved with the predictor's state. A measured row
+    keeps the score the scorer gave it then: rescoring the whole history at each refit would cost a
+    scorer pass over every genome trained so far, so an updating scorer's column drifts with age."""
 
     SELECT = ("score", "pareto", "hv")
 
