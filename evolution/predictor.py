@@ -181,7 +181,7 @@ class PredictorEstimator:
     or ``pareto`` (NSGA-II survival within the batch on (optimistic predicted error, log FLOPs): front
     by front, its ends first; with 2 of 8 children that is the best-predicted and the smallest child)
     or ``hv`` (one at a time, the largest hypervolume its optimistic predicted point would add to the
-    front of the genomes measured so far and those already picked, as expected-improvement
+    front of the genomes this search measured so far (not ``pairs``) and those already picked, as expected-improvement
     acquisitions do; ties by prediction; predictions clipped to [0, 1]). By score
     alone the trained share gathers at the large genomes, whose accuracy is highest, and the small
     ones a search also keeps on its front are only ever predicted; ``pareto`` looks only within the batch.

@@ -274,7 +274,16 @@ def test_pareto_selection_trains_the_predicted_front_not_only_the_largest(data):
     bound = log_flops_bound(gs[0])
     assert trained == empty._hv_pick(1 - hope, X[:, FEATURES.index("log_flops")], hope, 4, bound)
     assert sorted(trained) != [12, 13, 14, 15]
-    assert est.state_dict()["loaded"] == 2
+    # a loaded row before the search's own: the own rows (8 at 0.95, 15 at 0.96) are the front, as above
+    trained = []
+    est.y, est.X, est.loaded = [0.99, 0.95, 0.96], est.features([gs[0], gs[8], gs[15]]).tolist(), 1
+    est.estimate(gs)
+    assert len(trained) == 4 and max(trained) < 8
+    again = PredictorEstimator(data, warmup=2, steps=2, select="hv")
+    again.load_state_dict(est.state_dict())
+    assert again.loaded == 1
+    again.load_state_dict({k: v for k, v in est.state_dict().items() if k != "loaded"})  # saved before "loaded"
+    assert again.loaded == 0
     with pytest.raises(ValueError, match="select 'best'"):
         PredictorEstimator(data, select="best")
 
@@ -326,7 +335,7 @@ def test_predictor_starts_from_pairs_in_a_file(data, tmp_path):
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps({"genome": g.to_dict(), "accuracy": 0.1 * i}) + "\n" for i, g in enumerate(gs)))
     est = PredictorEstimator(data, warmup=4, pairs=str(path), steps=3)
-    assert est.y == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    assert est.y == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4]) and est.loaded == 5
     out = est.estimate(genomes(4, seed=9))  # past warmup: only a quarter is trained
     assert est.stats == {"trained": 1, "predicted": 3} and all(e.ok for e in out)
     with pytest.raises(ValueError, match="neither a run directory"):
