@@ -81,9 +81,11 @@ def near_cost(est: np.ndarray, s: dict) -> dict:
 def iso_bootstrap(est: np.ndarray, truth: np.ndarray, seeds: np.ndarray, levels: np.ndarray,
                   n: int = 2000, seed: int = 0) -> dict:
     """How much ``iso_pairwise_vs_ceiling`` owes to which genomes the iso set happens to hold: the
-    genomes are resampled with replacement within each level (a genome drawn twice forms a pair the
-    truth ties, which is left out), and the estimate's share and the ceiling are measured again on
-    each resample. Returns the 5th and 95th percentiles and the share of resamples below 0.8."""
+    genomes are resampled with replacement within each level (a genome drawn twice is not paired
+    with itself; its pairs count twice), and on each resample the estimate's share (its scores kept
+    as they are: a predictor is not refit) and the ceiling are taken again on the same pairs. The
+    resamples depend on ``seed`` and the set only, so two estimators' ``ratios`` pair up. Returns the
+    5th and 95th percentiles, the share of resamples below 0.8 and the ratios themselves."""
     rng = np.random.default_rng(seed)
     est, truth, levels = np.asarray(est, dtype=float), np.asarray(truth, dtype=float), np.asarray(levels)
     whole = np.isfinite(seeds[:, :4]).all(1) if seeds.shape[1] >= 4 else np.ones(len(truth), bool)
@@ -91,11 +93,10 @@ def iso_bootstrap(est: np.ndarray, truth: np.ndarray, seeds: np.ndarray, levels:
     ratios = []
     for _ in range(n):
         pick = np.concatenate([rng.choice(g, len(g)) for g in groups])
-        pairs = iso_pairs(levels[pick])
-        pairs = pick[pairs]
+        pairs = pick[iso_pairs(levels[pick])]
         pairs = pairs[pairs[:, 0] != pairs[:, 1]]
         top = ceiling(seeds, pairs)
-        ratios.append(pairwise(est, truth, pairs) / top)
+        ratios.append(pairwise(est, truth, pairs) / top if top > 0 else float("nan"))
     r = np.asarray(ratios)
-    return {"iso_vs_ceiling_p5": float(np.percentile(r, 5)), "iso_vs_ceiling_p95": float(np.percentile(r, 95)),
-            "iso_vs_ceiling_share_below_0.8": float(np.mean(r < 0.8)), "resamples": n}
+    return {"iso_vs_ceiling_p5": float(np.nanpercentile(r, 5)), "iso_vs_ceiling_p95": float(np.nanpercentile(r, 95)),
+            "iso_vs_ceiling_share_below_0.8": float(np.mean(r < 0.8)), "resamples": n, "ratios": r}

@@ -184,7 +184,9 @@ def iso_set(space: SearchSpace, per_level: int, seed: int = 0) -> list[dict]:
     for level in ISO_LEVELS:
         for i in range(per_level):
             recipe, g = _iso_recipe(i, level), None
-            for attempt in range(12):
+            # 12 attempts sufficed for the first 24 of each level; attempts 17+ share seeds with the next
+            # genome's first ones, but its recipe has another depth, so the genomes differ
+            for attempt in range(30):
                 if attempt == 6:  # this recipe cannot reach the level: the plain local one of its depth
                     recipe = {**recipe, "conv": None, "long": False}
                 g = _at_flops(space, recipe, level, seed * 100_003 + level * 31 + i * 17 + attempt)
@@ -193,6 +195,21 @@ def iso_set(space: SearchSpace, per_level: int, seed: int = 0) -> list[dict]:
             if g is None:
                 raise RuntimeError(f"iso set: no genome of {recipe} reaches {level} FLOPs")
             out.append({"genome": g.to_dict(), "level": level, "recipe": recipe})
+    return out
+
+
+def extended_iso(saved: list[dict], fresh: list[dict], per_level: int) -> list[dict]:
+    """``saved`` with the genomes of ``fresh`` (``iso_set(space, per_level)``) it lacks appended, level
+    by level, so a larger ``--iso`` grows the set and keeps every saved entry (and its truth) where it
+    is. Refuses when a saved genome is not the one ``iso_set`` draws at its place now."""
+    out = list(saved)
+    for j, level in enumerate(ISO_LEVELS):
+        mine = [e["genome"] for e in saved if e["level"] == level]
+        drawn = fresh[j * per_level:(j + 1) * per_level]
+        if mine != [e["genome"] for e in drawn[:len(mine)]]:
+            raise SystemExit(f"error: the saved iso set's {level}-FLOPs genomes are not what iso_set draws now; "
+                             "build the larger set into a new file")
+        out += drawn[len(mine):]
     return out
 
 
@@ -211,7 +228,7 @@ def main() -> None:
     ap.add_argument("--lineage", type=int, default=60)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--iso", type=int, default=0, help="genomes per FLOPs level of the iso-cost set (0: none)")
+    ap.add_argument("--iso", type=int, default=0, help="genomes per FLOPs level of the iso-cost set (0: none; more than it holds: appended)")
     ap.add_argument("--threads", type=int, default=2)
     common.add_data_root(ap)
     args = ap.parse_args()
@@ -226,8 +243,8 @@ def main() -> None:
         genomes, history = lineage_set(space, data, args.lineage)
         doc["lineage"] = [{"genome": g.to_dict(), "search": h} for g, h in zip(genomes, history)]
         save(doc)
-    if args.iso and "iso" not in doc:
-        doc["iso"] = iso_set(space, args.iso)
+    if args.iso > min((sum(e["level"] == v for e in doc.get("iso", [])) for v in ISO_LEVELS)):
+        doc["iso"] = extended_iso(doc.get("iso", []), iso_set(space, args.iso), args.iso)
         save(doc)
     # "seeds": what the broad and lineage entries hold; a run asking for fewer trains nothing and lowers nothing
     doc.update({"epochs": args.epochs, "seeds": max(args.seeds, doc.get("seeds", 0)), "lr": 3e-3, "batch_size": 128,

@@ -1,5 +1,6 @@
 """The cost-aware ranking measures of benchmarks/pairwise.py."""
 import numpy as np
+import pytest
 
 from benchmarks import pairwise
 
@@ -31,4 +32,60 @@ def test_iso_bootstrap_brackets_the_figure_and_is_seeded():
     b = pairwise.iso_bootstrap(noisy, truth, seeds, levels, n=300)
     whole = pairwise.cost_aware(noisy, truth, seeds, pairwise.iso_pairs(levels), "iso")["iso_pairwise_vs_ceiling"]
     assert b["iso_vs_ceiling_p5"] < whole < b["iso_vs_ceiling_p95"]
-    assert b == pairwise.iso_bootstrap(noisy, truth, seeds, levels, n=300)
+    again = pairwise.iso_bootstrap(noisy, truth, seeds, levels, n=300)
+    assert np.array_equal(b.pop("ratios"), again.pop("ratios")) and b == again
+
+
+def test_iso_bootstrap_takes_estimate_and_ceiling_on_the_same_pairs():
+    """The ceiling's own estimator (seeds 2, 3 against the truth of seeds 0, 1) is at 1.0 of it on
+    every resample, genomes without all four seeds left out of both."""
+    rng = np.random.default_rng(1)
+    levels = np.repeat([2000, 20000, 100000], 16)
+    seeds = rng.normal(size=48)[:, None] + 0.7 * rng.normal(size=(48, 4))
+    seeds[[3, 25, 47], 2:] = np.nan
+    b = pairwise.iso_bootstrap(seeds[:, 2:4].mean(1), seeds[:, :2].mean(1), seeds, levels, n=100)
+    assert b["iso_vs_ceiling_p5"] == b["iso_vs_ceiling_p95"] == 1.0
+
+
+def test_extended_iso_appends_per_level_and_refuses_another_draw():
+    from benchmarks.ranking_sets import ISO_LEVELS, extended_iso
+
+    def draw(per_level):
+        return [{"genome": f"{v}-{i}", "level": v} for v in ISO_LEVELS for i in range(per_level)]
+
+    grown = extended_iso(draw(2), draw(4), 4)
+    assert grown[:6] == draw(2) and len(grown) == 12
+    again = extended_iso(grown, draw(6), 6)  # a second growth: the saved order is no longer iso_set's
+    assert again[:12] == grown and sorted(e["genome"] for e in again) == sorted(e["genome"] for e in draw(6))
+    assert extended_iso(again, draw(6), 6) == again
+    tampered = [dict(e) for e in grown]
+    tampered[9]["genome"] = "other"  # 20000-3, appended by the first growth
+    with pytest.raises(SystemExit, match="20000-FLOPs genomes are not what iso_set draws now"):
+        extended_iso(tampered, draw(6), 6)
+
+
+def test_halving_scores_one_halving_per_level_on_the_iso_set(monkeypatch):
+    from types import SimpleNamespace
+
+    from benchmarks import ranking_cheap
+
+    batches = []
+
+    class Fake:
+        def __init__(self, *a, **k):
+            self.calls = 0
+
+        def estimate(self, gs):
+            self.calls += 1
+            batches.append((id(self), list(gs)))
+            return [SimpleNamespace(score=float(g) + self.calls) for g in gs]
+
+    monkeypatch.setattr(ranking_cheap, "HalvingEstimator", Fake)
+    monkeypatch.setattr(ranking_cheap, "cost", SimpleNamespace(flops=lambda g: SimpleNamespace(total=g)))
+    gs = [2000, 20500, 1990, 99000, 2010, 20000]
+    out = ranking_cheap.halving_scores(None, gs, 8, by_level=True)
+    assert [b for _, b in batches] == [[2000, 1990, 2010], [20500, 20000], [99000]]
+    assert len({i for i, _ in batches}) == 3 and out == [g + 1.0 for g in gs]
+    batches.clear()
+    ranking_cheap.halving_scores(None, gs, 4)  # a search's generations: consecutive, one estimator
+    assert [b for _, b in batches] == [gs[:4], gs[4:]] and len({i for i, _ in batches}) == 1
