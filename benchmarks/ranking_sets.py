@@ -250,7 +250,7 @@ def main() -> None:
     doc.update({"epochs": args.epochs, "seeds": max(args.seeds, doc.get("seeds", 0)), "lr": 3e-3, "batch_size": 128,
                 "split": "mnist-t10k, seed 0: 8,000 train / 2,000 validation", "grid": space.to_dict()})
     names = [k for k in ("broad", "lineage", "iso") if k in doc]
-    total = sum(len(doc[k]) for k in names)
+    total = sum(len(doc[k]) for k in names) + len(doc.get("iso", []))  # the iso set takes two passes
     done = 0
     # The iso set's truth always has 4 seeds (its pairs are close; its ceiling is two 2-seed means),
     # seeds 0, 1 of every genome first; trained by the same recipe in TrainEstimator's plain loop.
