@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import base64
 import gzip
+import hashlib
 import json
 from pathlib import Path
 
@@ -137,24 +138,65 @@ def unpack_genome(genome: dict) -> dict:
     return {**{k: v for k, v in genome.items() if k != "edges_delta_int16"}, "edges": edges.tolist()}
 
 
-def load_ranking_sets(path: Path = RANKING_SETS, iso: Path = RANKING_SETS_ISO) -> dict:
-    """The saved sets: ``{"broad": [...], "lineage": [...], "iso": [...]}``, each entry with genome and truth."""
+def genome_sha256(genome: dict) -> str:
+    """A digest of a genome dict's content (any packing), to check a regenerated genome against."""
+    g = unpack_genome(genome)
+    return hashlib.sha256(json.dumps(g, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _iso_genomes(part: dict) -> list[dict]:
+    """The iso set's entries with their genomes drawn again (``ranking_sets.iso_set`` is deterministic;
+    the file keeps each genome's level, index and digest, not its edges, which are megabytes) and
+    checked against the digests."""
+    from benchmarks.ranking_sets import ISO_LEVELS, iso_set
+    from evolution.genome import SearchSpace
+
+    entries = part["iso"]
+    per_level = 1 + max(e["index"] for e in entries)
+    print(f"drawing the iso set's {len(entries)} genomes again (about a minute)", flush=True)
+    fresh = iso_set(SearchSpace.from_dict(part["space"]), per_level)
+    out = []
+    for e in entries:
+        g = fresh[ISO_LEVELS.index(e["level"]) * per_level + e["index"]]["genome"]
+        if genome_sha256(g) != e["genome_sha256"]:
+            raise SystemExit(f"error: iso genome {e['index']} of level {e['level']} is not what iso_set draws now; "
+                             "the iso set must be rebuilt (python -m benchmarks.ranking_sets --iso N into a new file)")
+        out.append({**{k: v for k, v in e.items() if k not in ("genome_sha256", "index")}, "genome": g})
+    return out
+
+
+def load_ranking_sets(path: Path = RANKING_SETS, iso: Path | None = RANKING_SETS_ISO) -> dict:
+    """The saved sets: ``{"broad": [...], "lineage": [...], "iso": [...]}``, each entry with genome and
+    truth; ``iso=None``: without the iso set (whose genomes take a minute to draw again)."""
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; build it with python -m benchmarks.ranking_sets")
     doc = json.loads(gzip.decompress(path.read_bytes()))
-    if iso.exists():
-        doc["iso"] = json.loads(gzip.decompress(iso.read_bytes()))["iso"]
+    if iso is not None and iso.exists():
+        part = json.loads(gzip.decompress(iso.read_bytes()))
+        doc["iso"] = _iso_genomes(part) if part["iso"] and "genome" not in part["iso"][0] else part["iso"]
     for name in ("broad", "lineage", "iso"):
         for entry in doc.get(name, []):
             entry["genome"] = unpack_genome(entry["genome"])
     return doc
 
 
+def _iso_part(entries: list[dict]) -> dict:
+    """The iso set as saved: per entry its level, index within the level (entries of a level are in
+    index order), digest and truth; the grid once."""
+    seen: dict[int, int] = {}
+    out = []
+    for e in entries:
+        index = seen[e["level"]] = seen.get(e["level"], -1) + 1
+        out.append({**{k: v for k, v in e.items() if k != "genome"}, "index": index,
+                    "genome_sha256": genome_sha256(e["genome"])})
+    return {"space": entries[0]["genome"]["space"] if entries else None, "iso": out}
+
+
 def save_ranking_sets(doc: dict, path: Path = RANKING_SETS, iso: Path = RANKING_SETS_ISO) -> None:
     packed = {**doc, **{name: [{**e, "genome": pack_genome(e["genome"])} for e in doc[name]]
-                        for name in ("broad", "lineage", "iso") if name in doc}}
-    iso_part = packed.pop("iso", None)
-    for file, part in ((path, packed), (iso, None if iso_part is None else {"iso": iso_part})):
+                        for name in ("broad", "lineage") if name in doc}}
+    iso_part = _iso_part(packed.pop("iso")) if "iso" in packed else None
+    for file, part in ((path, packed), (iso, iso_part)):
         if part is None or file.exists() and json.loads(gzip.decompress(file.read_bytes())) == json.loads(json.dumps(part)):
             continue  # unchanged: the file (and its gzip timestamp) stays as it is
         _atomic(file, gzip.compress(json.dumps(part, separators=(",", ":")).encode(), 9))

@@ -48,7 +48,7 @@ def test_every_results_summary_is_short():
 
 
 def test_the_ranking_page_and_picture_come_from_the_saved_json(tmp_path):
-    sets = common.load_ranking_sets()
+    sets = common.load_ranking_sets(iso=None)
     doc = common.read_results("ranking")
     assert "estimates" in doc and "estimates" not in json.loads((BENCHMARKS / "results/ranking.json").read_text())
     n = len(common.with_truth(sets, "broad"))
@@ -110,3 +110,20 @@ def test_raw_files_are_byte_stable(tmp_path, monkeypatch):
         return (tmp_path / "r.raw.json.gz").read_bytes()
 
     assert written(1e9) == written(2e9)
+
+
+def test_the_iso_set_is_saved_as_digests_and_drawn_again_exactly(tmp_path):
+    from benchmarks.ranking_sets import iso_set
+    from evolution.genome import SearchSpace
+
+    space = json.loads(gzip.decompress(common.RANKING_SETS_ISO.read_bytes()))["space"]
+    entries = [{**e, "acc": [0.5, 0.6]} for e in iso_set(SearchSpace.from_dict(space), 1)]
+    iso = tmp_path / "iso.json.gz"
+    common.save_ranking_sets({"broad": [], "iso": entries}, path=tmp_path / "sets.json.gz", iso=iso)
+    saved = json.loads(gzip.decompress(iso.read_bytes()))
+    assert "genome" not in saved["iso"][0] and len(iso.read_bytes()) < 2000
+    assert common.load_ranking_sets(tmp_path / "sets.json.gz", iso)["iso"] == json.loads(json.dumps(entries))
+    saved["iso"][1]["genome_sha256"] = "0" * 64
+    iso.write_bytes(gzip.compress(json.dumps(saved).encode()))
+    with pytest.raises(SystemExit, match="iso genome 0 of level 20000 is not what iso_set draws now"):
+        common.load_ranking_sets(tmp_path / "sets.json.gz", iso)
