@@ -106,7 +106,7 @@ def test_a_killed_arm_resumes_where_it_stopped(tmp_path, monkeypatch):
 def test_an_iteration_saved_before_its_ledger_row_is_charged_on_resume(tmp_path, monkeypatch):
     """Killed after the search saved iteration 2 but before the benchmark's ledger row for it: the
     rerun writes that row and charges its estimates' CPU-seconds, so no iteration is free."""
-    args = ["--preset", "tiny", "--arms", "train-low", "--budget", "1.5", "--work", str(tmp_path / "w"),
+    args = ["--preset", "tiny", "--arms", "train-low", "--budget", "4", "--work", str(tmp_path / "w"),
             "--results", str(tmp_path / "r")]
     real = search_cost.Search.step
 
