@@ -16,8 +16,24 @@ import torch
 ACCELERATORS = ("auto", "cpu", "cuda", "gpu")
 
 
+def cheap_cuda_probe() -> None:
+    """Make ``torch.cuda.is_available()`` cheap where torch sees no CUDA device.
+
+    Lightning's import sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` so that asking never poisons a fork on
+    a GPU machine; each ask then loads NVML afresh, and Adam asks at every step (its graph-capture
+    health check), which on a CUDA build of torch without a GPU is a large share of a small network's
+    step. With no device visible there is nothing a fork could poison, so the CUDA runtime's count,
+    cached after its first call, answers instead. Nothing changes where a device is visible.
+    """
+    import lightning.fabric  # noqa: F401  (its import sets the variable: set ours after it)
+
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1" and not torch.cuda.is_available():
+        os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """``device`` as a ``torch.device``; ``"auto"``: ``cuda`` when available, else ``cpu``."""
+    cheap_cuda_probe()
     if isinstance(device, torch.device):
         return device
     if device == "auto":

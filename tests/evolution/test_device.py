@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from evolution.device import accelerator_device, deterministic, resolve_device
+from evolution.device import accelerator_device, cheap_cuda_probe, deterministic, resolve_device
 
 
 def test_auto_is_the_cpu_without_cuda_and_bad_devices_are_one_line():
@@ -43,3 +43,17 @@ def test_search_hands_its_accelerator_to_an_estimator_left_at_auto():
     assert placed(pinned).estimator.init_args.device == "cpu" and pinned.deterministic is True
     with pytest.raises(ValueError, match="accelerator 'tpu'"):
         placed(parser.parse_args(["--config", config, "--accelerator", "tpu"]))
+
+
+def test_the_cuda_probe_skips_nvml_only_where_no_device_is_visible(monkeypatch):
+    import lightning.fabric  # noqa: F401  (it sets the variable on import)
+
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    seen = torch.cuda.is_available()
+    resolve_device("cpu")
+    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == ("1" if seen else "0")
+    assert torch.cuda.is_available() == seen  # the answer is the same, only cheaper
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine: forks stay safe
+    cheap_cuda_probe()
+    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"
