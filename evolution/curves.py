@@ -11,6 +11,8 @@ now plus the largest gain (``quantile`` 1; a lower quantile stops more, at a ris
 the end that the fully trained genomes made, plus a ``slack``: an empirical bound that needs ``calibrate`` full curves before anything is stopped.
 ``projection: linear`` instead regresses the final accuracy on the accuracy at the check over the
 fully trained genomes and adds the largest residual: a gain that depends on where a genome stands.
+The decision itself is ``StopRule`` (no training in it), so recorded curves can be replayed under
+other settings.
 """
 from __future__ import annotations
 
@@ -73,38 +75,25 @@ class CurveEstimator(TrainEstimator):
         return fit_curve(s, a, self.horizon), None
 
 
-class EarlyStopTrain(TrainEstimator):
-    """Full training (a ``TrainEstimator`` recipe: ``epochs`` or ``steps``, usually ``schedule:
-    cosine``) with multi-objective early stopping at fractions ``checks`` of the steps.
+class StopRule:
+    """The stopping decision apart from any training, so a recorded stream of learning curves can be
+    replayed under other settings (``benchmarks/early_stop_replay.py``).
 
-    A stopped genome scores its optimistic projection (which the archive dominates); ``report()``
-    gives the steps run against the steps full training would have run, and every ``sample``-th
-    stopped genome with the archive it was stopped against, for the check whether it would have
-    made the front had it trained to the end. ``stop: false`` measures without stopping.
+    It keeps the archive of the genomes trained to the end (accuracy, FLOPs; non-dominated), their
+    gains from each check to the end and their final accuracies, and stops a genome at a check when
+    its optimistic projection is dominated by that archive.
     """
 
-    def __init__(self, data, checks: Sequence[float] = (0.1, 0.2, 0.3, 0.5, 0.7), calibrate: int = 8,
-                 slack: float = 0.005, quantile: float = 1.0, projection: str = "gain", sample: int = 5,
-                 stop: bool = True, seed: int = 0, **kwargs) -> None:
-        super().__init__(data, seed=seed, **kwargs)
-        if not all(0 < c < 1 for c in checks) or calibrate < 1:
-            raise ValueError(f"EarlyStopTrain: checks {list(checks)} must lie in (0, 1), calibrate {calibrate} >= 1")
-        self.checks, self.calibrate, self.slack, self.sample, self.stop = sorted(checks), calibrate, slack, sample, stop
+    def __init__(self, calibrate: int = 8, slack: float = 0.005, quantile: float = 1.0,
+                 projection: str = "gain") -> None:
+        if calibrate < 1:
+            raise ValueError(f"EarlyStopTrain: calibrate {calibrate}: expected >= 1")
         if projection not in ("gain", "linear"):
             raise ValueError(f"EarlyStopTrain: projection {projection!r}: expected 'gain' or 'linear'")
-        self.quantile, self.kind = quantile, projection
+        self.calibrate, self.slack, self.quantile, self.kind = calibrate, slack, quantile, projection
         self.finals: list[float] = []  # final accuracy of each fully trained genome (beside its gains)
         self.archive: list[tuple[float, int]] = []  # (accuracy, FLOPs) of fully trained genomes, non-dominated
         self.gains: list[list[float]] = []  # per fully trained genome: final minus accuracy at each check
-        self.stats = {"candidates": 0, "stopped": 0, "steps_run": 0, "steps_full": 0}
-        self.stops: list[dict] = []
-
-    def use_executor(self, executor) -> None:
-        """Only in this process: each stop is decided against the archive of the genomes trained before."""
-        if executor is not None and executor.name != "local":
-            raise ValueError(f"executor {executor.name!r}: EarlyStopTrain stops candidates against the archive it "
-                             "keeps in this process; run it with executor local")
-        super().use_executor(executor)
 
     def projection(self, acc: float, check: int) -> float | None:
         """Optimistic final accuracy of a genome at ``acc`` after check ``check``; None before calibration."""
@@ -125,6 +114,54 @@ class EarlyStopTrain(TrainEstimator):
         """Whether an archive genome is at least as accurate and as cheap, and better in one."""
         return any(a >= acc and f <= flops and (a > acc or f < flops) for a, f in self.archive)
 
+    def stop(self, acc: float, check: int, flops: int) -> float | None:
+        """The (clipped) projection when a genome at ``acc`` after check ``check`` stops, else None."""
+        proj = self.projection(acc, check)
+        return min(1.0, proj) if proj is not None and self.dominated(min(1.0, proj), flops) else None
+
+    def finished(self, accs: Sequence[float], final: float, flops: int) -> None:
+        """Record a genome trained to the end: its accuracies at the checks and at the end."""
+        self.gains.append([final - a for a in accs])
+        self.finals.append(final)
+        if not self.dominated(final, flops):
+            self.archive = [(a, f) for a, f in self.archive if not (final >= a and flops <= f)] + [(final, flops)]
+
+    def state_dict(self) -> dict:
+        return {"archive": [list(p) for p in self.archive], "gains": self.gains, "finals": self.finals}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.archive = [(float(a), int(f)) for a, f in state["archive"]]
+        self.gains, self.finals = state["gains"], list(state.get("finals", []))
+
+
+class EarlyStopTrain(TrainEstimator):
+    """Full training (a ``TrainEstimator`` recipe: ``epochs`` or ``steps``, usually ``schedule:
+    cosine``) with multi-objective early stopping at fractions ``checks`` of the steps (``StopRule``).
+
+    A stopped genome scores its optimistic projection (which the archive dominates); ``report()``
+    gives the steps run against the steps full training would have run, and every ``sample``-th
+    stopped genome with the archive it was stopped against, for the check whether it would have
+    made the front had it trained to the end. ``stop: false`` measures without stopping.
+    """
+
+    def __init__(self, data, checks: Sequence[float] = (0.1, 0.2, 0.3, 0.5, 0.7), calibrate: int = 8,
+                 slack: float = 0.005, quantile: float = 1.0, projection: str = "gain", sample: int = 5,
+                 stop: bool = True, seed: int = 0, **kwargs) -> None:
+        super().__init__(data, seed=seed, **kwargs)
+        if not all(0 < c < 1 for c in checks):
+            raise ValueError(f"EarlyStopTrain: checks {list(checks)} must lie in (0, 1)")
+        self.rule = StopRule(calibrate, slack, quantile, projection)
+        self.checks, self.sample, self.stop = sorted(checks), sample, stop
+        self.stats = {"candidates": 0, "stopped": 0, "steps_run": 0, "steps_full": 0}
+        self.stops: list[dict] = []
+
+    def use_executor(self, executor) -> None:
+        """Only in this process: each stop is decided against the archive of the genomes trained before."""
+        if executor is not None and executor.name != "local":
+            raise ValueError(f"executor {executor.name!r}: EarlyStopTrain stops candidates against the archive it "
+                             "keeps in this process; run it with executor local")
+        super().use_executor(executor)
+
     def _one(self, genome: Genome, parent: Parent | None) -> Estimate:
         import time
 
@@ -140,38 +177,29 @@ class EarlyStopTrain(TrainEstimator):
                 run.advance(int(round(frac * run.total)) - run.steps)
                 acc = run.score()
                 accs.append(acc)
-                proj = self.projection(acc, i)
-                if proj is not None and self.dominated(min(1.0, proj), flops):
-                    if self.stop:
-                        self.stats["stopped"] += 1
-                        if (self.stats["stopped"] - 1) % self.sample == 0:
-                            self.stops.append({"genome": genome.to_json(), "flops": flops, "at": frac,
-                                               "projection": proj, "archive": [list(p) for p in self.archive]})
-                        return min(1.0, proj)
+                proj = self.rule.stop(acc, i, flops)
+                if proj is not None and self.stop:
+                    self.stats["stopped"] += 1
+                    if (self.stats["stopped"] - 1) % self.sample == 0:
+                        self.stops.append({"genome": genome.to_json(), "flops": flops, "at": frac,
+                                           "projection": proj, "archive": [list(p) for p in self.rule.archive]})
+                    return proj
             run.advance(run.total - run.steps)
             final = run.score()
-            self.gains.append([final - a for a in accs])
-            self.finals.append(final)
-            self._add(final, flops)
+            self.rule.finished(accs, final, flops)
             return final
 
         score, err = safely(go)
         self.stats["steps_run"] += run.steps
         return Estimate(score, time.perf_counter() - start, err)
 
-    def _add(self, acc: float, flops: int) -> None:
-        if not self.dominated(acc, flops):
-            self.archive = [(a, f) for a, f in self.archive if not (acc >= a and flops <= f)] + [(acc, flops)]
-
     def report(self) -> dict:
         s = self.stats
         return {**s, "steps_saved": 1 - s["steps_run"] / max(1, s["steps_full"]), "stops_sampled": self.stops}
 
     def state_dict(self) -> dict:
-        return {"archive": [list(p) for p in self.archive], "gains": self.gains, "finals": self.finals,
-                "stats": dict(self.stats), "stops": self.stops}
+        return {**self.rule.state_dict(), "stats": dict(self.stats), "stops": self.stops}
 
     def load_state_dict(self, state: dict) -> None:
-        self.archive = [(float(a), int(f)) for a, f in state["archive"]]
-        self.gains, self.stats, self.stops = state["gains"], dict(state["stats"]), list(state["stops"])
-        self.finals = list(state.get("finals", []))
+        self.rule.load_state_dict(state)
+        self.stats, self.stops = dict(state["stats"]), list(state["stops"])
