@@ -75,10 +75,7 @@ def module_cli(module, args: list[str]) -> None:
     and ``num_classes``: the supernet's and the hypernet's commands."""
     import lightning.pytorch as pl
 
-    from evolution.device import cheap_cuda_probe
     from evolution.train import DataShapeCLI, LoggerSaveConfigCallback
-
-    cheap_cuda_probe()
 
     DataShapeCLI(module, pl.LightningDataModule, subclass_mode_data=True, args=args,
                  parser_kwargs={"exit_on_error": False}, save_config_callback=LoggerSaveConfigCallback,

@@ -180,9 +180,10 @@ class EarlyStopTrain(TrainEstimator):
                 proj = self.rule.stop(acc, i, flops)
                 if proj is not None and self.stop:
                     self.stats["stopped"] += 1
-                    if (self.stats["stopped"] - 1) % self.sample == 0:
+                    if (self.stats["stopped"] - 1) % self.sample == 0:  # the projection before clipping
                         self.stops.append({"genome": genome.to_json(), "flops": flops, "at": frac,
-                                           "projection": proj, "archive": [list(p) for p in self.rule.archive]})
+                                           "projection": self.rule.projection(acc, i),
+                                           "archive": [list(p) for p in self.rule.archive]})
                     return proj
             run.advance(run.total - run.steps)
             final = run.score()

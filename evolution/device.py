@@ -17,17 +17,17 @@ ACCELERATORS = ("auto", "cpu", "cuda", "gpu")
 
 
 def cheap_cuda_probe() -> None:
-    """Make ``torch.cuda.is_available()`` cheap where torch sees no CUDA device.
+    """Make ``torch.cuda.is_available()`` cheap on a machine without a GPU.
 
     Lightning's import sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` so that asking never poisons a fork on
     a GPU machine; each ask then loads NVML afresh, and Adam asks at every step (its graph-capture
     health check), which on a CUDA build of torch without a GPU is a large share of a small network's
-    step. With no device visible there is nothing a fork could poison, so the CUDA runtime's count,
-    cached after its first call, answers instead. Nothing changes where a device is visible.
+    step. Where the machine has no GPU at all there is nothing a fork could poison, so the CUDA
+    runtime's count, cached after its first call, answers instead. Nothing changes where a GPU is
+    seen, or where ``CUDA_VISIBLE_DEVICES`` is set (it may hide a GPU the process is given later).
     """
-    import lightning.fabric  # noqa: F401  (its import sets the variable: set ours after it)
-
-    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1" and not torch.cuda.is_available():
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1" and "CUDA_VISIBLE_DEVICES" not in os.environ \
+            and not torch.cuda.is_available():
         os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
 
 

@@ -14,6 +14,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from torch import Tensor
 
 from evolution import checkpoints, seeds
+from evolution.device import cheap_cuda_probe
 from evolution.genome import Genome
 from evolution.network import SparseNet
 from evolution.scoring import finite
@@ -256,6 +257,10 @@ class GenomeCLI(DataShapeCLI):
     def add_arguments_to_parser(self, parser) -> None:
         super().add_arguments_to_parser(parser)
         parser.add_argument("--test_after_fit", type=bool, default=True, help="run test with the best checkpoint after fit")
+
+    def instantiate_trainer(self, **kwargs):
+        cheap_cuda_probe()  # before the fit's first optimizer step (Lightning is imported by now)
+        return super().instantiate_trainer(**kwargs)
 
     def after_fit(self) -> None:
         if self.config.fit.test_after_fit and not self.trainer.interrupted:

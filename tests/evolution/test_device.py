@@ -45,15 +45,20 @@ def test_search_hands_its_accelerator_to_an_estimator_left_at_auto():
         placed(parser.parse_args(["--config", config, "--accelerator", "tpu"]))
 
 
-def test_the_cuda_probe_skips_nvml_only_where_no_device_is_visible(monkeypatch):
+def test_the_cuda_probe_skips_nvml_only_on_a_machine_without_a_gpu(monkeypatch):
     import lightning.fabric  # noqa: F401  (it sets the variable on import)
 
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     seen = torch.cuda.is_available()
     resolve_device("cpu")
     assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == ("1" if seen else "0")
     assert torch.cuda.is_available() == seen  # the answer is the same, only cheaper
     monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # a GPU may be hidden now and handed over later
+    cheap_cuda_probe()
+    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine: forks stay safe
     cheap_cuda_probe()
     assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"
