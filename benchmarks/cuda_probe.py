@@ -4,7 +4,7 @@ Lightning's import sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1``; with torch's CUDA b
 ``torch.cuda.is_available()`` then loads NVML afresh, and ``torch.optim.Adam`` asks at every step.
 ``evolution.device.cheap_cuda_probe`` (called where estimators resolve their device) lets the CUDA
 runtime's cached count answer instead when no device is visible. Measured side by side in one process
-(the two settings alternate per repeat, medians), one thread:
+(one untimed call of each setting, then on-off and off-on in turn; medians), one thread:
 
 - the probe itself (microseconds a call) and an Adam step on one 300 x 50 weight;
 - training steps per second of ``TrainRun`` (``TrainEstimator``'s loop: the step ``train-low``,
@@ -42,10 +42,14 @@ def _nvml(on: bool) -> None:
 
 
 def _median_pair(fn, repeats: int) -> tuple[float, float]:
-    """Median seconds of ``fn()`` with the NVML probe on and off, alternating per repeat."""
+    """Median seconds of ``fn()`` with the NVML probe on and off: one untimed call of each first (the
+    CUDA runtime's one count, Adam's state), then on-off and off-on in turn, so neither always goes first."""
+    for on in (True, False):
+        _nvml(on)
+        fn()
     times = {True: [], False: []}
-    for _ in range(repeats):
-        for on in (True, False):
+    for k in range(repeats):
+        for on in ((True, False) if k % 2 == 0 else (False, True)):
             _nvml(on)
             start = time.process_time()
             fn()
@@ -101,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args(argv)
+    if args.repeats < 3:
+        ap.exit(2, f"error: --repeats {args.repeats}: expected at least 3 (medians)\n")
     import lightning.fabric  # noqa: F401  (sets the variable, as in every run)
 
     if not hasattr(torch._C, "_cuda_getDeviceCount") or torch.cuda.is_available():

@@ -7,13 +7,13 @@ the same arm differ by 5-10 % of hypervolume on mnist-t10k). This benchmark take
    batch) runs for ``--budget`` CPU-seconds with ``EarlyStopTrain(stop=False)``; each candidate's
    validation accuracy at the checks of ``train-full-es-q75`` (5, 10, 20, 30, 50, 70 % of its steps),
    its final accuracy and its FLOPs are kept, in the order the search met them
-   (``runs/benchmarks/early_stop_replay/PRESET/curvesSEED.json``; a finished seed is not rerun);
+   (``runs/benchmarks/early_stop_replay/PRESET/curvesSEED-BUDGETs.json``; a finished one is not rerun);
 2. **replay**: each ``StopRule`` setting (the estimator's own code) walks that stream: at each check
    it stops the candidate or lets it go on; a candidate that goes to the end joins its archive.
 
 Per preset and rule, over the seeds (means, and the worst seed for the hypervolume):
 ``steps_saved`` (1 - steps run / steps of full training; the stopped candidate's steps up to its
-check), ``stopped``, ``wrongly_stopped`` (share of stopped candidates that would have been
+check), ``stopped``, ``wrongly_stopped`` (pooled over the seeds: share of stopped candidates that would have been
 non-dominated against the archive they were stopped against: the check ``search_cost_cheap`` makes on
 a sample, here on all), ``hv_ratio`` (hypervolume over (validation error, log10 FLOPs) of the rule's
 archive over that of all candidates trained to the end; the preset's reference point) and
@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -60,7 +62,7 @@ class RecordingRule(StopRule):
 
 def record(preset: str, seed: int, budget: float, work: Path, data_root: Path) -> list[dict]:
     """The curves of a ``train-full`` search's candidates on ``seed`` (cached under ``work``)."""
-    path = work / preset / f"curves{seed}.json"
+    path = work / preset / f"curves{seed}-{budget:g}s.json"  # a recording belongs to its budget
     if path.is_file():
         return json.loads(path.read_text())
     cfg = search_cost.PRESETS[preset]
@@ -80,9 +82,12 @@ def record(preset: str, seed: int, budget: float, work: Path, data_root: Path) -
     search.start()
     while time.process_time() - start < budget:
         search.step()
+    if not est.rule.rows:
+        raise ValueError(f"{preset} seed {seed}: no candidate trained to the end in {budget:g} CPU-s")
     doc = {"checks": list(est.checks), "rows": est.rule.rows, "cpu_seconds": time.process_time() - start}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc))
+    tmp = path.with_suffix(".tmp")  # a kill never leaves half a file to be read back
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, path)
     return doc
 
 
@@ -97,8 +102,8 @@ def replay(rows: list[dict], rule: StopRule, checks: list[float]) -> dict:
                 break
         else:
             rule.finished(r["accs"], r["final"], r["flops"])
-    return {"steps_saved": saved / len(rows), "stopped": stopped / len(rows),
-            "wrongly_stopped": wrong / max(1, stopped), "archive": list(rule.archive)}
+    return {"steps_saved": saved / len(rows), "stopped": stopped / len(rows), "n_stopped": stopped, "n_wrong": wrong,
+            "archive": list(rule.archive)}
 
 
 def name(projection: str, quantile: float, slack: float) -> str:
@@ -117,10 +122,13 @@ def run(presets: list[str], seeds: int, budgets: dict, work: Path, data_root: Pa
             for doc in docs:
                 res = replay(doc["rows"], StopRule(8, slack, quantile, projection), doc["checks"])
                 full = retrained_hv([(r["final"], r["flops"]) for r in doc["rows"]], ref)
-                res["hv_ratio"] = retrained_hv(res.pop("archive"), ref) / full
+                res["hv_ratio"] = retrained_hv(res.pop("archive"), ref) / full if full > 0 else float("nan")
                 runs.append(res)
+            stopped = sum(r["n_stopped"] for r in runs)
             per_rule[name(projection, quantile, slack)] = {
-                **{k: float(np.mean([r[k] for r in runs])) for k in ("steps_saved", "stopped", "wrongly_stopped", "hv_ratio")},
+                **{k: float(np.mean([r[k] for r in runs])) for k in ("steps_saved", "stopped", "hv_ratio")},
+                # pooled over the seeds: a seed with no stop says nothing about wrong stops
+                "wrongly_stopped": sum(r["n_wrong"] for r in runs) / stopped if stopped else None,
                 "hv_ratio_worst": float(min(r["hv_ratio"] for r in runs))}
         out[preset] = {"seeds": seeds, "candidates": [len(d["rows"]) for d in docs],
                        "record_cpu_seconds": [round(d["cpu_seconds"], 1) for d in docs], "reference_point": ref,
@@ -139,7 +147,8 @@ def page(summary: dict) -> str:
                   f"({', '.join(map(str, sec['candidates']))})", "",
                   "| rule | steps saved | stopped | wrongly stopped | hv ratio | worst seed |", "|---|---|---|---|---|---|"]
         for rule, r in sec["rules"].items():
-            lines.append(f"| {rule} | {r['steps_saved']:.3f} | {r['stopped']:.3f} | {r['wrongly_stopped']:.3f} | "
+            wrong = "-" if r["wrongly_stopped"] is None else f"{r['wrongly_stopped']:.3f}"
+            lines.append(f"| {rule} | {r['steps_saved']:.3f} | {r['stopped']:.3f} | {wrong} | "
                          f"{r['hv_ratio']:.4f} | {r['hv_ratio_worst']:.4f} |")
         lines.append("")
     return "\n".join(lines)
@@ -158,9 +167,15 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [p for p in presets if p not in BUDGET]
     if unknown:
         ap.exit(2, f"error: preset {unknown[0]!r}: expected one of {', '.join(BUDGET)}\n")
-    budgets = {p: args.budget or BUDGET[p] for p in presets}
-    summary = {"script": "benchmarks/early_stop_replay.py", "arm": ARM,
-               "presets": run(presets, args.seeds, budgets, Path(args.work), Path(args.data_root))}
+    if args.seeds < 1 or (args.budget is not None and args.budget <= 0):
+        ap.exit(2, f"error: --seeds {args.seeds}, --budget {args.budget}: expected at least 1 seed and a budget > 0\n")
+    budgets = {p: args.budget if args.budget is not None else BUDGET[p] for p in presets}
+    try:
+        presets_out = run(presets, args.seeds, budgets, Path(args.work), Path(args.data_root))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    summary = {"script": "benchmarks/early_stop_replay.py", "arm": ARM, "presets": presets_out}
     path = common.write_results("early_stop_replay", summary, page=page(summary))
     print(page(summary))
     print(f"wrote {path}")

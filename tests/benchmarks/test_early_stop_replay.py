@@ -19,7 +19,7 @@ def stream():
 def test_replay_stops_the_dominated_keeps_the_cheapest_and_counts_a_late_bloomer_as_wrong():
     out = replay(stream(), StopRule(calibrate=8, slack=0.0, quantile=1.0, projection="gain"), CHECKS)
     assert out["stopped"] == pytest.approx(2 / 11) and out["steps_saved"] == pytest.approx(2 * 0.5 / 11)
-    assert out["wrongly_stopped"] == pytest.approx(0.5)             # the 6k genome would have been on the front
+    assert out["n_stopped"] == 2 and out["n_wrong"] == 1            # the 6k genome would have been on the front
     assert (0.7, 500) in out["archive"] and (0.95, 6_000) not in out["archive"]
 
 
