@@ -21,6 +21,7 @@ archive over that of all candidates trained to the end; the preset's reference p
 adds the search's own variance. Writes ``benchmarks/results/early_stop_replay.{json,md}``.
 
     python -m benchmarks.early_stop_replay [--presets mnist-t10k,digits] [--seeds 4] [--budget 300]
+    python -m benchmarks.early_stop_replay --presets mnist-t10k --record-seed 1 &   # record seeds in parallel
 """
 from __future__ import annotations
 
@@ -160,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--budget", type=float, default=None, help="CPU-seconds of each recorded search "
                     "(default: mnist-t10k 300, digits 100)")
+    ap.add_argument("--record-seed", type=int, default=None, help="only record this seed of each preset (to record "
+                    "seeds in parallel processes), then stop without results")
     ap.add_argument("--work", default=str(common.CACHE / "early_stop_replay"))
     common.add_data_root(ap)
     args = ap.parse_args(argv)
@@ -171,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.exit(2, f"error: --seeds {args.seeds}, --budget {args.budget}: expected at least 1 seed and a budget > 0\n")
     budgets = {p: args.budget if args.budget is not None else BUDGET[p] for p in presets}
     try:
+        if args.record_seed is not None:
+            torch.set_num_threads(1)
+            for p in presets:
+                record(p, args.record_seed, budgets[p], Path(args.work), Path(args.data_root))
+            return 0
         presets_out = run(presets, args.seeds, budgets, Path(args.work), Path(args.data_root))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
