@@ -184,6 +184,10 @@ class DataShapeCLI(LightningCLI):
                              "trainer.logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
                                                 "init_args": {"save_dir": ""}}})
 
+    def instantiate_trainer(self, **kwargs):
+        cheap_cuda_probe()  # before the fit's first optimizer step (Lightning is imported by now)
+        return super().instantiate_trainer(**kwargs)
+
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         logger = cfg.trainer.logger
@@ -257,10 +261,6 @@ class GenomeCLI(DataShapeCLI):
     def add_arguments_to_parser(self, parser) -> None:
         super().add_arguments_to_parser(parser)
         parser.add_argument("--test_after_fit", type=bool, default=True, help="run test with the best checkpoint after fit")
-
-    def instantiate_trainer(self, **kwargs):
-        cheap_cuda_probe()  # before the fit's first optimizer step (Lightning is imported by now)
-        return super().instantiate_trainer(**kwargs)
 
     def after_fit(self) -> None:
         if self.config.fit.test_after_fit and not self.trainer.interrupted:

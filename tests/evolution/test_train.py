@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +194,8 @@ def test_fit_keeps_the_epoch_of_lowest_val_loss_and_writes_metrics_csv_with_tens
 
     # Lightning's own default logger would be TensorBoard here (and write no metrics.csv).
     monkeypatch.setattr(logger_connector, "_TENSORBOARD_AVAILABLE", True)
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # as Lightning's import leaves it
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     wine = load_wine()
     with open(tmp_path / "wine.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -210,3 +213,5 @@ def test_fit_keeps_the_epoch_of_lowest_val_loss_and_writes_metrics_csv_with_tens
     assert first_at_best_acc < lowest_loss  # the case the monitor decides
     best = next((tmp_path / "out").rglob("best-*.ckpt"))
     assert best.name.startswith(f"best-epoch={int(val[lowest_loss]['epoch'])}-")
+    # the fit's Adam steps asked the cached CUDA count, not NVML, where this machine has no GPU
+    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == ("1" if torch.cuda.is_available() else "0")
