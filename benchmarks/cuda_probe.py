@@ -2,8 +2,8 @@
 
 Lightning's import sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1``; with torch's CUDA build every
 ``torch.cuda.is_available()`` then loads NVML afresh, and ``torch.optim.Adam`` asks at every step.
-``evolution.device.cheap_cuda_probe`` (called where estimators resolve their device) lets the CUDA
-runtime's cached count answer instead when no device is visible. Measured side by side in one process
+``evolution.device.cheap_cuda_probe`` (called where estimators resolve their device and where the
+Lightning modules build Adam) lets the CUDA runtime's cached count answer instead when no device is visible. Measured side by side in one process
 (one untimed call of each setting, then on-off and off-on in turn; medians), one thread:
 
 - the probe itself (microseconds a call) and an Adam step on one 300 x 50 weight;

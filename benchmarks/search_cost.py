@@ -37,7 +37,6 @@ import yaml
 from benchmarks import common, search_cost_report as report
 from benchmarks.metering import Ledger, Metered, Truth
 from evolution import cost, seeds
-from evolution.device import cheap_cuda_probe
 from evolution.cli import instantiate
 from evolution.estimators import build_estimator
 from evolution.genome import Genome
@@ -126,7 +125,6 @@ def fit(spec: dict, data, ckpt: Path, seed: int) -> None:
     model = _class(model_spec["class_path"])(**model_spec["init_args"], input_shape=tuple(data.input_shape),
                                              num_classes=data.num_classes)
     limits = {k: spec[k] for k in ("max_epochs", "max_steps") if k in spec}
-    cheap_cuda_probe()
     trainer = pl.Trainer(**limits, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, accelerator="cpu", devices=1, num_sanity_val_steps=0,
                          limit_val_batches=0)

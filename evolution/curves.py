@@ -115,9 +115,9 @@ class StopRule:
         return any(a >= acc and f <= flops and (a > acc or f < flops) for a, f in self.archive)
 
     def stop(self, acc: float, check: int, flops: int) -> float | None:
-        """The (clipped) projection when a genome at ``acc`` after check ``check`` stops, else None."""
+        """The projection (unclipped) when a genome at ``acc`` after check ``check`` stops, else None."""
         proj = self.projection(acc, check)
-        return min(1.0, proj) if proj is not None and self.dominated(min(1.0, proj), flops) else None
+        return proj if proj is not None and self.dominated(min(1.0, proj), flops) else None
 
     def finished(self, accs: Sequence[float], final: float, flops: int) -> None:
         """Record a genome trained to the end: its accuracies at the checks and at the end."""
@@ -180,11 +180,10 @@ class EarlyStopTrain(TrainEstimator):
                 proj = self.rule.stop(acc, i, flops)
                 if proj is not None and self.stop:
                     self.stats["stopped"] += 1
-                    if (self.stats["stopped"] - 1) % self.sample == 0:  # the projection before clipping
+                    if (self.stats["stopped"] - 1) % self.sample == 0:
                         self.stops.append({"genome": genome.to_json(), "flops": flops, "at": frac,
-                                           "projection": self.rule.projection(acc, i),
-                                           "archive": [list(p) for p in self.rule.archive]})
-                    return proj
+                                           "projection": proj, "archive": [list(p) for p in self.rule.archive]})
+                    return min(1.0, proj)
             run.advance(run.total - run.steps)
             final = run.score()
             self.rule.finished(accs, final, flops)

@@ -20,7 +20,6 @@ import yaml
 
 from evolution import cost, rundir
 from evolution.cli import import_class
-from evolution.device import cheap_cuda_probe
 from evolution.device import add_device_arguments, deterministic, placed
 from evolution.estimators import Estimator, build_estimator
 from evolution.search import Search, SearchSettings
@@ -61,7 +60,6 @@ def _fit_estimator(cfg, data, ckpt: Path) -> None:
     if cfg.fit.model is None or ckpt.is_file():
         return
     module = _instantiate(cfg.fit.model, input_shape=data.input_shape, num_classes=data.num_classes)
-    cheap_cuda_probe()
     trainer = pl.Trainer(max_epochs=cfg.fit.max_epochs, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, accelerator=cfg.accelerator, devices=1,
                          deterministic=cfg.deterministic)

@@ -128,6 +128,7 @@ class GenomeModule(pl.LightningModule):
         self._step(batch, "test")
 
     def configure_optimizers(self):
+        cheap_cuda_probe()  # Adam asks for CUDA at every step
         hp = self.hparams
         if hp.optimizer == "sgd":
             opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
@@ -183,10 +184,6 @@ class DataShapeCLI(LightningCLI):
                              # save_dir '': trainer.default_root_dir (filled in before_instantiate_classes)
                              "trainer.logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
                                                 "init_args": {"save_dir": ""}}})
-
-    def instantiate_trainer(self, **kwargs):
-        cheap_cuda_probe()  # before the fit's first optimizer step (Lightning is imported by now)
-        return super().instantiate_trainer(**kwargs)
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config

@@ -22,7 +22,6 @@ from scipy.stats import kendalltau, spearmanr
 
 from evolution import rundir
 from evolution.cli import instantiate
-from evolution.device import cheap_cuda_probe
 from evolution.estimators import Initializer, build_estimator, restore_estimator
 from evolution.executor import Failed, LocalExecutor, RayExecutor, make_executor
 from evolution.genome import Genome
@@ -98,7 +97,6 @@ def retrain(genome: Genome, data, out_dir: Path, epochs: int, lr: float, seed: i
         module.net.load_keyed(state)
     if initializer is not None:
         module.net.set_weights(initializer.initialize(genome).weights())
-    cheap_cuda_probe()
     trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, limit_val_batches=0, accelerator=accelerator, devices=1)
     start = time.perf_counter()

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from evolution.batched import concat, levels_readout_loss, stack, stacked_levels
+from evolution.device import cheap_cuda_probe
 from evolution.scoring import finite
 from evolution.train import cosine_to_zero
 from evolution.genome import Genome, SearchSpace
@@ -145,6 +146,7 @@ class HypernetModule(pl.LightningModule):
         self.log("val_loss", torch.stack([F.cross_entropy(z, y) for z in logits]).mean(), batch_size=len(y), sync_dist=True)
 
     def configure_optimizers(self):
+        cheap_cuda_probe()  # Adam asks for CUDA at every step
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
         if self.hparams.scheduler == "none":
             return opt
