@@ -156,6 +156,13 @@ def predictor_scores(sets: dict, name: str, model: str, extra: dict | None = Non
 
 
 FIT_SECONDS: dict = {}
+FIT_SEEDS = 5  # gradient-boosting fits per entry in gbr_iso_vs_ceiling_by_fit_seed
+
+
+def fit_figures(est: np.ndarray, iso: dict) -> dict:
+    """``iso_pairwise_vs_ceiling`` on the whole iso set and on its held-out part."""
+    m = figures(est, iso, "iso")
+    return {k: m.get(k) for k in ("iso_pairwise_vs_ceiling", "iso_holdout_pairwise_vs_ceiling")}
 
 
 def percentile_mean(*scores: np.ndarray) -> np.ndarray:
@@ -259,6 +266,12 @@ def main() -> None:
             sensitivity[f"c{c}_window{window}"] = {
                 mode: figures(predictor_scores(sets, "iso", "pairwise", naswot, mode == "within_set", c=c, window=window)[0],
                               iso_set, "iso")["iso_pairwise_vs_ceiling"] for mode in ("all", "within_set")} if iso_set else None
+    # How much a gradient-boosted predictor's iso figures owe to its own seed (its 0.8 subsamples):
+    # fits 0-4, and the mean of their predictions (a bagged predictor).
+    by_fit_seed = {}
+    for key, extra in (("predictor_gbr", None), ("predictor_gbr+naswot", naswot)) if iso_set else ():
+        preds = [predictor_scores(sets, "iso", "gbr", extra, seed=sd)[0] for sd in range(FIT_SEEDS)]
+        by_fit_seed[key] = [fit_figures(e, iso_set) for e in preds + [np.mean(preds, 0)]]
     table: dict[str, dict] = {}
     for name, r in results.items():
         for key, (est, secs) in r.items():
@@ -299,7 +312,8 @@ def main() -> None:
                        **{f"{n}_near_cost_pairwise": pairwise.ceiling(sets[n]["seeds"], pairwise.near_cost_pairs(sets[n]["flops"]))
                           for n in ("broad", "lineage") if n in sets},
                        "kind": "mean of seeds 2, 3 against the mean of seeds 0, 1 (seed 1 against seed 0 with 2 seeds)"},
-           "estimators": table, "pairwise_naswot_iso_vs_ceiling_by_setting": sensitivity, "iso_bootstrap": boot,
+           "estimators": table, "pairwise_naswot_iso_vs_ceiling_by_setting": sensitivity,
+           "gbr_iso_vs_ceiling_by_fit_seed": by_fit_seed, "iso_bootstrap": boot,
            "iso_holdout": {"from_index": HOLDOUT_FROM, "preregistered": PREREGISTERED, "genomes": int(held.sum()),
                            "ceiling": pairwise.ceiling(iso["seeds"][held], pairwise.iso_pairs(iso["level"][held])),
                            "bootstrap": holdout} if holdout else None, "ranking_json_near_cost": existing, "estimates": cache}
@@ -360,6 +374,17 @@ def page(doc: dict) -> str:
             ahead = "-" if b["at_or_above_best"] is None else f"{b['at_or_above_best']:.2f}"
             lines.append(f"| {key} | {doc['estimators'][key]['iso_pairwise_vs_ceiling']:.3f} | {b['iso_vs_ceiling_p5']:.3f} "
                          f"| {b['iso_vs_ceiling_p95']:.3f} | {b['iso_vs_ceiling_share_below_0.8']:.2f} | {ahead} |")
+    fits = doc.get("gbr_iso_vs_ceiling_by_fit_seed") or {}
+    if fits:
+        lines += ["", "The gradient-boosted predictors' iso figures by the seed of the fit (`gbr_iso_vs_ceiling_by_fit_seed`: "
+                  f"fits 0-{FIT_SEEDS - 1}, each drawing its own 0.8 subsamples; the tables above use fit 0; last column: "
+                  "the mean of the fits' predictions), on the whole set / its held-out part:", "",
+                  "| estimator | " + " | ".join(f"fit {i}" for i in range(FIT_SEEDS)) + " | mean of fits | 5 fits averaged |",
+                  "|---" * (FIT_SEEDS + 3) + "|"]
+        for key, rows in fits.items():
+            cells = [f"{r['iso_pairwise_vs_ceiling']:.3f} / {r['iso_holdout_pairwise_vs_ceiling']:.3f}" for r in rows]
+            mean = [np.mean([r[k] for r in rows[:-1]]) for k in ("iso_pairwise_vs_ceiling", "iso_holdout_pairwise_vs_ceiling")]
+            lines.append(f"| {key} | " + " | ".join(cells[:-1]) + f" | {mean[0]:.3f} / {mean[1]:.3f} | {cells[-1]} |")
     hold = doc.get("iso_holdout")
     if hold:
         lines += ["", f"The held-out part of the iso set (`iso_holdout`): its {hold['genomes']} genomes of index "
