@@ -35,6 +35,23 @@ def iso_pairs(levels: np.ndarray) -> np.ndarray:
     return np.stack([i[same], j[same]], 1)
 
 
+def level_index(levels: list) -> np.ndarray:
+    """Each entry's index within its level (the iso set saves a level's entries in index order)."""
+    seen: dict = {}
+    out = []
+    for lv in levels:
+        seen[lv] = seen.get(lv, -1) + 1
+        out.append(seen[lv])
+    return np.array(out, dtype=int)
+
+
+def split_pairs(levels: np.ndarray, index: np.ndarray, start: int, first: bool = False) -> np.ndarray:
+    """Pairs within a level among the genomes of index >= ``start`` only, or with ``first`` among
+    those before it: a held-out part of the iso set and the part an entry was chosen on."""
+    part = (np.asarray(index) < start) if first else (np.asarray(index) >= start)
+    return iso_pairs(np.where(part, levels, -np.arange(len(levels)) - 1))
+
+
 def near_cost_pairs(flops: np.ndarray, within: float = 0.25) -> np.ndarray:
     """Every pair whose FLOPs differ by less than ``within`` of the larger."""
     f = np.asarray(flops, dtype=float)

@@ -64,7 +64,7 @@ def load_sets() -> tuple[dict[str, dict], dict[str, list[Genome]], dict[str, np.
         # seeds 2, 3 (NaN where not trained yet): the ceiling is taken over pairs of genomes with all 4
         k = max(len(e["acc"]) for e in entries)
         seeds = np.array([e["acc"][:k] + [np.nan] * (k - len(e["acc"])) for e in entries], dtype=float)
-        index = level_index([e.get("level", 0) for e in doc[name]])
+        index = pairwise.level_index([e.get("level", 0) for e in doc[name]])
         sets[name] = {"genomes": genomes, "truth": seeds[:, :2].mean(1), "seeds": seeds, "index": index[where[name]],
                       "seeds4": seeds if k >= 4 else None,
                       "params": np.array([cost.parameters(g) for g in genomes], dtype=float),
@@ -75,20 +75,9 @@ def load_sets() -> tuple[dict[str, dict], dict[str, list[Genome]], dict[str, np.
     return sets, every, where
 
 
-def level_index(levels: list) -> np.ndarray:
-    """Each entry's index within its level (the iso set saves a level's entries in index order)."""
-    seen: dict = {}
-    out = []
-    for lv in levels:
-        seen[lv] = seen.get(lv, -1) + 1
-        out.append(seen[lv])
-    return np.array(out, dtype=int)
-
-
-def holdout_pairs(levels: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """Pairs within a level among the held-out genomes (index >= ``HOLDOUT_FROM``) only."""
-    held = np.asarray(index) >= HOLDOUT_FROM
-    return pairwise.iso_pairs(np.where(held, levels, -np.arange(len(levels)) - 1))
+def holdout_pairs(levels: np.ndarray, index: np.ndarray, first: bool = False) -> np.ndarray:
+    """``pairwise.split_pairs`` at ``HOLDOUT_FROM``: the held-out genomes' pairs, or the first ones'."""
+    return pairwise.split_pairs(levels, index, HOLDOUT_FROM, first)
 
 
 def timed(fn, genomes) -> tuple[np.ndarray, float]:
@@ -159,10 +148,15 @@ FIT_SECONDS: dict = {}
 FIT_SEEDS = 5  # gradient-boosting fits per entry in gbr_iso_vs_ceiling_by_fit_seed
 
 
+def _num(v) -> str:
+    return "-" if v is None or not np.isfinite(v) else f"{v:.3f}"
+
+
 def fit_figures(est: np.ndarray, iso: dict) -> dict:
     """``iso_pairwise_vs_ceiling`` on the whole iso set and on its held-out part."""
     m = figures(est, iso, "iso")
-    return {k: m.get(k) for k in ("iso_pairwise_vs_ceiling", "iso_holdout_pairwise_vs_ceiling")}
+    return {k: m.get(k) for k in ("iso_pairwise_vs_ceiling", "iso_first_pairwise_vs_ceiling",
+                                  "iso_holdout_pairwise_vs_ceiling")}
 
 
 def percentile_mean(*scores: np.ndarray) -> np.ndarray:
@@ -184,9 +178,10 @@ def figures(est: np.ndarray, s: dict, name: str, key: str = "") -> dict:
         for lv in np.unique(s["level"]):
             pairs = pairwise.iso_pairs(np.where(s["level"] == lv, lv, -np.arange(len(e)) - 1))
             m[f"iso_pairwise_{int(lv) // 1000}k"] = pairwise.pairwise(e, s["truth"], pairs)
-        pairs = holdout_pairs(s["level"], s["index"])
-        if len(pairs):
+        pairs, first = holdout_pairs(s["level"], s["index"]), holdout_pairs(s["level"], s["index"], first=True)
+        if len(pairs):  # the held-out half, and the first half under the same fits
             m.update(pairwise.cost_aware(e, s["truth"], seeds, pairs, "iso_holdout"))
+            m.update(pairwise.cost_aware(e, s["truth"], seeds, first, "iso_first"))
     else:
         m.update(pairwise.cost_aware(e, s["truth"], seeds, pairwise.near_cost_pairs(s["flops"]), "near_cost"))
     return m
@@ -285,7 +280,8 @@ def main() -> None:
                                         iso_set["seeds4"] if iso_set["seeds4"] is not None else iso_set["seeds"],
                                         iso_set["level"])
             for key, r in results.get("iso", {}).items() if key != "seed_vs_seed"} if iso_set else {}
-    held = iso_set["index"] >= HOLDOUT_FROM if iso_set else np.zeros(0, bool)
+    held = iso_set["index"] >= HOLDOUT_FROM if iso_set and len(holdout_pairs(iso_set["level"], iso_set["index"])) \
+        else np.zeros(0, bool)
     holdout = {key: pairwise.iso_bootstrap(np.asarray(r[0], dtype=float)[held], iso_set["truth"][held],
                                            iso_set["seeds"][held], iso_set["level"][held])
                for key, r in results["iso"].items() if key != "seed_vs_seed"} if held.any() else {}
@@ -376,27 +372,33 @@ def page(doc: dict) -> str:
                          f"| {b['iso_vs_ceiling_p95']:.3f} | {b['iso_vs_ceiling_share_below_0.8']:.2f} | {ahead} |")
     fits = doc.get("gbr_iso_vs_ceiling_by_fit_seed") or {}
     if fits:
+        n = len(next(iter(fits.values()))) - 1
         lines += ["", "The gradient-boosted predictors' iso figures by the seed of the fit (`gbr_iso_vs_ceiling_by_fit_seed`: "
-                  f"fits 0-{FIT_SEEDS - 1}, each drawing its own 0.8 subsamples; the tables above use fit 0; last column: "
-                  "the mean of the fits' predictions), on the whole set / its held-out part:", "",
-                  "| estimator | " + " | ".join(f"fit {i}" for i in range(FIT_SEEDS)) + " | mean of fits | 5 fits averaged |",
-                  "|---" * (FIT_SEEDS + 3) + "|"]
+                  f"fits 0-{n - 1}, each drawing its own 0.8 subsamples; the tables above use fit 0), on the whole set / "
+                  f"its first {HOLDOUT_FROM} genomes per level / its held-out part; `mean figure`: the mean of the fits' "
+                  "figures; `bagged`: the figure of the mean of the fits' predictions:", "",
+                  "| estimator | " + " | ".join(f"fit {i}" for i in range(n)) + " | mean figure | bagged |",
+                  "|---" * (n + 3) + "|"]
         for key, rows in fits.items():
-            cells = [f"{r['iso_pairwise_vs_ceiling']:.3f} / {r['iso_holdout_pairwise_vs_ceiling']:.3f}" for r in rows]
-            mean = [np.mean([r[k] for r in rows[:-1]]) for k in ("iso_pairwise_vs_ceiling", "iso_holdout_pairwise_vs_ceiling")]
-            lines.append(f"| {key} | " + " | ".join(cells[:-1]) + f" | {mean[0]:.3f} / {mean[1]:.3f} | {cells[-1]} |")
+            cols = ("iso_pairwise_vs_ceiling", "iso_first_pairwise_vs_ceiling", "iso_holdout_pairwise_vs_ceiling")
+            cells = [" / ".join(_num(r.get(k)) for k in cols) for r in rows]
+            vals = [[r[k] for r in rows[:-1] if r.get(k) is not None] for k in cols]
+            mean = " / ".join(_num(float(np.mean(v)) if v else None) for v in vals)
+            lines.append(f"| {key} | " + " | ".join(cells[:-1]) + f" | {mean} | {cells[-1]} |")
     hold = doc.get("iso_holdout")
     if hold:
         lines += ["", f"The held-out part of the iso set (`iso_holdout`): its {hold['genomes']} genomes of index "
                   f"{hold['from_index']} and up in each level were drawn and trained after {hold['preregistered']} "
                   f"had been chosen on the first {hold['from_index']} of each level, so its figure here is free of "
                   f"that choice. Pairs within a level among these genomes only; ceiling {hold['ceiling']:.3f}; "
-                  "percentiles from the same resampling as above.", "",
-                  "| estimator | held-out iso pairwise | /ceiling | 5th percentile | 95th percentile | resamples below 0.8 |",
-                  "|---|---|---|---|---|---|"]
+                  "percentiles by the same resampling procedure as above (its own resamples); `first half /ceiling`: "
+                  "the same entry on the pairs among the genomes before them, as fitted now.", "",
+                  "| estimator | held-out iso pairwise | /ceiling | first half /ceiling | 5th percentile | 95th percentile "
+                  "| resamples below 0.8 |", "|---|---|---|---|---|---|---|"]
         for key, b in hold["bootstrap"].items():
             m = doc["estimators"][key]
-            lines.append(f"| {key} | {m['iso_holdout_pairwise']:.3f} | {m['iso_holdout_pairwise_vs_ceiling']:.3f} "
+            lines.append(f"| {key} | {_num(m.get('iso_holdout_pairwise'))} | {_num(m.get('iso_holdout_pairwise_vs_ceiling'))} "
+                         f"| {_num(m.get('iso_first_pairwise_vs_ceiling'))} "
                          f"| {b['iso_vs_ceiling_p5']:.3f} | {b['iso_vs_ceiling_p95']:.3f} "
                          f"| {b['iso_vs_ceiling_share_below_0.8']:.2f} |")
     return "\n".join(lines) + "\n"

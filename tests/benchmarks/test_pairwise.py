@@ -94,10 +94,10 @@ def test_halving_scores_one_halving_per_level_on_the_iso_set(monkeypatch):
 def test_iso_holdout_pairs_are_the_later_genomes_of_one_level():
     """The held-out part of the iso set: a level's entries counted in saved order (a grown set
     appends each level's new genomes after all levels' old ones), pairs among index >= 48 only."""
-    from benchmarks.ranking_cheap import HOLDOUT_FROM, holdout_pairs, level_index
-
     levels = np.array([2000] * 48 + [20000] * 48 + [2000] * 3 + [20000] * 2)
-    index = level_index(levels.tolist())
+    index = pairwise.level_index(levels.tolist())
     assert index[:48].tolist() == list(range(48)) and index[96:].tolist() == [48, 49, 50, 48, 49]
-    pairs = holdout_pairs(levels, index)
-    assert HOLDOUT_FROM == 48 and pairs.tolist() == [[96, 97], [96, 98], [97, 98], [99, 100]]
+    assert pairwise.split_pairs(levels, index, 48).tolist() == [[96, 97], [96, 98], [97, 98], [99, 100]]
+    first = pairwise.split_pairs(levels, index, 48, first=True)
+    assert len(first) == 2 * 48 * 47 // 2 and (first < 96).all()
+    assert (levels[first[:, 0]] == levels[first[:, 1]]).all()
