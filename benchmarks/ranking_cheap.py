@@ -153,7 +153,7 @@ def _num(v) -> str:
 
 
 def fit_figures(est: np.ndarray, iso: dict) -> dict:
-    """``iso_pairwise_vs_ceiling`` on the whole iso set and on its held-out part."""
+    """``iso_pairwise_vs_ceiling`` on the whole iso set, its first part and its held-out part."""
     m = figures(est, iso, "iso")
     return {k: m.get(k) for k in ("iso_pairwise_vs_ceiling", "iso_first_pairwise_vs_ceiling",
                                   "iso_holdout_pairwise_vs_ceiling")}
