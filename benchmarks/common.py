@@ -183,12 +183,10 @@ def load_ranking_sets(path: Path = RANKING_SETS, iso: Path | None = RANKING_SETS
 def _iso_part(entries: list[dict]) -> dict:
     """The iso set as saved: per entry its level, index within the level (entries of a level are in
     index order), digest and truth; the grid once."""
-    seen: dict[int, int] = {}
-    out = []
-    for e in entries:
-        index = seen[e["level"]] = seen.get(e["level"], -1) + 1
-        out.append({**{k: v for k, v in e.items() if k != "genome"}, "index": index,
-                    "genome_sha256": genome_sha256(e["genome"])})
+    from benchmarks.pairwise import level_index
+
+    out = [{**{k: v for k, v in e.items() if k != "genome"}, "index": int(i), "genome_sha256": genome_sha256(e["genome"])}
+           for e, i in zip(entries, level_index([e["level"] for e in entries]))]
     return {"space": entries[0]["genome"]["space"] if entries else None, "iso": out}
 
 

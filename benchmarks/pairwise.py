@@ -45,11 +45,9 @@ def level_index(levels: list) -> np.ndarray:
     return np.array(out, dtype=int)
 
 
-def split_pairs(levels: np.ndarray, index: np.ndarray, start: int, first: bool = False) -> np.ndarray:
-    """Pairs within a level among the genomes of index >= ``start`` only, or with ``first`` among
-    those before it: a held-out part of the iso set and the part an entry was chosen on."""
-    part = (np.asarray(index) < start) if first else (np.asarray(index) >= start)
-    return iso_pairs(np.where(part, levels, -np.arange(len(levels)) - 1))
+def pairs_among(levels: np.ndarray, among: np.ndarray) -> np.ndarray:
+    """Every pair within the same level among the genomes where ``among`` is true."""
+    return iso_pairs(np.where(among, levels, -np.arange(len(levels)) - 1))
 
 
 def near_cost_pairs(flops: np.ndarray, within: float = 0.25) -> np.ndarray:

@@ -75,11 +75,6 @@ def load_sets() -> tuple[dict[str, dict], dict[str, list[Genome]], dict[str, np.
     return sets, every, where
 
 
-def holdout_pairs(levels: np.ndarray, index: np.ndarray, first: bool = False) -> np.ndarray:
-    """``pairwise.split_pairs`` at ``HOLDOUT_FROM``: the held-out genomes' pairs, or the first ones'."""
-    return pairwise.split_pairs(levels, index, HOLDOUT_FROM, first)
-
-
 def timed(fn, genomes) -> tuple[np.ndarray, float]:
     start = time.perf_counter()
     scores = np.asarray(fn(genomes), dtype=float)
@@ -176,12 +171,13 @@ def figures(est: np.ndarray, s: dict, name: str, key: str = "") -> dict:
     if name == "iso":
         m.update(pairwise.cost_aware(e, s["truth"], seeds, pairwise.iso_pairs(s["level"]), "iso"))
         for lv in np.unique(s["level"]):
-            pairs = pairwise.iso_pairs(np.where(s["level"] == lv, lv, -np.arange(len(e)) - 1))
+            pairs = pairwise.pairs_among(s["level"], s["level"] == lv)
             m[f"iso_pairwise_{int(lv) // 1000}k"] = pairwise.pairwise(e, s["truth"], pairs)
-        pairs, first = holdout_pairs(s["level"], s["index"]), holdout_pairs(s["level"], s["index"], first=True)
+        held = s["index"] >= HOLDOUT_FROM
+        pairs = pairwise.pairs_among(s["level"], held)
         if len(pairs):  # the held-out half, and the first half under the same fits
             m.update(pairwise.cost_aware(e, s["truth"], seeds, pairs, "iso_holdout"))
-            m.update(pairwise.cost_aware(e, s["truth"], seeds, first, "iso_first"))
+            m.update(pairwise.cost_aware(e, s["truth"], seeds, pairwise.pairs_among(s["level"], ~held), "iso_first"))
     else:
         m.update(pairwise.cost_aware(e, s["truth"], seeds, pairwise.near_cost_pairs(s["flops"]), "near_cost"))
     return m
@@ -280,8 +276,8 @@ def main() -> None:
                                         iso_set["seeds4"] if iso_set["seeds4"] is not None else iso_set["seeds"],
                                         iso_set["level"])
             for key, r in results.get("iso", {}).items() if key != "seed_vs_seed"} if iso_set else {}
-    held = iso_set["index"] >= HOLDOUT_FROM if iso_set and len(holdout_pairs(iso_set["level"], iso_set["index"])) \
-        else np.zeros(0, bool)
+    held = iso_set["index"] >= HOLDOUT_FROM if iso_set else np.zeros(0, bool)
+    held = held if len(pairwise.pairs_among(iso_set["level"], held)) else np.zeros(0, bool)
     holdout = {key: pairwise.iso_bootstrap(np.asarray(r[0], dtype=float)[held], iso_set["truth"][held],
                                            iso_set["seeds"][held], iso_set["level"][held])
                for key, r in results["iso"].items() if key != "seed_vs_seed"} if held.any() else {}

@@ -97,7 +97,7 @@ def test_iso_holdout_pairs_are_the_later_genomes_of_one_level():
     levels = np.array([2000] * 48 + [20000] * 48 + [2000] * 3 + [20000] * 2)
     index = pairwise.level_index(levels.tolist())
     assert index[:48].tolist() == list(range(48)) and index[96:].tolist() == [48, 49, 50, 48, 49]
-    assert pairwise.split_pairs(levels, index, 48).tolist() == [[96, 97], [96, 98], [97, 98], [99, 100]]
-    first = pairwise.split_pairs(levels, index, 48, first=True)
+    assert pairwise.pairs_among(levels, index >= 48).tolist() == [[96, 97], [96, 98], [97, 98], [99, 100]]
+    first = pairwise.pairs_among(levels, index < 48)
     assert len(first) == 2 * 48 * 47 // 2 and (first < 96).all()
     assert (levels[first[:, 0]] == levels[first[:, 1]]).all()
