@@ -58,21 +58,26 @@ def genome_features(g: Genome) -> np.ndarray:
 
 class Predictor:
     """Accuracy from ``genome_features`` (plus any extra columns): ``model`` ``gbr`` (scikit-learn
-    gradient boosting, no uncertainty), ``gp`` (a Gaussian process on standardised features, RBF
+    gradient boosting, no uncertainty unless bagged), ``gp`` (a Gaussian process on standardised features, RBF
     with one length per feature plus noise; its standard deviation is the uncertainty) or
     ``pairwise`` (logistic regression on the standardised feature differences of the training pairs
     whose FLOPs differ by less than ``window``, inverse L2 strength ``c``; its linear score, mapped onto accuracy by a least-squares
-    line, which keeps its order; no uncertainty)."""
+    line, which keeps its order; no uncertainty). ``bag`` (``gbr`` only): that many fits, seeds ``seed`` ..
+    ``seed + bag - 1``, each on its own 0.8 subsamples; the prediction is their mean and the uncertainty
+    their spread (of the fits, not a calibrated interval). One fit's order of near-cost genomes moves with
+    its seed; the mean of a few moves less (``ranking_cheap.md``, fit-seed table)."""
 
     MODELS = ("gbr", "gp", "pairwise")
     MAX_PAIRS = 50_000  # pairs a pairwise fit learns from at most (seeded): the regression's cost stays flat
 
-    def __init__(self, model: str = "gbr", seed: int = 0, window: float = 0.25, c: float = 1.0) -> None:
+    def __init__(self, model: str = "gbr", seed: int = 0, window: float = 0.25, c: float = 1.0, bag: int = 1) -> None:
         if model not in self.MODELS:
             raise ValueError(f"Predictor: model {model!r}: expected one of {', '.join(self.MODELS)}")
         if window <= 0 or c <= 0:
             raise ValueError(f"Predictor: window {window}, c {c}: expected both > 0")
-        self.model, self.seed, self.window, self.c, self._fitted = model, seed, window, c, None
+        if bag < 1 or bag > 1 and model != "gbr":
+            raise ValueError(f"Predictor: bag {bag} with model {model!r}: expected bag >= 1, and 1 unless the model is gbr")
+        self.model, self.seed, self.window, self.c, self.bag, self._fitted = model, seed, window, c, bag, None
 
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> "Predictor":
         """Fit on ``X`` (n, features) and accuracies ``y``; ``groups`` (pairwise only): pairs are
@@ -84,17 +89,17 @@ class Predictor:
         if self.model == "gbr":
             from sklearn.ensemble import GradientBoostingRegressor
 
-            reg = GradientBoostingRegressor(n_estimators=200, max_depth=3, learning_rate=0.05, subsample=0.8,
-                                            random_state=self.seed)
-        else:
-            from sklearn.gaussian_process import GaussianProcessRegressor
-            from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
-            from sklearn.pipeline import make_pipeline
-            from sklearn.preprocessing import StandardScaler
+            self._fitted = [GradientBoostingRegressor(n_estimators=200, max_depth=3, learning_rate=0.05, subsample=0.8,
+                                                      random_state=self.seed + k).fit(X, y) for k in range(self.bag)]
+            return self
+        from sklearn.gaussian_process import GaussianProcessRegressor
+        from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
 
-            kernel = ConstantKernel() * RBF(length_scale=np.ones(X.shape[1]), length_scale_bounds=(1e-2, 1e3)) \
-                + WhiteKernel(1e-3, (1e-6, 1e-1))
-            reg = make_pipeline(StandardScaler(), GaussianProcessRegressor(kernel, normalize_y=True, random_state=self.seed))
+        kernel = ConstantKernel() * RBF(length_scale=np.ones(X.shape[1]), length_scale_bounds=(1e-2, 1e3)) \
+            + WhiteKernel(1e-3, (1e-6, 1e-1))
+        reg = make_pipeline(StandardScaler(), GaussianProcessRegressor(kernel, normalize_y=True, random_state=self.seed))
         import warnings
 
         from sklearn.exceptions import ConvergenceWarning
@@ -143,7 +148,8 @@ class Predictor:
             Xs = self._fitted[0].transform(X)
             mean, std = self._fitted[-1].predict(Xs, return_std=True)
             return np.asarray(mean), np.asarray(std)
-        return np.asarray(self._fitted.predict(X)), np.zeros(len(X))
+        each = np.stack([reg.predict(X) for reg in self._fitted])
+        return each.mean(0), each.std(0)
 
 
 def load_pairs(path: str) -> tuple[list[Genome], list[float]]:
@@ -175,7 +181,8 @@ class PredictorEstimator:
     """Online predictor over a search: low-fidelity training (``TrainEstimator`` with ``train``'s
     settings) for the first ``warmup`` genomes and for the ``train_share`` of each later batch that
     the predictor rates best; predictions for the rest. ``proxy``: a ``ProxyEstimator`` proxy name
-    whose raw score is an extra feature; ``window``, ``c``: the ``pairwise`` model's (``Predictor``). ``pairs``: (genome, accuracy) pairs it starts from
+    whose raw score is an extra feature; ``window``, ``c``: the ``pairwise`` model's, ``bag``: the ``gbr``
+    model's fits (``Predictor``). ``pairs``: (genome, accuracy) pairs it starts from
     (``load_pairs``: another search's run directory, or a JSONL file, e.g. of a ranking set).
     ``select``: which genomes of a batch are trained: ``score`` (the highest optimistic predictions)
     or ``pareto`` (NSGA-II survival within the batch on (optimistic predicted error, log FLOPs): front
@@ -196,7 +203,7 @@ class PredictorEstimator:
     def __init__(self, data, model: str = "gbr", warmup: int = 16, train_share: float = 0.25, explore: float = 1.0,
                  proxy: str | None = None, pairs: str | None = None, seed: int = 0, window: float = 0.25,
                  c: float = 1.0, select: str = "score", scorer: dict | None = None, checkpoint: str | None = None,
-                 **train) -> None:
+                 bag: int = 1, **train) -> None:
         if warmup < 2 or not 0.0 <= train_share <= 1.0:
             raise ValueError(f"PredictorEstimator: warmup {warmup}, train_share {train_share}: expected warmup >= 2, "
                              "train_share in [0, 1]")
@@ -204,7 +211,7 @@ class PredictorEstimator:
             raise ValueError(f"PredictorEstimator: select {select!r}: expected one of {', '.join(self.SELECT)}")
         self.select = select
         self.trainer = TrainEstimator(data, seed=seed, **train)
-        self.predictor = Predictor(model, seed, window, c)
+        self.predictor = Predictor(model, seed, window, c, bag)
         self.warmup, self.train_share, self.explore = warmup, train_share, explore
         self.proxy = None
         if proxy:

@@ -153,6 +153,18 @@ def test_predictor_improves_with_data_on_a_synthetic_task():
     assert (std > 0).all() and np.mean(np.abs(mean - y[test])) < np.mean(np.abs(y[test] - y[:40].mean()))
 
 
+
+def test_a_bagged_predictor_is_the_mean_of_its_seeded_fits_and_their_spread():
+    gs = genomes(60, seed=5, width=32)
+    X = np.stack([genome_features(g) for g in gs])
+    y = 0.5 + 0.05 * X[:, FEATURES.index("depth")] - 0.3 * X[:, FEATURES.index("input_centre_distance")]
+    mean, std = Predictor("gbr", seed=2, bag=3).fit(X[:40], y[:40]).predict(X[40:])
+    each = [Predictor("gbr", seed=s).fit(X[:40], y[:40]).predict(X[40:]) for s in (2, 3, 4)]
+    assert np.allclose(mean, np.mean([m for m, _ in each], 0)) and np.allclose(std, np.std([m for m, _ in each], 0))
+    assert (std > 0).any() and all((sd == 0).all() for _, sd in each)  # one fit gives no spread
+    with pytest.raises(ValueError, match="bag 3 with model 'gp': expected bag >= 1, and 1 unless the model is gbr"):
+        Predictor("gp", bag=3)
+
 def test_pairwise_predictor_learns_the_order_at_equal_cost_and_keeps_it_on_the_accuracy_scale():
     gs = genomes(240, seed=5, width=32)
     X = np.stack([genome_features(g) for g in gs])
@@ -187,7 +199,7 @@ def test_every_estimator_is_built_from_a_config_and_scores_a_batch(data):
         {"class_path": "evolution.curves.CurveEstimator", "init_args": {"steps": 6, "horizon": 50, "points": 3}},
         {"class_path": "evolution.curves.EarlyStopTrain", "init_args": {"steps": 6, "calibrate": 2}},
         {"class_path": "evolution.proxies.ProxyEstimator", "init_args": {"proxy": "synflow", "size": 1.0}},
-        {"class_path": "evolution.predictor.PredictorEstimator", "init_args": {"warmup": 3, "steps": 4}},
+        {"class_path": "evolution.predictor.PredictorEstimator", "init_args": {"warmup": 3, "steps": 4, "bag": 2}},
         {"class_path": "evolution.predictor.PredictorEstimator",
          "init_args": {"model": "pairwise", "proxy": "naswot", "warmup": 3, "steps": 4}},
         {"class_path": "evolution.ensemble.EnsembleEstimator", "init_args": {"members": [
