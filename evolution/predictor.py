@@ -3,8 +3,8 @@ search gathers.
 
 ``genome_features`` describes a genome by numbers that mean the same on any grid (sizes in logs,
 widths and shares as fractions, edge lengths over the plane's diagonal). ``Predictor`` regresses
-accuracy on them with scikit-learn (gradient boosting, or a Gaussian process, which also gives an
-uncertainty), or ranks them: ``pairwise`` learns which of two genomes of about the same FLOPs is
+accuracy on them with scikit-learn (gradient boosting, a bag of such fits, or a Gaussian process;
+the last two also give an uncertainty), or ranks them: ``pairwise`` learns which of two genomes of about the same FLOPs is
 the better one (a linear ranker, as RankNet / RankSVM, on their feature difference), the order an
 (error, FLOPs) search needs. ``PredictorEstimator`` trains the first ``warmup`` genomes by low-fidelity training,
 then per batch predicts every genome and trains only the ``train_share`` most promising (predicted
@@ -65,7 +65,7 @@ class Predictor:
     line, which keeps its order; no uncertainty). ``bag`` (``gbr`` only): that many fits, seeds ``seed`` ..
     ``seed + bag - 1``, each on its own 0.8 subsamples; the prediction is their mean and the uncertainty
     their spread (of the fits, not a calibrated interval). One fit's order of near-cost genomes moves with
-    its seed; the mean of a few moves less (``ranking_cheap.md``, fit-seed table)."""
+    its seed, the mean of a few less (``ranking_cheap.md``, ``gbr_bag_iso_vs_ceiling_by_seeds``)."""
 
     MODELS = ("gbr", "gp", "pairwise")
     MAX_PAIRS = 50_000  # pairs a pairwise fit learns from at most (seeded): the regression's cost stays flat
@@ -75,8 +75,9 @@ class Predictor:
             raise ValueError(f"Predictor: model {model!r}: expected one of {', '.join(self.MODELS)}")
         if window <= 0 or c <= 0:
             raise ValueError(f"Predictor: window {window}, c {c}: expected both > 0")
-        if bag < 1 or bag > 1 and model != "gbr":
-            raise ValueError(f"Predictor: bag {bag} with model {model!r}: expected bag >= 1, and 1 unless the model is gbr")
+        if not isinstance(bag, int) or bag < 1 or bag > 1 and model != "gbr":
+            raise ValueError(f"Predictor: bag {bag!r} with model {model!r}: expected an integer >= 1, and 1 unless the "
+                             "model is gbr")
         self.model, self.seed, self.window, self.c, self.bag, self._fitted = model, seed, window, c, bag, None
 
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> "Predictor":
@@ -184,6 +185,8 @@ class PredictorEstimator:
     whose raw score is an extra feature; ``window``, ``c``: the ``pairwise`` model's, ``bag``: the ``gbr``
     model's fits (``Predictor``). ``pairs``: (genome, accuracy) pairs it starts from
     (``load_pairs``: another search's run directory, or a JSONL file, e.g. of a ranking set).
+    ``explore``: the weight of the predictor's uncertainty (the GP's, or a bag's spread; none for one
+    ``gbr`` fit or ``pairwise``) in the optimistic prediction that picks what is trained.
     ``select``: which genomes of a batch are trained: ``score`` (the highest optimistic predictions)
     or ``pareto`` (NSGA-II survival within the batch on (optimistic predicted error, log FLOPs): front
     by front, its ends first; with 2 of 8 children that is the best-predicted and the smallest child)

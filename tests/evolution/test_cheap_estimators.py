@@ -153,7 +153,6 @@ def test_predictor_improves_with_data_on_a_synthetic_task():
     assert (std > 0).all() and np.mean(np.abs(mean - y[test])) < np.mean(np.abs(y[test] - y[:40].mean()))
 
 
-
 def test_a_bagged_predictor_is_the_mean_of_its_seeded_fits_and_their_spread():
     gs = genomes(60, seed=5, width=32)
     X = np.stack([genome_features(g) for g in gs])
@@ -162,8 +161,11 @@ def test_a_bagged_predictor_is_the_mean_of_its_seeded_fits_and_their_spread():
     each = [Predictor("gbr", seed=s).fit(X[:40], y[:40]).predict(X[40:]) for s in (2, 3, 4)]
     assert np.allclose(mean, np.mean([m for m, _ in each], 0)) and np.allclose(std, np.std([m for m, _ in each], 0))
     assert (std > 0).any() and all((sd == 0).all() for _, sd in each)  # one fit gives no spread
-    with pytest.raises(ValueError, match="bag 3 with model 'gp': expected bag >= 1, and 1 unless the model is gbr"):
+    with pytest.raises(ValueError, match="bag 3 with model 'gp': expected an integer >= 1, and 1 unless the model is gbr"):
         Predictor("gp", bag=3)
+    with pytest.raises(ValueError, match="bag 2.0 with model 'gbr'"):
+        Predictor("gbr", bag=2.0)
+
 
 def test_pairwise_predictor_learns_the_order_at_equal_cost_and_keeps_it_on_the_accuracy_scale():
     gs = genomes(240, seed=5, width=32)
@@ -217,14 +219,15 @@ def test_every_estimator_is_built_from_a_config_and_scores_a_batch(data):
 
 def test_predictor_estimator_trains_a_share_and_resumes_from_its_state(data):
     gs = genomes(12)
-    est = PredictorEstimator(data, warmup=4, train_share=0.25, steps=3)
+    est = PredictorEstimator(data, warmup=4, train_share=0.25, steps=3, bag=2)
     est.estimate(gs[:4])
     est.estimate(gs[4:12])
-    assert est.stats == {"trained": 4 + 2, "predicted": 6} and len(est.y) == 6
-    again = PredictorEstimator(data, warmup=4, train_share=0.25, steps=3)
+    assert est.stats == {"trained": 4 + 2, "predicted": 6} and len(est.y) == 6 and len(est.predictor._fitted) == 2
+    again = PredictorEstimator(data, warmup=4, train_share=0.25, steps=3, bag=2)
     again.load_state_dict(est.state_dict())
     X = est.features(gs)
     assert np.allclose(again.predictor.predict(X)[0], est.predictor.predict(X)[0])
+    assert np.allclose(again.predictor.predict(X)[1], est.predictor.predict(X)[1])
 
 
 def test_pareto_selection_trains_the_predicted_front_not_only_the_largest(data):
