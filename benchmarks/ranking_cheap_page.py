@@ -27,9 +27,9 @@ def page(doc: dict) -> str:
     lines = ["# Cheap estimators on the ranking sets", "",
              "Made by `python -m benchmarks.ranking_cheap` (`benchmarks/results/ranking_cheap.json`). Sets: "
              + ", ".join(f"{n} {v['genomes']} genomes ({v['genomes_with_4_seeds']} with 4 truth seeds)" for n, v in doc["sets"].items())
-             + f". Ceilings ({c['kind']}): iso pairwise {c['iso_pairwise']:.3f}, broad near-cost "
-             f"{c.get('broad_near_cost_pairwise', float('nan')):.3f}, lineage near-cost "
-             f"{c.get('lineage_near_cost_pairwise', float('nan')):.3f}.", "",
+             + f". Ceilings ({c['kind']}): iso pairwise {_num(c.get('iso_pairwise'))}, broad near-cost "
+             f"{_num(c.get('broad_near_cost_pairwise'))}, lineage near-cost "
+             f"{_num(c.get('lineage_near_cost_pairwise'))}.", "",
              "| estimator | " + " | ".join(h for _, h in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for key, m in doc["estimators"].items():
         cells = []
@@ -62,12 +62,13 @@ def page(doc: dict) -> str:
             lines.append(f"| {key} | {doc['estimators'][key]['iso_pairwise_vs_ceiling']:.3f} | {b['iso_vs_ceiling_p5']:.3f} "
                          f"| {b['iso_vs_ceiling_p95']:.3f} | {b['iso_vs_ceiling_share_below_0.8']:.2f} | {ahead} |")
     fits = doc.get("gbr_iso_vs_ceiling_by_fit_seed") or {}
-    first = (doc.get("iso_holdout") or {}).get("from_index", "?")
+    hold = doc.get("iso_holdout")
+    first = f"{hold['from_index']} per level" if hold else "part"
     if fits:
         n = len(next(iter(fits.values()))) - 1
         lines += ["", "The gradient-boosted predictors' iso figures by the seed of the fit (`gbr_iso_vs_ceiling_by_fit_seed`: "
                   f"fits 0-{n - 1}, each drawing its own 0.8 subsamples; the tables above use fit 0), on the whole set / "
-                  f"its first {first} genomes per level / its held-out part; `mean figure`: the mean of the fits' "
+                  f"its first {first} / its held-out part; `mean figure`: the mean of the fits' "
                   "figures; `bagged`: the figure of the mean of the fits' predictions:", "",
                   "| estimator | " + " | ".join(f"fit {i}" for i in range(n)) + " | mean figure | bagged |",
                   "|---" * (n + 3) + "|"]
@@ -77,17 +78,16 @@ def page(doc: dict) -> str:
             mean = " / ".join(_num(float(np.mean(v)) if v else None) for v in vals)
             lines.append(f"| {key} | " + " | ".join(cells[:-1]) + f" | {mean} | {cells[-1]} |")
     spread = doc.get("gbr_bag_iso_vs_ceiling_by_seeds") or {}
-    if spread:
+    if spread and spread.get("bags"):
         n, k = len(spread["single_fits"]), len(spread["single_fits"]) // len(spread["bags"])
         lines += ["", f"How much predictor_gbr's figures still move with its seeds (`gbr_bag_iso_vs_ceiling_by_seeds`): "
                   f"{n} single fits (seeds 0-{n - 1}) and the {len(spread['bags'])} bags of {k} among them (seeds 0-{k - 1}, "
                   f"{k}-{2 * k - 1}, ...; the first is `predictor_gbr_bag`); range of the figure and its standard deviation:", "",
-                  f"| | whole set | first {first} per level | held-out part |", "|---|---|---|---|"]
+                  f"| | whole set | first {first} | held-out part |", "|---|---|---|---|"]
         for name, rows in (("single fits", spread["single_fits"]), ("bags", spread["bags"])):
             lines.append(f"| {name} | " + " | ".join(_spread([r.get(c) for r in rows]) for c in FIT_COLS) + " |")
-    hold = doc.get("iso_holdout")
     if hold:
-        lines += ["", f"The held-out part of the iso set (`iso_holdout`): its {hold['genomes']} genomes of index "
+        lines += ["", f"The held-out part of the iso set (`iso_holdout`): its {hold['genomes']} genomes ({hold['genomes'] // 3} per level) of index "
                   f"{hold['from_index']} and up in each level were drawn and trained after {hold['preregistered']} "
                   f"had been chosen on the first {hold['from_index']} of each level, so its figure here is free of "
                   f"that choice. Pairs within a level among these genomes only; ceiling {hold['ceiling']:.3f}; "

@@ -15,6 +15,7 @@ predictions and join the training pairs; another estimator's score can be one mo
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from typing import Sequence
 
@@ -75,7 +76,7 @@ class Predictor:
             raise ValueError(f"Predictor: model {model!r}: expected one of {', '.join(self.MODELS)}")
         if window <= 0 or c <= 0:
             raise ValueError(f"Predictor: window {window}, c {c}: expected both > 0")
-        if not isinstance(bag, int) or bag < 1 or bag > 1 and model != "gbr":
+        if not isinstance(bag, numbers.Integral) or isinstance(bag, bool) or bag < 1 or bag > 1 and model != "gbr":
             raise ValueError(f"Predictor: bag {bag!r} with model {model!r}: expected an integer >= 1, and 1 unless the "
                              "model is gbr")
         self.model, self.seed, self.window, self.c, self.bag, self._fitted = model, seed, window, c, bag, None

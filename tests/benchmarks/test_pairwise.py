@@ -101,3 +101,22 @@ def test_iso_holdout_pairs_are_the_later_genomes_of_one_level():
     first = pairwise.pairs_among(levels, index < 48)
     assert len(first) == 2 * 48 * 47 // 2 and (first < 96).all()
     assert (levels[first[:, 0]] == levels[first[:, 1]]).all()
+
+
+def test_ranking_cheap_page_reads_a_summary_without_an_iso_set_and_one_with_its_held_out_part():
+    from benchmarks.ranking_cheap_page import page
+
+    fits = {"predictor_gbr": [{"iso_pairwise_vs_ceiling": 0.8}, {"iso_pairwise_vs_ceiling": 0.82}]}
+    doc = {"sets": {"broad": {"genomes": 60, "genomes_with_4_seeds": 60}}, "ceiling": {"iso_pairwise": None, "kind": "k"},
+           "estimators": {"edges": {"kendall_tau": 0.9}}, "iso_holdout": None, "gbr_bag_iso_vs_ceiling_by_seeds": {},
+           "gbr_iso_vs_ceiling_by_fit_seed": fits}
+    text = page(doc)
+    assert "iso pairwise -, broad near-cost -, lineage near-cost -." in text and "its first part / its held-out part" in text
+    assert "| predictor_gbr | 0.800 / - / - | 0.800 / - / - | 0.820 / - / - |" in text  # fit 0, mean, bagged
+    assert "held-out part of the iso set" not in text and "still move" not in text
+    rows = [{"iso_pairwise_vs_ceiling": v, "iso_holdout_pairwise_vs_ceiling": v + 0.1} for v in (0.7, 0.8, 0.9)]
+    doc.update(iso_holdout={"genomes": 144, "from_index": 96, "preregistered": "edges", "ceiling": 0.84, "bootstrap": {}},
+               gbr_bag_iso_vs_ceiling_by_seeds={"single_fits": rows, "bags": rows[1:]})
+    text = page(doc)
+    assert "| bags | 0.800-0.900 (SD 0.050) | - | 0.900-1.000 (SD 0.050) |" in text
+    assert "its 144 genomes (48 per level) of index 96 and up" in text and "| | whole set | first 96 per level |" in text
