@@ -186,6 +186,10 @@ class PredictorEstimator:
     whose raw score is an extra feature; ``window``, ``c``: the ``pairwise`` model's, ``bag``: the ``gbr``
     model's fits (``Predictor``). ``pairs``: (genome, accuracy) pairs it starts from
     (``load_pairs``: another search's run directory, or a JSONL file, e.g. of a ranking set).
+    ``refit``: refit only once the measured rows have grown by this fraction since the last fit (0: after
+    every trained batch). A ``gbr`` fit costs about as much as training a few candidates, and a bag
+    several, so refitting at every generation spends the search's budget on the model; a fixed growth
+    factor keeps the total fit cost within a constant of the last fit's while the data grows.
     ``explore``: the weight of the predictor's uncertainty (the GP's, or a bag's spread; none for one
     ``gbr`` fit or ``pairwise``) in the optimistic prediction that picks what is trained.
     ``select``: which genomes of a batch are trained: ``score`` (the highest optimistic predictions)
@@ -207,16 +211,16 @@ class PredictorEstimator:
     def __init__(self, data, model: str = "gbr", warmup: int = 16, train_share: float = 0.25, explore: float = 1.0,
                  proxy: str | None = None, pairs: str | None = None, seed: int = 0, window: float = 0.25,
                  c: float = 1.0, select: str = "score", scorer: dict | None = None, checkpoint: str | None = None,
-                 bag: int = 1, **train) -> None:
-        if warmup < 2 or not 0.0 <= train_share <= 1.0:
-            raise ValueError(f"PredictorEstimator: warmup {warmup}, train_share {train_share}: expected warmup >= 2, "
-                             "train_share in [0, 1]")
+                 bag: int = 1, refit: float = 0.0, **train) -> None:
+        if warmup < 2 or not 0.0 <= train_share <= 1.0 or not refit >= 0.0:
+            raise ValueError(f"PredictorEstimator: warmup {warmup}, train_share {train_share}, refit {refit}: expected "
+                             "warmup >= 2, train_share in [0, 1], refit >= 0")
         if select not in self.SELECT:
             raise ValueError(f"PredictorEstimator: select {select!r}: expected one of {', '.join(self.SELECT)}")
         self.select = select
         self.trainer = TrainEstimator(data, seed=seed, **train)
         self.predictor = Predictor(model, seed, window, c, bag)
-        self.warmup, self.train_share, self.explore = warmup, train_share, explore
+        self.warmup, self.train_share, self.explore, self.refit = warmup, train_share, explore, refit
         self.proxy = None
         if proxy:
             from evolution.proxies import ProxyEstimator
@@ -230,10 +234,11 @@ class PredictorEstimator:
         self.X: list[list[float]] = []
         self.y: list[float] = []
         self.stats = {"trained": 0, "predicted": 0}
+        self.fitted = 0  # rows the predictor was last fitted on: the first ``fitted`` of X, y
         if pairs:
             gs, accs = load_pairs(pairs)
             self.X, self.y = self.features(gs).tolist(), list(accs)
-            self.predictor.fit(np.array(self.X), np.array(self.y))
+            self._fit(len(self.y))
         # Rows before this one came from ``pairs``: they teach the predictor, but another recipe's
         # accuracies are no front for ``hv`` to beat.
         self.loaded = len(self.y)
@@ -276,10 +281,14 @@ class PredictorEstimator:
                 self.y.append(est.score)
         self.stats["trained"] += len(train)
         self.stats["predicted"] += n - len(train)
-        if trained and len(self.y) >= 2:
-            self.predictor.fit(np.array(self.X), np.array(self.y))
+        if trained and len(self.y) >= max(2, self.fitted + 1, (1.0 + self.refit) * self.fitted):
+            self._fit(len(self.y))
         seconds = (time.perf_counter() - start) / max(1, n)
         return [o if o is not None else Estimate(float(np.clip(mean[i], 0.0, 1.0)), seconds) for i, o in enumerate(out)]
+
+    def _fit(self, rows: int) -> None:
+        self.predictor.fit(np.array(self.X[:rows]), np.array(self.y[:rows]))
+        self.fitted = rows
 
     def _hv_pick(self, error: np.ndarray, logf: np.ndarray, hope: np.ndarray, k: int, bound: float) -> list[int]:
         """``k`` genomes, one at a time: the one whose (error, log FLOPs) point adds the most hypervolume
@@ -305,7 +314,7 @@ class PredictorEstimator:
             self.scorer.update(population)
 
     def state_dict(self) -> dict:
-        state = {"X": self.X, "y": self.y, "stats": dict(self.stats), "loaded": self.loaded}
+        state = {"X": self.X, "y": self.y, "stats": dict(self.stats), "loaded": self.loaded, "fitted": self.fitted}
         if self.scorer is not None and hasattr(self.scorer, "state_dict"):
             state["scorer"] = self.scorer.state_dict()
         return state
@@ -321,5 +330,7 @@ class PredictorEstimator:
         self.loaded = int(state.get("loaded", 0))
         if state.get("scorer") is not None and self.scorer is not None and hasattr(self.scorer, "load_state_dict"):
             self.scorer.load_state_dict(state["scorer"])
-        if len(self.y) >= 2:
-            self.predictor.fit(np.array(self.X), np.array(self.y))
+        fitted = int(state.get("fitted", len(self.y)))  # saved before "fitted": fitted on every row
+        if fitted >= 2:  # the rows of the last fit: rows are only appended, so this is that fit again
+            self._fit(fitted)
+        self.fitted = fitted

@@ -228,6 +228,25 @@ def test_predictor_estimator_trains_a_share_and_resumes_from_its_state(data):
     X = est.features(gs)
     assert np.allclose(again.predictor.predict(X)[0], est.predictor.predict(X)[0])
     assert np.allclose(again.predictor.predict(X)[1], est.predictor.predict(X)[1])
+    assert est.fitted == again.fitted == 6  # refit 0: after every trained batch
+
+
+def test_refit_waits_for_the_data_to_grow_and_resumes_the_last_fit_not_a_newer_one(data):
+    gs = genomes(20)
+    est = PredictorEstimator(data, warmup=4, train_share=0.25, steps=3, refit=1.0)
+    est.estimate(gs[:4])
+    est.estimate(gs[4:12])
+    assert len(est.y) == 6 and est.fitted == 4  # 6 rows < 2 x 4: the fit on the warmup's 4 stays
+    on_four = Predictor().fit(np.array(est.X[:4]), np.array(est.y[:4]))
+    X = est.features(gs)
+    assert np.array_equal(est.predictor.predict(X)[0], on_four.predict(X)[0])
+    again = PredictorEstimator(data, warmup=4, train_share=0.25, steps=3, refit=1.0)
+    again.load_state_dict(est.state_dict())
+    assert again.fitted == 4 and np.array_equal(again.predictor.predict(X)[0], on_four.predict(X)[0])
+    est.estimate(gs[12:20])
+    assert len(est.y) == 8 and est.fitted == 8  # doubled: refitted on every row
+    with pytest.raises(ValueError, match="refit -1"):
+        PredictorEstimator(data, refit=-1)
 
 
 def test_pareto_selection_trains_the_predicted_front_not_only_the_largest(data):
