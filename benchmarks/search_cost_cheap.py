@@ -150,7 +150,9 @@ def page(doc: dict) -> str:
     lines = ["# Search cost of the cheap estimators (issue 24)", "",
              "Made by `python -m benchmarks.search_cost_cheap` from `benchmarks/search_cost.py` runs "
              "(`benchmarks/results/search_cost_cheap.json`). Retrained hypervolume over (test error, log10 FLOPs) "
-             "at equal CPU-seconds (train-full: 10x, train-full-es*: 5x, each arm's CPU-s in its table), means over the seeds listed.", ""]
+             "at equal CPU-seconds (train-full: 10x, train-full-es*: 5x, each arm's CPU-s in its table), means over the seeds listed. "
+             "Wins on common seeds: seeds won / common seeds (mean paired difference ± its standard error, the paired "
+             "t-test's p; sections written before these were kept give the mean alone).", ""]
     for preset, sec in doc["presets"].items():
         lines += [f"## {preset} (seeds {sec['seeds']})", "",
                   "| arm | CPU-s | retrained HV | HV by seed | iterations | candidates | verify tau |", "|---|---|---|---|---|---|---|"]
