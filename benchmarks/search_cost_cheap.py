@@ -30,6 +30,8 @@ OUT = Path(__file__).parent / "results" / "search_cost_cheap.json"
 CHEAP = ("halving", "curve", "predictor", "predictor-pairwise", "predictor-pairwise-pareto", "predictor-pairwise-hv", "predictor-pairwise-hv-supernet", "predictor-gbr-hv", "predictor-gbr-bag-hv", "predictor-gbr-bag-refit-hv", "proxy-naswot", "ensemble", "train-full-es", "train-full-es-linear", "train-full-es-q75", "train-full-es-q90", "train-es-q75")
 EARLY = ("train-full-es", "train-full-es-linear", "train-full-es-q75", "train-full-es-q90", "train-es-q75")
 REFERENCE = ("train-low", "supernet", "train-full")
+# arms also compared with the arms they vary (besides train-low and the supernet)
+ALSO = {"predictor-gbr-bag-refit-hv": ("predictor-gbr-bag-hv", "predictor-gbr-hv")}
 MAX_CHECKED = 20  # sampled stops trained to the end per arm and seed (each costs a full training)
 
 
@@ -97,7 +99,7 @@ def section(work: Path, preset: str, data_root: Path) -> dict | None:
     for a in CHEAP:
         if a not in per_seed:
             continue
-        for ref in ("train-low", "supernet"):
+        for ref in ("train-low", "supernet") + ALSO.get(a, ()):
             common = [s for s in per_seed[a] if s in per_seed.get(ref, {}) and per_seed[a][s] is not None
                       and per_seed[ref][s] is not None]
             if common:
@@ -137,12 +139,14 @@ def paired(diff: np.ndarray) -> dict:
     from scipy import stats
 
     se = float(diff.std(ddof=1) / np.sqrt(len(diff)))
-    return {"se": se, "p": float(stats.ttest_1samp(diff, 0.0).pvalue) if se > 0 else 1.0}
+    if se == 0:  # every seed moved by the same amount: certain, unless that amount is nothing
+        return {"se": 0.0, "p": 1.0 if diff.mean() == 0 else 0.0}
+    return {"se": se, "p": float(stats.ttest_1samp(diff, 0.0).pvalue)}
 
 
 def _beat(v: dict) -> str:
-    """'3/10 (+0.023 ± 0.026, p 0.40)'; sections written before the standard error: the mean alone."""
-    spread = f" ± {v['se']:.3f}, p {v['p']:.2f}" if "se" in v else ""
+    """'3/10 (+0.023 ± 0.026, p 0.4)'; sections written before the standard error: the mean alone."""
+    spread = f" ± {v['se']:.3f}, p {v['p']:.2g}" if "se" in v else ""
     return f"{v['wins']}/{len(v['seeds'])} ({v['mean_diff']:+.3f}{spread})"
 
 

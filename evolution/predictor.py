@@ -186,8 +186,8 @@ class PredictorEstimator:
     whose raw score is an extra feature; ``window``, ``c``: the ``pairwise`` model's, ``bag``: the ``gbr``
     model's fits (``Predictor``). ``pairs``: (genome, accuracy) pairs it starts from
     (``load_pairs``: another search's run directory, or a JSONL file, e.g. of a ranking set).
-    ``refit``: refit only once the measured rows have grown by this fraction since the last fit (0: after
-    every trained batch). A ``gbr`` fit costs about as much as training a few candidates, and a bag
+    ``refit``: refit only once the genomes this search measured (not ``pairs``) have grown by this fraction
+    since the last fit, and when the warmup completes (0: after every trained batch). A ``gbr`` fit costs about as much as training a few candidates, and a bag
     several, so refitting at every generation spends the search's budget on the model; a fixed growth
     factor keeps the total fit cost within a constant of the last fit's while the data grows.
     ``explore``: the weight of the predictor's uncertainty (the GP's, or a bag's spread; none for one
@@ -212,9 +212,9 @@ class PredictorEstimator:
                  proxy: str | None = None, pairs: str | None = None, seed: int = 0, window: float = 0.25,
                  c: float = 1.0, select: str = "score", scorer: dict | None = None, checkpoint: str | None = None,
                  bag: int = 1, refit: float = 0.0, **train) -> None:
-        if warmup < 2 or not 0.0 <= train_share <= 1.0 or not refit >= 0.0:
+        if warmup < 2 or not 0.0 <= train_share <= 1.0 or not 0.0 <= refit < math.inf:
             raise ValueError(f"PredictorEstimator: warmup {warmup}, train_share {train_share}, refit {refit}: expected "
-                             "warmup >= 2, train_share in [0, 1], refit >= 0")
+                             "warmup >= 2, train_share in [0, 1], refit finite and >= 0")
         if select not in self.SELECT:
             raise ValueError(f"PredictorEstimator: select {select!r}: expected one of {', '.join(self.SELECT)}")
         self.select = select
@@ -281,10 +281,18 @@ class PredictorEstimator:
                 self.y.append(est.score)
         self.stats["trained"] += len(train)
         self.stats["predicted"] += n - len(train)
-        if trained and len(self.y) >= max(2, self.fitted + 1, (1.0 + self.refit) * self.fitted):
+        if trained and len(self.y) >= 2 and self._due():
             self._fit(len(self.y))
         seconds = (time.perf_counter() - start) / max(1, n)
         return [o if o is not None else Estimate(float(np.clip(mean[i], 0.0, 1.0)), seconds) for i, o in enumerate(out)]
+
+    def _due(self) -> bool:
+        """Refit now? When this search's own measured rows (``pairs`` apart) have grown by ``refit`` since
+        the last fit, and at the batch that completes the warmup, whose predictions come next."""
+        own, last = len(self.y) - self.loaded, self.fitted - self.loaded
+        if own <= last:
+            return False
+        return own >= (1.0 + self.refit) * last - 1e-9 or self.fitted < self.warmup <= len(self.y)
 
     def _fit(self, rows: int) -> None:
         self.predictor.fit(np.array(self.X[:rows]), np.array(self.y[:rows]))

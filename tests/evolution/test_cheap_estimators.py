@@ -245,8 +245,31 @@ def test_refit_waits_for_the_data_to_grow_and_resumes_the_last_fit_not_a_newer_o
     assert again.fitted == 4 and np.array_equal(again.predictor.predict(X)[0], on_four.predict(X)[0])
     est.estimate(gs[12:20])
     assert len(est.y) == 8 and est.fitted == 8  # doubled: refitted on every row
-    with pytest.raises(ValueError, match="refit -1"):
-        PredictorEstimator(data, refit=-1)
+    old = {k: v for k, v in est.state_dict().items() if k != "fitted"}  # saved before "fitted": every row
+    again.load_state_dict(old)
+    assert again.fitted == 8 and np.array_equal(again.predictor.predict(X)[0], est.predictor.predict(X)[0])
+    # the batch that completes the warmup is fitted on, growth or not: the predictions that follow use it
+    est = PredictorEstimator(data, warmup=6, steps=3, refit=2.0)
+    est.estimate(gs[:4])
+    est.estimate(gs[4:8])
+    assert len(est.y) == 8 and est.fitted == 8
+    for bad in (-1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match=f"refit {bad}"):
+            PredictorEstimator(data, refit=bad)
+
+
+def test_refit_counts_the_searchs_own_genomes_not_the_loaded_pairs(data, tmp_path):
+    import json
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"genome": g.to_dict(), "accuracy": 0.1 * i}) + "\n"
+                            for i, g in enumerate(genomes(5))))
+    est = PredictorEstimator(data, warmup=4, pairs=str(path), steps=3, refit=1.0)
+    assert est.fitted == 5
+    est.estimate(genomes(8, seed=9))  # 2 trained: the search's first own rows, refitted on at once
+    assert len(est.y) == 7 and est.fitted == 7
+    est.estimate(genomes(4, seed=11))  # 1 more: 3 own rows < 2 x 2
+    assert len(est.y) == 8 and est.fitted == 7
 
 
 def test_pareto_selection_trains_the_predicted_front_not_only_the_largest(data):
