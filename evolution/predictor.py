@@ -187,9 +187,9 @@ class PredictorEstimator:
     model's fits (``Predictor``). ``pairs``: (genome, accuracy) pairs it starts from
     (``load_pairs``: another search's run directory, or a JSONL file, e.g. of a ranking set).
     ``refit``: refit only once the genomes this search measured (not ``pairs``) have grown by this fraction
-    since the last fit, and when the warmup completes (0: after every trained batch). A ``gbr`` fit costs about as much as training a few candidates, and a bag
-    several, so refitting at every generation spends the search's budget on the model; a fixed growth
-    factor keeps the total fit cost within a constant of the last fit's while the data grows.
+    since the last fit, and also at the batch that completes the warmup (0: after every trained batch).
+    Every fit takes CPU time the search would otherwise spend on candidates (a bag ``bag`` times as much);
+    a fixed growth factor keeps the number of fits logarithmic in the data instead of one per generation.
     ``explore``: the weight of the predictor's uncertainty (the GP's, or a bag's spread; none for one
     ``gbr`` fit or ``pairwise``) in the optimistic prediction that picks what is trained.
     ``select``: which genomes of a batch are trained: ``score`` (the highest optimistic predictions)

@@ -19,5 +19,6 @@ def test_paired_differences_give_their_standard_error_and_t_test():
     assert paired(np.array([0.0, 0.0])) == {"se": 0.0, "p": 1.0}
     line = _beat({"seeds": [0, 1, 2], "wins": 3, "mean_diff": 0.2, **out})
     assert line == "3/3 (+0.200 ± 0.058, p 0.074)"
+    assert _beat({"seeds": [0, 1], "wins": 2, "mean_diff": 0.1, "se": 0.0, "p": 0.0}) == "2/2 (+0.100 ± 0.000, p < 0.001)"
     # a section written before the standard error was kept reads as it did
     assert _beat({"seeds": [0, 1], "wins": 1, "mean_diff": -0.01}) == "1/2 (-0.010)"
