@@ -147,10 +147,9 @@ def paired(diff: np.ndarray) -> dict:
 
 def _beat(v: dict) -> str:
     """'3/10 (+0.023 ± 0.026, p 0.4)'; sections written before the standard error: the mean alone."""
-    if "se" not in v:
-        return f"{v['wins']}/{len(v['seeds'])} ({v['mean_diff']:+.3f})"
-    p = f"{v['p']:.2g}" if v["p"] >= 0.001 else "< 0.001"
-    spread = f" ± {v['se']:.3f}, p {p}"
+    spread = ""
+    if "se" in v:
+        spread = f" ± {v['se']:.3f}, p " + (f"{v['p']:.2g}" if v["p"] >= 0.001 else "< 0.001")
     return f"{v['wins']}/{len(v['seeds'])} ({v['mean_diff']:+.3f}{spread})"
 
 

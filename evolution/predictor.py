@@ -281,7 +281,7 @@ class PredictorEstimator:
                 self.y.append(est.score)
         self.stats["trained"] += len(train)
         self.stats["predicted"] += n - len(train)
-        if trained and len(self.y) >= 2 and self._due():
+        if self._due():
             self._fit(len(self.y))
         seconds = (time.perf_counter() - start) / max(1, n)
         return [o if o is not None else Estimate(float(np.clip(mean[i], 0.0, 1.0)), seconds) for i, o in enumerate(out)]
@@ -290,7 +290,7 @@ class PredictorEstimator:
         """Refit now? When this search's own measured rows (``pairs`` apart) have grown by ``refit`` since
         the last fit, and at the batch that completes the warmup, whose predictions come next."""
         own, last = len(self.y) - self.loaded, self.fitted - self.loaded
-        if own <= last:
+        if own <= last or len(self.y) < 2:  # nothing new measured (or nothing to fit yet)
             return False
         return own >= (1.0 + self.refit) * last - 1e-9 or self.fitted < self.warmup <= len(self.y)
 
