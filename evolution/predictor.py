@@ -21,19 +21,21 @@ from typing import Sequence
 
 import numpy as np
 
-from evolution import cost, nsga2
+from evolution import cost, dag, nsga2
 from evolution.estimators import Estimate, Parent, TrainEstimator
 from evolution.genome import Genome
 
 FEATURES = ("log_edges", "log_params", "log_flops", "depth", "width_1", "width_2", "width_3", "skip_share",
             "tie_share", "edge_length_mean", "edge_length_std", "inputs_used", "input_centre_distance",
-            "output_edge_share", "log_hidden_fan_in", "direct_share")
+            "output_edge_share", "log_hidden_fan_in", "direct_share", "log_output_fan_in", "live_edge_share",
+            "thin_hidden_share")
 
 
 def genome_features(g: Genome) -> np.ndarray:
     """The ``FEATURES`` of ``g``: sizes, depth, widths of its first three present levels (fractions
     of the grid's width), skip (edges over more than one level) and tie shares, edge lengths, which
-    inputs it reads, how its edges spread."""
+    inputs it reads, how its edges spread; and what bounds its capacity at a given cost: edges into
+    each output, the share of edges on an input-to-output path, hidden neurons fed by one edge or none."""
     sp, e = g.space, g.edges
     lv = sp.level
     present = g.levels_present()
@@ -49,11 +51,14 @@ def genome_features(g: Genome) -> np.ndarray:
     into_out = lv[e[:, 1]] == sp.output_level if len(e) else np.zeros(0, dtype=bool)
     hidden_in = (~into_out).sum()
     direct = float(np.mean((lv[e[:, 0]] == 0) & into_out)) if len(e) else 0.0
+    fan_in = np.bincount(e[:, 1], minlength=sp.n_neurons)[g.hidden] if len(e) else np.zeros(len(g.hidden))
+    live = float(dag.prune(e, sp.n_neurons, sp.inputs, sp.outputs)[1].mean()) if len(e) else 0.0
     return np.array([
         math.log1p(g.n_edges), math.log(cost.parameters(g)), math.log(cost.flops(g).total), len(present), *widths,
         float(np.mean(span > 1)) if len(e) else 0.0, 1.0 - g.n_weights / max(1, g.n_edges),
         float(length.mean()), float(length.std()), len(used) / sp.n_inputs, float(dist),
         float(np.mean(into_out)) if len(e) else 0.0, math.log1p(hidden_in / max(1, len(g.hidden))), direct,
+        math.log1p(into_out.sum() / sp.n_outputs), live, float(np.mean(fan_in <= 1)) if len(fan_in) else 0.0,
     ], dtype=float)
 
 
@@ -331,7 +336,8 @@ class PredictorEstimator:
         width = len(FEATURES) + (self.proxy is not None) + (self.scorer is not None)
         if state["X"] and len(state["X"][0]) != width:
             raise RuntimeError(f"PredictorEstimator: the saved genomes have {len(state['X'][0])} features, this "
-                               f"estimator makes {width} (proxy or scorer changed since)")
+                               f"estimator makes {width} (its proxy or scorer, or this version's FEATURES, "
+                               "changed since)")
         if self.scorer is not None and hasattr(self.scorer, "load_state_dict") and state.get("scorer") is None:
             raise RuntimeError("PredictorEstimator: the saved state has no scorer state, this estimator has a scorer")
         self.X, self.y, self.stats = list(state["X"]), list(state["y"]), dict(state["stats"])
