@@ -42,13 +42,17 @@ from benchmarks.rank_metrics import metrics
 OUT = Path(__file__).parent / "results" / "ranking_cheap.json"
 PROXIES = ("synflow", "snip", "grad_norm", "naswot")
 SIZE_WEIGHT = 10.0  # naswot+size: naswot + this * log #params (logdets of a 64-example kernel are in the tens)
-# The iso set's held-out part: genomes of index >= HOLDOUT_FROM in each level were drawn and trained
-# after PREREGISTERED had been chosen on the first HOLDOUT_FROM of each level, so its figure there is free
+# The iso set's held-out parts: the genomes of index start <= i < stop in each level were drawn and
+# trained after the entry named had been chosen on the genomes before them, so its figure there is free
 # of that choice. The first check, from 48, held out predictor_gbr+naswot, the best on genomes 0-47 (0.812
 # there when chosen; 0.746 on the held-out 48-95 after refitting, commit d64f0b0). The bag of BAG fits was
 # then chosen, on genomes 0-95, not as the best there (0.802 against the rank average with 50 steps' 0.818)
-# but to take out the fit seed's swing (a single fit moved over 0.749-0.814 with it); it is checked from 96.
-HOLDOUT_FROM, PREREGISTERED, BAG = 96, "predictor_gbr_bag", 5
+# but to take out the fit seed's swing (a single fit moved over 0.749-0.814 with it); it was checked on
+# 96-143 with the 16 features it had then (predictor_gbr_bag16). Three features were then added, chosen on
+# genomes 0-143 and the other sets (commit f67ddac), and the bag with them is checked on 144-191.
+HOLDOUTS = ((96, 144, "predictor_gbr_bag16"), (144, 192, "predictor_gbr_bag"))
+BAG = 5
+FEATURES_BEFORE = 16  # predictor_gbr_bag16: the first 16 of FEATURES, the set the first check judged
 
 
 def load_sets() -> tuple[dict[str, dict], dict[str, list[Genome]], dict[str, np.ndarray]]:
@@ -107,15 +111,15 @@ def halving_scores(data, gs: list[Genome], batch: int, by_level: bool = False) -
     return out
 
 
-def predictor_scores(sets: dict, name: str, model: str, extra: dict | None = None,
-                     within_set: bool = False, entry: str | None = None, **settings) -> tuple[np.ndarray, float]:
+def predictor_scores(sets: dict, name: str, model: str, extra: dict | None = None, within_set: bool = False,
+                     entry: str | None = None, width: int | None = None, **settings) -> tuple[np.ndarray, float]:
     """The predictor's scores on set ``name``, trained on the truth of every genome it is not judged
     on: the other sets, and on the iso set the other levels (one model per level). Seconds per
     genome: its features (``extra``'s proxy included) and the prediction; the fits are counted apart
     (``FIT_SECONDS[(name, entry)]``), as a search fits once per generation for all its children. ``within_set``:
     the pairwise model draws its pairs within each set (and iso level) only; ``settings``: the
-    ``Predictor``'s (``seed``, ``bag``, ``window``, ``c``)."""
-    feats = {n: np.stack([genome_features(g) for g in s["genomes"]]) for n, s in sets.items()}
+    ``Predictor``'s (``seed``, ``bag``, ``window``, ``c``); ``width``: the first that many features only."""
+    feats = {n: np.stack([genome_features(g)[:width] for g in s["genomes"]]) for n, s in sets.items()}
     start = time.perf_counter()
     for g in sets[name]["genomes"]:
         genome_features(g)
@@ -148,10 +152,10 @@ FIT_SEEDS = 5  # gradient-boosting fits per entry in gbr_iso_vs_ceiling_by_fit_s
 
 
 def fit_figures(est: np.ndarray, iso: dict) -> dict:
-    """``iso_pairwise_vs_ceiling`` on the whole iso set, its first part and its held-out part."""
+    """``iso_pairwise_vs_ceiling`` on the whole iso set, its first part and its held-out parts."""
     m = figures(est, iso, "iso")
     return {k: m.get(k) for k in ("iso_pairwise_vs_ceiling", "iso_first_pairwise_vs_ceiling",
-                                  "iso_holdout_pairwise_vs_ceiling")}
+                                  *(f"{holdout_key(i)}_pairwise_vs_ceiling" for i in range(len(HOLDOUTS))))}
 
 
 def percentile_mean(*scores: np.ndarray) -> np.ndarray:
@@ -173,14 +177,20 @@ def figures(est: np.ndarray, s: dict, name: str, key: str = "") -> dict:
         for lv in np.unique(s["level"]):
             pairs = pairwise.pairs_among(s["level"], s["level"] == lv)
             m[f"iso_pairwise_{int(lv) // 1000}k"] = pairwise.pairwise(e, s["truth"], pairs)
-        held = s["index"] >= HOLDOUT_FROM
-        pairs = pairwise.pairs_among(s["level"], held)
-        if len(pairs):  # the held-out part, and the first part under the same fits
-            m.update(pairwise.cost_aware(e, s["truth"], seeds, pairs, "iso_holdout"))
-            m.update(pairwise.cost_aware(e, s["truth"], seeds, pairwise.pairs_among(s["level"], ~held), "iso_first"))
+        first = s["index"] < HOLDOUTS[0][0]  # the part every check's entry was chosen on
+        m.update(pairwise.cost_aware(e, s["truth"], seeds, pairwise.pairs_among(s["level"], first), "iso_first"))
+        for k, (start, stop, _) in enumerate(HOLDOUTS):
+            pairs = pairwise.pairs_among(s["level"], (s["index"] >= start) & (s["index"] < stop))
+            if len(pairs):
+                m.update(pairwise.cost_aware(e, s["truth"], seeds, pairs, holdout_key(k)))
     else:
         m.update(pairwise.cost_aware(e, s["truth"], seeds, pairwise.near_cost_pairs(s["flops"]), "near_cost"))
     return m
+
+
+def holdout_key(k: int) -> str:
+    """The figures' prefix of the ``k``-th held-out part: ``iso_holdout``, ``iso_holdout2``, ..."""
+    return "iso_holdout" + (str(k + 1) if k else "")
 
 
 def prefixed(m: dict, name: str) -> dict:
@@ -240,6 +250,8 @@ def main() -> None:
         r = results[name]
         r["predictor_gbr"] = predictor_scores(sets, name, "gbr", entry="predictor_gbr")
         r["predictor_gbr_bag"] = predictor_scores(sets, name, "gbr", entry="predictor_gbr_bag", bag=BAG)
+        r["predictor_gbr_bag16"] = predictor_scores(sets, name, "gbr", entry="predictor_gbr_bag16", bag=BAG,
+                                                    width=FEATURES_BEFORE)
         r["predictor_gp"] = predictor_scores(sets, name, "gp", entry="predictor_gp")
         r["predictor_gbr+naswot"] = predictor_scores(sets, name, "gbr", naswot, entry="predictor_gbr+naswot")
         r["predictor_pairwise"] = predictor_scores(sets, name, "pairwise", entry="predictor_pairwise")
@@ -282,13 +294,19 @@ def main() -> None:
                                         iso_set["seeds4"] if iso_set["seeds4"] is not None else iso_set["seeds"],
                                         iso_set["level"])
             for key, r in results.get("iso", {}).items() if key != "seed_vs_seed"} if iso_set else {}
-    held = iso_set["index"] >= HOLDOUT_FROM if iso_set else np.zeros(0, bool)
-    held = held if iso_set and len(pairwise.pairs_among(iso_set["level"], held)) else np.zeros(0, bool)
-    holdout = {key: pairwise.iso_bootstrap(np.asarray(r[0], dtype=float)[held], iso_set["truth"][held],
-                                           iso_set["seeds"][held], iso_set["level"][held])
-               for key, r in results["iso"].items() if key != "seed_vs_seed"} if held.any() else {}
-    for b in holdout.values():
-        b.pop("ratios")
+    checks = []
+    for k, (start, stop, chosen) in enumerate(HOLDOUTS if iso_set else ()):
+        held = (iso_set["index"] >= start) & (iso_set["index"] < stop)
+        if not len(pairwise.pairs_among(iso_set["level"], held)):
+            continue
+        boots = {key: pairwise.iso_bootstrap(np.asarray(r[0], dtype=float)[held], iso_set["truth"][held],
+                                             iso_set["seeds"][held], iso_set["level"][held])
+                 for key, r in results["iso"].items() if key != "seed_vs_seed"}
+        for b in boots.values():
+            b.pop("ratios")
+        checks.append({"key": holdout_key(k), "from_index": start, "to_index": stop, "preregistered": chosen,
+                       "genomes": int(held.sum()), "bootstrap": boots,
+                       "ceiling": pairwise.ceiling(iso_set["seeds"][held], pairwise.iso_pairs(iso_set["level"][held]))})
     if boot:  # paired: on the same resamples, how often each entry is at or above the best by the figure
         best = max(boot, key=lambda k: table[k]["iso_pairwise_vs_ceiling"])
         for key, b in boot.items():
@@ -313,9 +331,7 @@ def main() -> None:
            "estimators": table, "pairwise_naswot_iso_vs_ceiling_by_setting": sensitivity,
            "gbr_iso_vs_ceiling_by_fit_seed": by_fit_seed, "gbr_bag_iso_vs_ceiling_by_seeds": bag_spread,
            "iso_bootstrap": boot,
-           "iso_holdout": {"from_index": HOLDOUT_FROM, "preregistered": PREREGISTERED, "genomes": int(held.sum()),
-                           "ceiling": pairwise.ceiling(iso["seeds"][held], pairwise.iso_pairs(iso["level"][held])),
-                           "bootstrap": holdout} if holdout else None, "ranking_json_near_cost": existing, "estimates": cache}
+           "iso_holdouts": checks, "ranking_json_near_cost": existing, "estimates": cache}
     OUT.write_text(common.summary_json(doc))
     keys = ["iso_pairwise", "iso_pairwise_vs_ceiling", "iso_kendall_tau", "near_cost_pairwise",
             "lineage_near_cost_pairwise", "kendall_tau", "lineage_kendall_tau", "seconds_per_genome"]

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-FIT_COLS = ("iso_pairwise_vs_ceiling", "iso_first_pairwise_vs_ceiling", "iso_holdout_pairwise_vs_ceiling")
+FIT_COLS = ("iso_pairwise_vs_ceiling", "iso_first_pairwise_vs_ceiling", "iso_holdout_pairwise_vs_ceiling",
+            "iso_holdout2_pairwise_vs_ceiling")
 
 
 def _num(v) -> str:
@@ -62,19 +63,21 @@ def page(doc: dict) -> str:
             lines.append(f"| {key} | {doc['estimators'][key]['iso_pairwise_vs_ceiling']:.3f} | {b['iso_vs_ceiling_p5']:.3f} "
                          f"| {b['iso_vs_ceiling_p95']:.3f} | {b['iso_vs_ceiling_share_below_0.8']:.2f} | {ahead} |")
     fits = doc.get("gbr_iso_vs_ceiling_by_fit_seed") or {}
-    hold = doc.get("iso_holdout")
-    first = f"{hold['from_index']} per level" if hold else "part"
+    holds = doc.get("iso_holdouts") or []
+    first = f"{holds[0]['from_index']} per level" if holds else "part"
+    parts = " / ".join(f"genomes {h['from_index']}-{h['to_index'] - 1}" for h in holds) or "its held-out part"
+    fit_cols = FIT_COLS[:2 + max(1, len(holds))]
     if fits:
         n = len(next(iter(fits.values()))) - 1
         lines += ["", "The gradient-boosted predictors' iso figures by the seed of the fit (`gbr_iso_vs_ceiling_by_fit_seed`: "
                   f"fits 0-{n - 1}, each drawing its own 0.8 subsamples; the tables above use fit 0), on the whole set / "
-                  f"its first {first} / its held-out part; `mean figure`: the mean of the fits' "
+                  f"its first {first} / {parts}; `mean figure`: the mean of the fits' "
                   "figures; `bagged`: the figure of the mean of the fits' predictions:", "",
                   "| estimator | " + " | ".join(f"fit {i}" for i in range(n)) + " | mean figure | bagged |",
                   "|---" * (n + 3) + "|"]
         for key, rows in fits.items():
-            cells = [" / ".join(_num(r.get(k)) for k in FIT_COLS) for r in rows]
-            vals = [[r[k] for r in rows[:-1] if r.get(k) is not None] for k in FIT_COLS]
+            cells = [" / ".join(_num(r.get(k)) for k in fit_cols) for r in rows]
+            vals = [[r[k] for r in rows[:-1] if r.get(k) is not None] for k in fit_cols]
             mean = " / ".join(_num(float(np.mean(v)) if v else None) for v in vals)
             lines.append(f"| {key} | " + " | ".join(cells[:-1]) + f" | {mean} | {cells[-1]} |")
     spread = doc.get("gbr_bag_iso_vs_ceiling_by_seeds") or {}
@@ -83,21 +86,24 @@ def page(doc: dict) -> str:
         lines += ["", f"How much predictor_gbr's figures still move with its seeds (`gbr_bag_iso_vs_ceiling_by_seeds`): "
                   f"{n} single fits (seeds 0-{n - 1}) and the {len(spread['bags'])} bags of {k} among them (seeds 0-{k - 1}, "
                   f"{k}-{2 * k - 1}, ...; the first is `predictor_gbr_bag`); range of the figure and its standard deviation:", "",
-                  f"| | whole set | first {first} | held-out part |", "|---|---|---|---|"]
+                  f"| | whole set | first {first} | " + (" | ".join(f"{h['from_index']}-{h['to_index'] - 1}" for h in holds)
+                                                           or "held-out part") + " |", "|---" * len(fit_cols) + "|---|"]
         for name, rows in (("single fits", spread["single_fits"]), ("bags", spread["bags"])):
-            lines.append(f"| {name} | " + " | ".join(_spread([r.get(c) for r in rows]) for c in FIT_COLS) + " |")
-    if hold:
-        lines += ["", f"The held-out part of the iso set (`iso_holdout`): its {hold['genomes']} genomes ({hold['genomes'] // 3} per level) of index "
-                  f"{hold['from_index']} and up in each level were drawn and trained after {hold['preregistered']} "
-                  f"had been chosen on the first {hold['from_index']} of each level, so its figure here is free of "
-                  f"that choice. Pairs within a level among these genomes only; ceiling {hold['ceiling']:.3f}; "
-                  "percentiles by the same resampling procedure as above (its own resamples); `first part /ceiling`: "
-                  "the same entry on the pairs among the genomes before them, as fitted now.", "",
+            lines.append(f"| {name} | " + " | ".join(_spread([r.get(c) for r in rows]) for c in fit_cols) + " |")
+    for hold in holds:
+        key = hold["key"]
+        lines += ["", f"Held-out part of the iso set (`iso_holdouts`, `{key}`): its {hold['genomes']} genomes "
+                  f"({hold['genomes'] // 3} per level) of index {hold['from_index']}-{hold['to_index'] - 1} in each level "
+                  f"were drawn and trained after **{hold['preregistered']}** had been chosen on the genomes before "
+                  f"them, so its figure here is free of that choice. Pairs within a level among these genomes only; "
+                  f"ceiling {hold['ceiling']:.3f}; percentiles by the same resampling procedure as above (its own "
+                  "resamples); `first part /ceiling`: the same entry on the pairs among the genomes before "
+                  f"{holds[0]['from_index']}, as fitted now.", "",
                   "| estimator | held-out iso pairwise | /ceiling | first part /ceiling | 5th percentile | 95th percentile "
                   "| resamples below 0.8 |", "|---|---|---|---|---|---|---|"]
-        for key, b in hold["bootstrap"].items():
-            m = doc["estimators"][key]
-            lines.append(f"| {key} | {_num(m.get('iso_holdout_pairwise'))} | {_num(m.get('iso_holdout_pairwise_vs_ceiling'))} "
+        for name, b in hold["bootstrap"].items():
+            m = doc["estimators"][name]
+            lines.append(f"| {name} | {_num(m.get(f'{key}_pairwise'))} | {_num(m.get(f'{key}_pairwise_vs_ceiling'))} "
                          f"| {_num(m.get('iso_first_pairwise_vs_ceiling'))} "
                          f"| {b['iso_vs_ceiling_p5']:.3f} | {b['iso_vs_ceiling_p95']:.3f} "
                          f"| {b['iso_vs_ceiling_share_below_0.8']:.2f} |")

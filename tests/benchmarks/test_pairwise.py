@@ -108,15 +108,24 @@ def test_ranking_cheap_page_reads_a_summary_without_an_iso_set_and_one_with_its_
 
     fits = {"predictor_gbr": [{"iso_pairwise_vs_ceiling": 0.8}, {"iso_pairwise_vs_ceiling": 0.82}]}
     doc = {"sets": {"broad": {"genomes": 60, "genomes_with_4_seeds": 60}}, "ceiling": {"iso_pairwise": None, "kind": "k"},
-           "estimators": {"edges": {"kendall_tau": 0.9}}, "iso_holdout": None, "gbr_bag_iso_vs_ceiling_by_seeds": {},
+           "estimators": {"edges": {"kendall_tau": 0.9}}, "iso_holdouts": [], "gbr_bag_iso_vs_ceiling_by_seeds": {},
            "gbr_iso_vs_ceiling_by_fit_seed": fits}
     text = page(doc)
     assert "iso pairwise -, broad near-cost -, lineage near-cost -." in text and "its first part / its held-out part" in text
     assert "| predictor_gbr | 0.800 / - / - | 0.800 / - / - | 0.820 / - / - |" in text  # fit 0, mean, bagged
-    assert "held-out part of the iso set" not in text and "still move" not in text
-    rows = [{"iso_pairwise_vs_ceiling": v, "iso_holdout_pairwise_vs_ceiling": v + 0.1} for v in (0.7, 0.8, 0.9)]
-    doc.update(iso_holdout={"genomes": 144, "from_index": 96, "preregistered": "edges", "ceiling": 0.84, "bootstrap": {}},
+    assert "Held-out part of the iso set" not in text and "still move" not in text
+    rows = [{"iso_pairwise_vs_ceiling": v, "iso_holdout_pairwise_vs_ceiling": v + 0.1,
+             "iso_holdout2_pairwise_vs_ceiling": v - 0.1} for v in (0.7, 0.8, 0.9)]
+    doc["estimators"]["edges"].update(iso_holdout2_pairwise=0.6, iso_holdout2_pairwise_vs_ceiling=0.7)
+    boot = {"edges": {"iso_vs_ceiling_p5": 0.6, "iso_vs_ceiling_p95": 0.8, "iso_vs_ceiling_share_below_0.8": 0.9}}
+    doc.update(iso_holdouts=[{"key": "iso_holdout", "genomes": 144, "from_index": 96, "to_index": 144, "preregistered": "a",
+                              "ceiling": 0.84, "bootstrap": {}},
+                             {"key": "iso_holdout2", "genomes": 144, "from_index": 144, "to_index": 192,
+                              "preregistered": "edges", "ceiling": 0.85, "bootstrap": boot}],
                gbr_bag_iso_vs_ceiling_by_seeds={"single_fits": rows, "bags": rows[1:]})
     text = page(doc)
-    assert "| bags | 0.800-0.900 (SD 0.050) | - | 0.900-1.000 (SD 0.050) |" in text
-    assert "its 144 genomes (48 per level) of index 96 and up" in text and "| | whole set | first 96 per level |" in text
+    assert "| bags | 0.800-0.900 (SD 0.050) | - | 0.900-1.000 (SD 0.050) | 0.700-0.800 (SD 0.050) |" in text
+    assert "| | whole set | first 96 per level | 96-143 | 144-191 |" in text
+    assert "of index 96-143 in each level were drawn and trained after **a** had been chosen" in text
+    assert "of index 144-191 in each level were drawn and trained after **edges** had been chosen" in text
+    assert "| edges | 0.600 | 0.700 | - | 0.600 | 0.800 | 0.90 |" in text

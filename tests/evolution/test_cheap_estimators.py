@@ -10,7 +10,7 @@ from evolution.curves import EarlyStopTrain, fit_curve
 from evolution.data import DigitsDataModule
 from evolution.ensemble import EnsembleEstimator
 from evolution.estimators import Estimator, build_estimator
-from evolution.genome import SearchSpace
+from evolution.genome import Genome, SearchSpace
 from evolution.halving import HalvingEstimator
 from evolution.predictor import FEATURES, Predictor, PredictorEstimator, genome_features, log_flops_bound
 from evolution.proxies import PROXIES, ProxyEstimator
@@ -151,6 +151,19 @@ def test_predictor_improves_with_data_on_a_synthetic_task():
     assert err[2] < err[1] < err[0]
     mean, std = Predictor("gp").fit(X[:40], y[:40]).predict(X[test])
     assert (std > 0).all() and np.mean(np.abs(mean - y[test])) < np.mean(np.abs(y[test] - y[:40].mean()))
+
+
+def test_capacity_features_count_output_edges_live_edges_and_thin_hidden_neurons():
+    """Inputs 0-3, hidden h0, h1 (level 1), outputs o0, o1: h0 reads two inputs and feeds o0, h1 reads
+    one input and feeds nothing (dead), input 3 feeds o1 directly."""
+    sp = SearchSpace((1, 2, 2), 2, levels=1, width=4)
+    h0, h1 = sp.hidden_id(1, 0), sp.hidden_id(1, 1)
+    o0, o1 = sp.outputs
+    g = Genome(sp, [h0, h1], [[0, h0], [1, h0], [2, h1], [h0, o0], [3, o1]]).validate()
+    f = dict(zip(FEATURES, genome_features(g)))
+    assert f["log_output_fan_in"] == pytest.approx(np.log1p(2 / 2))  # two edges into two outputs
+    assert f["live_edge_share"] == pytest.approx(4 / 5)  # 2 -> h1 lies on no input-to-output path
+    assert f["thin_hidden_share"] == pytest.approx(1 / 2)  # h1 is fed by one edge
 
 
 def test_a_bagged_predictor_is_the_mean_of_its_seeded_fits_and_their_spread():
