@@ -31,7 +31,7 @@ from evolution.curves import CurveEstimator
 from evolution.estimators import TrainEstimator
 from evolution.genome import Genome
 from evolution.halving import HalvingEstimator
-from evolution.predictor import Predictor, genome_features
+from evolution.predictor import FEATURES, Predictor, genome_features
 from evolution.proxies import ProxyEstimator
 
 from benchmarks import common, pairwise, ranking_sets
@@ -53,6 +53,7 @@ SIZE_WEIGHT = 10.0  # naswot+size: naswot + this * log #params (logdets of a 64-
 HOLDOUTS = ((96, 144, "predictor_gbr_bag16"), (144, 192, "predictor_gbr_bag"))
 BAG = 5
 FEATURES_BEFORE = 16  # predictor_gbr_bag16: the first 16 of FEATURES, the set the first check judged
+assert FEATURES[FEATURES_BEFORE - 1] == "direct_share"  # the capacity features were appended after it
 
 
 def load_sets() -> tuple[dict[str, dict], dict[str, list[Genome]], dict[str, np.ndarray]]:
@@ -181,8 +182,10 @@ def figures(est: np.ndarray, s: dict, name: str, key: str = "") -> dict:
         m.update(pairwise.cost_aware(e, s["truth"], seeds, pairwise.pairs_among(s["level"], first), "iso_first"))
         for k, (start, stop, _) in enumerate(HOLDOUTS):
             pairs = pairwise.pairs_among(s["level"], (s["index"] >= start) & (s["index"] < stop))
-            if len(pairs):
+            if len(pairs):  # and the pairs among the genomes its entry was chosen on, as fitted now
                 m.update(pairwise.cost_aware(e, s["truth"], seeds, pairs, holdout_key(k)))
+                before = pairwise.pairs_among(s["level"], s["index"] < start)
+                m.update(pairwise.cost_aware(e, s["truth"], seeds, before, holdout_key(k) + "_before"))
     else:
         m.update(pairwise.cost_aware(e, s["truth"], seeds, pairwise.near_cost_pairs(s["flops"]), "near_cost"))
     return m
@@ -331,7 +334,8 @@ def main() -> None:
            "estimators": table, "pairwise_naswot_iso_vs_ceiling_by_setting": sensitivity,
            "gbr_iso_vs_ceiling_by_fit_seed": by_fit_seed, "gbr_bag_iso_vs_ceiling_by_seeds": bag_spread,
            "iso_bootstrap": boot,
-           "iso_holdouts": checks, "ranking_json_near_cost": existing, "estimates": cache}
+           "iso_first_below": HOLDOUTS[0][0], "iso_holdouts": checks, "ranking_json_near_cost": existing,
+           "estimates": cache}
     OUT.write_text(common.summary_json(doc))
     keys = ["iso_pairwise", "iso_pairwise_vs_ceiling", "iso_kendall_tau", "near_cost_pairwise",
             "lineage_near_cost_pairwise", "kendall_tau", "lineage_kendall_tau", "seconds_per_genome"]

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-FIT_COLS = ("iso_pairwise_vs_ceiling", "iso_first_pairwise_vs_ceiling", "iso_holdout_pairwise_vs_ceiling",
-            "iso_holdout2_pairwise_vs_ceiling")
+FIT_COLS = ("iso_pairwise_vs_ceiling", "iso_first_pairwise_vs_ceiling")  # then one per held-out part
 
 
 def _num(v) -> str:
@@ -64,9 +63,9 @@ def page(doc: dict) -> str:
                          f"| {b['iso_vs_ceiling_p95']:.3f} | {b['iso_vs_ceiling_share_below_0.8']:.2f} | {ahead} |")
     fits = doc.get("gbr_iso_vs_ceiling_by_fit_seed") or {}
     holds = doc.get("iso_holdouts") or []
-    first = f"{holds[0]['from_index']} per level" if holds else "part"
+    first = f"{doc['iso_first_below']} per level" if doc.get("iso_first_below") else "part"
     parts = " / ".join(f"genomes {h['from_index']}-{h['to_index'] - 1}" for h in holds) or "its held-out part"
-    fit_cols = FIT_COLS[:2 + max(1, len(holds))]
+    fit_cols = FIT_COLS + (tuple(f"{h['key']}_pairwise_vs_ceiling" for h in holds) or ("iso_holdout_pairwise_vs_ceiling",))
     if fits:
         n = len(next(iter(fits.values()))) - 1
         lines += ["", "The gradient-boosted predictors' iso figures by the seed of the fit (`gbr_iso_vs_ceiling_by_fit_seed`: "
@@ -97,14 +96,14 @@ def page(doc: dict) -> str:
                   f"were drawn and trained after **{hold['preregistered']}** had been chosen on the genomes before "
                   f"them, so its figure here is free of that choice. Pairs within a level among these genomes only; "
                   f"ceiling {hold['ceiling']:.3f}; percentiles by the same resampling procedure as above (its own "
-                  "resamples); `first part /ceiling`: the same entry on the pairs among the genomes before "
-                  f"{holds[0]['from_index']}, as fitted now.", "",
-                  "| estimator | held-out iso pairwise | /ceiling | first part /ceiling | 5th percentile | 95th percentile "
+                  "resamples); `before /ceiling`: the same entry on the pairs among the genomes before "
+                  f"{hold['from_index']} (those it was chosen on), as fitted now.", "",
+                  "| estimator | held-out iso pairwise | /ceiling | before /ceiling | 5th percentile | 95th percentile "
                   "| resamples below 0.8 |", "|---|---|---|---|---|---|---|"]
         for name, b in hold["bootstrap"].items():
             m = doc["estimators"][name]
             lines.append(f"| {name} | {_num(m.get(f'{key}_pairwise'))} | {_num(m.get(f'{key}_pairwise_vs_ceiling'))} "
-                         f"| {_num(m.get('iso_first_pairwise_vs_ceiling'))} "
+                         f"| {_num(m.get(f'{key}_before_pairwise_vs_ceiling'))} "
                          f"| {b['iso_vs_ceiling_p5']:.3f} | {b['iso_vs_ceiling_p95']:.3f} "
                          f"| {b['iso_vs_ceiling_share_below_0.8']:.2f} |")
     return "\n".join(lines) + "\n"

@@ -35,7 +35,9 @@ def genome_features(g: Genome) -> np.ndarray:
     """The ``FEATURES`` of ``g``: sizes, depth, widths of its first three present levels (fractions
     of the grid's width), skip (edges over more than one level) and tie shares, edge lengths, which
     inputs it reads, how its edges spread; and what bounds its capacity at a given cost: edges into
-    each output, the share of edges on an input-to-output path, hidden neurons fed by one edge or none."""
+    each output, the share of edges on an input-to-output path (1 on a pruned genome, as every genome a
+    search or sampler makes is: it tells only on genomes handed in unpruned), hidden neurons fed by one
+    edge or none."""
     sp, e = g.space, g.edges
     lv = sp.level
     present = g.levels_present()
@@ -193,7 +195,8 @@ class PredictorEstimator:
     (``load_pairs``: another search's run directory, or a JSONL file, e.g. of a ranking set).
     ``refit``: refit only once the genomes this search measured (not ``pairs``) have grown by this fraction
     since the last fit, and also at the batch that completes the warmup (0: after every trained batch).
-    Every fit takes CPU time the search would otherwise spend on candidates (a bag ``bag`` times as much);
+    ``features``: the first that many of ``FEATURES`` only (None: all; 16 is the set before the
+    capacity features, at least 3 as the FLOPs are read from the third). Every fit takes CPU time the search would otherwise spend on candidates (a bag ``bag`` times as much);
     a fixed growth factor keeps the number of fits logarithmic in the data instead of one per generation.
     ``explore``: the weight of the predictor's uncertainty (the GP's, or a bag's spread; none for one
     ``gbr`` fit or ``pairwise``) in the optimistic prediction that picks what is trained.
@@ -216,13 +219,16 @@ class PredictorEstimator:
     def __init__(self, data, model: str = "gbr", warmup: int = 16, train_share: float = 0.25, explore: float = 1.0,
                  proxy: str | None = None, pairs: str | None = None, seed: int = 0, window: float = 0.25,
                  c: float = 1.0, select: str = "score", scorer: dict | None = None, checkpoint: str | None = None,
-                 bag: int = 1, refit: float = 0.0, **train) -> None:
+                 bag: int = 1, refit: float = 0.0, features: int | None = None, **train) -> None:
         if warmup < 2 or not 0.0 <= train_share <= 1.0 or not 0.0 <= refit < math.inf:
             raise ValueError(f"PredictorEstimator: warmup {warmup}, train_share {train_share}, refit {refit}: expected "
                              "warmup >= 2, train_share in [0, 1], refit finite and >= 0")
         if select not in self.SELECT:
             raise ValueError(f"PredictorEstimator: select {select!r}: expected one of {', '.join(self.SELECT)}")
-        self.select = select
+        if features is not None and not 3 <= features <= len(FEATURES):
+            raise ValueError(f"PredictorEstimator: features {features}: expected 3..{len(FEATURES)} (the first that "
+                             "many of FEATURES) or null for all")
+        self.select, self.width = select, features or len(FEATURES)
         self.trainer = TrainEstimator(data, seed=seed, **train)
         self.predictor = Predictor(model, seed, window, c, bag)
         self.warmup, self.train_share, self.explore, self.refit = warmup, train_share, explore, refit
@@ -249,7 +255,7 @@ class PredictorEstimator:
         self.loaded = len(self.y)
 
     def features(self, genomes: Sequence[Genome], parents: Sequence[Parent | None] | None = None) -> np.ndarray:
-        X = np.stack([genome_features(g) for g in genomes])
+        X = np.stack([genome_features(g)[:self.width] for g in genomes])
         if self.scorer is not None:  # a failed score (NaN) reads as 0
             scores = np.array([e.score for e in self.scorer.estimate(genomes, parents)], dtype=float)
             X = np.concatenate([X, np.nan_to_num(scores, nan=0.0)[:, None]], 1)
@@ -333,7 +339,7 @@ class PredictorEstimator:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        width = len(FEATURES) + (self.proxy is not None) + (self.scorer is not None)
+        width = self.width + (self.proxy is not None) + (self.scorer is not None)
         if state["X"] and len(state["X"][0]) != width:
             raise RuntimeError(f"PredictorEstimator: the saved genomes have {len(state['X'][0])} features, this "
                                f"estimator makes {width} (its proxy or scorer, or this version's FEATURES, "

@@ -116,7 +116,10 @@ def test_ranking_cheap_page_reads_a_summary_without_an_iso_set_and_one_with_its_
     assert "Held-out part of the iso set" not in text and "still move" not in text
     rows = [{"iso_pairwise_vs_ceiling": v, "iso_holdout_pairwise_vs_ceiling": v + 0.1,
              "iso_holdout2_pairwise_vs_ceiling": v - 0.1} for v in (0.7, 0.8, 0.9)]
-    doc["estimators"]["edges"].update(iso_holdout2_pairwise=0.6, iso_holdout2_pairwise_vs_ceiling=0.7)
+    doc["estimators"]["edges"].update(iso_holdout2_pairwise=0.6, iso_holdout2_pairwise_vs_ceiling=0.7,
+                                      iso_holdout2_before_pairwise_vs_ceiling=0.75)
+    doc["iso_first_below"] = 96
+    fits["predictor_gbr"] = [dict(r, iso_holdout2_pairwise_vs_ceiling=0.5) for r in fits["predictor_gbr"]]
     boot = {"edges": {"iso_vs_ceiling_p5": 0.6, "iso_vs_ceiling_p95": 0.8, "iso_vs_ceiling_share_below_0.8": 0.9}}
     doc.update(iso_holdouts=[{"key": "iso_holdout", "genomes": 144, "from_index": 96, "to_index": 144, "preregistered": "a",
                               "ceiling": 0.84, "bootstrap": {}},
@@ -128,4 +131,11 @@ def test_ranking_cheap_page_reads_a_summary_without_an_iso_set_and_one_with_its_
     assert "| | whole set | first 96 per level | 96-143 | 144-191 |" in text
     assert "of index 96-143 in each level were drawn and trained after **a** had been chosen" in text
     assert "of index 144-191 in each level were drawn and trained after **edges** had been chosen" in text
-    assert "| edges | 0.600 | 0.700 | - | 0.600 | 0.800 | 0.90 |" in text
+    assert "| edges | 0.600 | 0.700 | 0.750 | 0.600 | 0.800 | 0.90 |" in text
+    assert "| predictor_gbr | 0.800 / - / - / 0.500 | 0.800 / - / - / 0.500 | 0.820 / - / - / 0.500 |" in text
+    assert "its first 96 per level / genomes 96-143 / genomes 144-191;" in text
+    # only the second part present: its column is its own, not the first part's
+    doc["iso_holdouts"] = doc["iso_holdouts"][1:]
+    text = page(doc)
+    assert "| | whole set | first 96 per level | 144-191 |" in text
+    assert "| bags | 0.800-0.900 (SD 0.050) | - | 0.700-0.800 (SD 0.050) |" in text

@@ -164,6 +164,21 @@ def test_capacity_features_count_output_edges_live_edges_and_thin_hidden_neurons
     assert f["log_output_fan_in"] == pytest.approx(np.log1p(2 / 2))  # two edges into two outputs
     assert f["live_edge_share"] == pytest.approx(4 / 5)  # 2 -> h1 lies on no input-to-output path
     assert f["thin_hidden_share"] == pytest.approx(1 / 2)  # h1 is fed by one edge
+    pruned = dict(zip(FEATURES, genome_features(g.pruned())))  # as every genome a search makes
+    assert pruned["live_edge_share"] == 1.0 and pruned["thin_hidden_share"] == 0.0
+
+
+def test_predictor_estimator_keeps_an_earlier_feature_set_and_refuses_a_state_of_another_width(data):
+    gs = genomes(6)
+    old = PredictorEstimator(data, warmup=2, steps=2, features=16)
+    assert old.features(gs).shape == (6, 16)
+    np.testing.assert_array_equal(old.features(gs), np.stack([genome_features(g) for g in gs])[:, :16])
+    state = old.state_dict() | {"X": old.features(gs).tolist(), "y": [0.5] * 6, "fitted": 6}
+    PredictorEstimator(data, warmup=2, steps=2, features=16).load_state_dict(state)
+    with pytest.raises(RuntimeError, match=f"the saved genomes have 16 features, this estimator makes {len(FEATURES)} "):
+        PredictorEstimator(data, warmup=2, steps=2).load_state_dict(state)
+    with pytest.raises(ValueError, match=f"features 2: expected 3..{len(FEATURES)}"):
+        PredictorEstimator(data, features=2)
 
 
 def test_a_bagged_predictor_is_the_mean_of_its_seeded_fits_and_their_spread():
