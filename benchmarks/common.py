@@ -185,17 +185,35 @@ def _iso_part(entries: list[dict]) -> dict:
     index order), digest and truth; the grid once."""
     from benchmarks.pairwise import level_index
 
-    out = [{**{k: v for k, v in e.items() if k != "genome"}, "index": int(i), "genome_sha256": genome_sha256(e["genome"])}
+    out = [{**{k: v for k, v in e.items() if k != "genome"}, "index": int(i), "genome_sha256": _digest(e["genome"])}
            for e, i in zip(entries, level_index([e["level"] for e in entries]))]
     return {"space": entries[0]["genome"]["space"] if entries else None, "iso": out}
 
 
-def save_ranking_sets(doc: dict, path: Path = RANKING_SETS, iso: Path = RANKING_SETS_ISO) -> None:
+# id of a genome dict -> (that dict, its digest): a set being trained is saved after every seed, and
+# the digests of its large genomes (which are not changed in place) would otherwise be taken each time.
+_DIGESTS: dict[int, tuple[dict, str]] = {}
+
+
+def _digest(genome: dict) -> str:
+    hit = _DIGESTS.get(id(genome))
+    if hit is None or hit[0] is not genome:
+        hit = _DIGESTS[id(genome)] = (genome, genome_sha256(genome))
+    return hit[1]
+
+
+def save_ranking_sets(doc: dict, path: Path = RANKING_SETS, iso: Path = RANKING_SETS_ISO, only: str | None = None) -> None:
+    """Write the sets: broad and lineage (genomes packed) to ``path``, the iso set as digests to ``iso``;
+    a file whose content is unchanged is not rewritten. ``only="iso"``: the iso file alone (the other
+    part, megabytes to encode, is left as it is: the caller changed only the iso set)."""
+    if only == "iso":
+        doc = {"iso": doc["iso"]}
+        path = None
     packed = {**doc, **{name: [{**e, "genome": pack_genome(e["genome"])} for e in doc[name]]
                         for name in ("broad", "lineage") if name in doc}}
     iso_part = _iso_part(packed.pop("iso")) if "iso" in packed else None
     for file, part in ((path, packed), (iso, iso_part)):
-        if part is None or file.exists() and json.loads(gzip.decompress(file.read_bytes())) == json.loads(json.dumps(part)):
+        if file is None or part is None or file.exists() and json.loads(gzip.decompress(file.read_bytes())) == json.loads(json.dumps(part)):
             continue  # unchanged: the file (and its gzip timestamp) stays as it is
         _atomic(file, gzip.compress(json.dumps(part, separators=(",", ":")).encode(), 9))
 

@@ -264,7 +264,7 @@ def main() -> None:
                 a, s = train(Genome.from_dict(entry["genome"]), data, args.epochs, seed)
                 accs.append(a)
                 secs.append(s)
-                save(doc)
+                save(doc, only="iso" if name == "iso" else None)
             done += 1
             g = entry["genome"]
             print(f"[{done}/{total}] {name}: {len(g['edges'])} edges, acc {np.mean(accs):.4f} "

@@ -123,6 +123,12 @@ def test_the_iso_set_is_saved_as_digests_and_drawn_again_exactly(tmp_path):
     saved = json.loads(gzip.decompress(iso.read_bytes()))
     assert "genome" not in saved["iso"][0] and len(iso.read_bytes()) < 2000
     assert common.load_ranking_sets(tmp_path / "sets.json.gz", iso)["iso"] == json.loads(json.dumps(entries))
+    main = (tmp_path / "sets.json.gz").read_bytes()
+    entries[0]["acc"].append(0.7)  # a seed trained: only the iso file is written again
+    common.save_ranking_sets({"broad": [{"genome": {}, "acc": [1.0]}], "iso": entries}, path=tmp_path / "sets.json.gz",
+                             iso=iso, only="iso")
+    assert (tmp_path / "sets.json.gz").read_bytes() == main
+    assert json.loads(gzip.decompress(iso.read_bytes()))["iso"][0]["acc"] == [0.5, 0.6, 0.7]
     saved["iso"][1]["genome_sha256"] = "0" * 64
     iso.write_bytes(gzip.compress(json.dumps(saved).encode()))
     with pytest.raises(SystemExit, match="iso genome 0 of level 20000 is not what iso_set draws now"):
