@@ -153,7 +153,7 @@ def _iso_genomes(part: dict) -> list[dict]:
 
     entries = part["iso"]
     per_level = 1 + max(e["index"] for e in entries)
-    print(f"drawing the iso set's {len(entries)} genomes again (about a minute)", flush=True)
+    print(f"drawing the iso set's {len(entries)} genomes again (several minutes)", flush=True)
     fresh = iso_set(SearchSpace.from_dict(part["space"]), per_level)
     out = []
     for e in entries:
