@@ -167,7 +167,7 @@ def _iso_genomes(part: dict) -> list[dict]:
 
 def load_ranking_sets(path: Path = RANKING_SETS, iso: Path | None = RANKING_SETS_ISO) -> dict:
     """The saved sets: ``{"broad": [...], "lineage": [...], "iso": [...]}``, each entry with genome and
-    truth; ``iso=None``: without the iso set (whose genomes take a minute to draw again)."""
+    truth; ``iso=None``: without the iso set (whose genomes take minutes to draw again)."""
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; build it with python -m benchmarks.ranking_sets")
     doc = json.loads(gzip.decompress(path.read_bytes()))
@@ -191,21 +191,23 @@ def _iso_part(entries: list[dict]) -> dict:
 
 
 # id of a genome dict -> (that dict, its digest): a set being trained is saved after every seed, and
-# the digests of its large genomes (which are not changed in place) would otherwise be taken each time.
+# the digests of its large genomes would otherwise be taken each time. The dict is held here, so its id
+# is not reused; the sets' genome dicts are never changed in place (a changed genome is a new dict).
 _DIGESTS: dict[int, tuple[dict, str]] = {}
 
 
 def _digest(genome: dict) -> str:
-    hit = _DIGESTS.get(id(genome))
-    if hit is None or hit[0] is not genome:
-        hit = _DIGESTS[id(genome)] = (genome, genome_sha256(genome))
-    return hit[1]
+    if id(genome) not in _DIGESTS:
+        _DIGESTS[id(genome)] = (genome, genome_sha256(genome))
+    return _DIGESTS[id(genome)][1]
 
 
 def save_ranking_sets(doc: dict, path: Path = RANKING_SETS, iso: Path = RANKING_SETS_ISO, only: str | None = None) -> None:
     """Write the sets: broad and lineage (genomes packed) to ``path``, the iso set as digests to ``iso``;
     a file whose content is unchanged is not rewritten. ``only="iso"``: the iso file alone (the other
     part, megabytes to encode, is left as it is: the caller changed only the iso set)."""
+    if only not in (None, "iso"):
+        raise ValueError(f"save_ranking_sets: only={only!r}: expected None or 'iso'")
     if only == "iso":
         doc = {"iso": doc["iso"]}
         path = None

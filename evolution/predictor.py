@@ -225,7 +225,7 @@ class PredictorEstimator:
                              "warmup >= 2, train_share in [0, 1], refit finite and >= 0")
         if select not in self.SELECT:
             raise ValueError(f"PredictorEstimator: select {select!r}: expected one of {', '.join(self.SELECT)}")
-        if features is not None and not 3 <= features <= len(FEATURES):
+        if features is not None and (not isinstance(features, numbers.Integral) or not 3 <= features <= len(FEATURES)):
             raise ValueError(f"PredictorEstimator: features {features}: expected 3..{len(FEATURES)} (the first that "
                              "many of FEATURES) or null for all")
         self.select, self.width = select, features or len(FEATURES)
@@ -333,12 +333,16 @@ class PredictorEstimator:
             self.scorer.update(population)
 
     def state_dict(self) -> dict:
-        state = {"X": self.X, "y": self.y, "stats": dict(self.stats), "loaded": self.loaded, "fitted": self.fitted}
+        state = {"X": self.X, "y": self.y, "stats": dict(self.stats), "loaded": self.loaded, "fitted": self.fitted,
+                 "features": self.width}
         if self.scorer is not None and hasattr(self.scorer, "state_dict"):
             state["scorer"] = self.scorer.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        if state.get("features", self.width) != self.width:  # saved before "features": the width check below
+            raise RuntimeError(f"PredictorEstimator: the saved state was made with features {state['features']}, "
+                               f"this estimator has {self.width}")
         width = self.width + (self.proxy is not None) + (self.scorer is not None)
         if state["X"] and len(state["X"][0]) != width:
             raise RuntimeError(f"PredictorEstimator: the saved genomes have {len(state['X'][0])} features, this "

@@ -128,6 +128,8 @@ def test_the_iso_set_is_saved_as_digests_and_drawn_again_exactly(tmp_path):
     common.save_ranking_sets({"broad": [{"genome": {}, "acc": [1.0]}], "iso": entries}, path=tmp_path / "sets.json.gz",
                              iso=iso, only="iso")
     assert (tmp_path / "sets.json.gz").read_bytes() == main
+    with pytest.raises(ValueError, match="only='broad': expected None or 'iso'"):
+        common.save_ranking_sets({"iso": entries}, path=tmp_path / "x.json.gz", iso=iso, only="broad")
     assert json.loads(gzip.decompress(iso.read_bytes()))["iso"][0]["acc"] == [0.5, 0.6, 0.7]
     saved["iso"][1]["genome_sha256"] = "0" * 64
     iso.write_bytes(gzip.compress(json.dumps(saved).encode()))

@@ -175,10 +175,15 @@ def test_predictor_estimator_keeps_an_earlier_feature_set_and_refuses_a_state_of
     np.testing.assert_array_equal(old.features(gs), np.stack([genome_features(g) for g in gs])[:, :16])
     state = old.state_dict() | {"X": old.features(gs).tolist(), "y": [0.5] * 6, "fitted": 6}
     PredictorEstimator(data, warmup=2, steps=2, features=16).load_state_dict(state)
-    with pytest.raises(RuntimeError, match=f"the saved genomes have 16 features, this estimator makes {len(FEATURES)} "):
+    with pytest.raises(RuntimeError, match=f"the saved state was made with features 16, this estimator has {len(FEATURES)}"):
         PredictorEstimator(data, warmup=2, steps=2).load_state_dict(state)
+    before = {k: v for k, v in state.items() if k != "features"}  # saved before the option: its width tells
+    with pytest.raises(RuntimeError, match=f"the saved genomes have 16 features, this estimator makes {len(FEATURES)} "):
+        PredictorEstimator(data, warmup=2, steps=2).load_state_dict(before)
     with pytest.raises(ValueError, match=f"features 2: expected 3..{len(FEATURES)}"):
         PredictorEstimator(data, features=2)
+    with pytest.raises(RuntimeError, match="the saved state was made with features 16, this estimator has 17"):
+        PredictorEstimator(data, warmup=2, steps=2, features=17).load_state_dict(state)
 
 
 def test_a_bagged_predictor_is_the_mean_of_its_seeded_fits_and_their_spread():
