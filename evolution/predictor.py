@@ -195,9 +195,10 @@ class PredictorEstimator:
     (``load_pairs``: another search's run directory, or a JSONL file, e.g. of a ranking set).
     ``refit``: refit only once the genomes this search measured (not ``pairs``) have grown by this fraction
     since the last fit, and also at the batch that completes the warmup (0: after every trained batch).
-    ``features``: the first that many of ``FEATURES`` only (None: all; 16 is the set before the
-    capacity features, at least 3 as the FLOPs are read from the third). Every fit takes CPU time the search would otherwise spend on candidates (a bag ``bag`` times as much);
+    Every fit takes CPU time the search would otherwise spend on candidates (a bag ``bag`` times as much);
     a fixed growth factor keeps the number of fits logarithmic in the data instead of one per generation.
+    ``features``: the first that many of ``FEATURES`` only (None: all; 16 is the set before the
+    capacity features; at least 3, as the FLOPs are read from the third).
     ``explore``: the weight of the predictor's uncertainty (the GP's, or a bag's spread; none for one
     ``gbr`` fit or ``pairwise``) in the optimistic prediction that picks what is trained.
     ``select``: which genomes of a batch are trained: ``score`` (the highest optimistic predictions)
