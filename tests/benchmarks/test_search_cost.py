@@ -127,3 +127,38 @@ def test_an_iteration_saved_before_its_ledger_row_is_charged_on_resume(tmp_path,
     est = [json.loads(l) for l in (arm / "estimates.jsonl").read_text().splitlines()]
     charged = iters[2]["cpu"] - iters[1]["cpu"]
     assert charged >= sum(r["cpu"] for r in est if r["iteration"] == 2) - 1e-9 > 0
+
+
+def _check_spec(spec: dict, where: str) -> None:
+    """``spec``'s class imports and takes its settings; nested estimator specs likewise. The estimators
+    that take ``**kwargs`` (predictor, halving, curve) hand them to their ``TrainEstimator``."""
+    from inspect import Parameter, signature
+
+    from evolution.cli import import_class
+    from evolution.train_estimator import TrainEstimator
+
+    params = dict(signature(import_class(spec["class_path"])).parameters)
+    if any(p.kind is Parameter.VAR_KEYWORD for p in params.values()):
+        params.update(signature(TrainEstimator).parameters)
+    for key, value in (spec.get("init_args") or {}).items():
+        assert key in params, f"{where}: {spec['class_path']} takes no {key!r}"
+        for inner in (value if isinstance(value, list) else [value]):
+            if isinstance(inner, dict) and "class_path" in inner:
+                _check_spec(inner, f"{where} {key}")
+
+
+def test_every_arm_file_builds_for_its_presets():
+    """A typo in an arm's YAML fails here, not minutes into a benchmark run."""
+    import yaml
+
+    names = sorted(p.stem for p in search_cost.ARMS.glob("*.yaml"))
+    assert "predictor-gbr-bag-refit-hv-supernet" in names
+    for name in names:
+        presets = list(yaml.safe_load((search_cost.ARMS / f"{name}.yaml").read_text()))
+        assert presets and set(presets) <= set(search_cost.PRESETS), f"{name}: sections {presets}"
+        for preset in presets:
+            arm = search_cost.load_arm(name, preset)
+            if arm.get("estimator") != "truth":
+                _check_spec(arm["estimator"], f"{name} {preset}")
+            if arm.get("fit"):
+                _check_spec(arm["fit"]["model"], f"{name} {preset} fit")
