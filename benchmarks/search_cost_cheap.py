@@ -12,6 +12,7 @@ have been non-dominated against the archive it was stopped against (``stopped_wo
 
     python -m benchmarks.search_cost_cheap [--work runs/benchmarks/search_cost] [--presets digits,mnist-t10k]
         [--label NAME]   # the runs in --work as sections 'PRESET, NAME'; other sections in --out are kept
+        [--budget S]     # the CPU-seconds per arm those runs had (search_cost --budget), if not the preset's
 """
 from __future__ import annotations
 
@@ -86,14 +87,21 @@ def train_full_hv_at(work: Path, seed: int, cpu: float, ref: list[float]) -> tup
     return report.retrained_hv(pts, ref), last["cpu"]
 
 
-def section(work: Path, preset: str, data_root: Path) -> dict | None:
+def section(work: Path, preset: str, data_root: Path, budget: float | None = None) -> dict | None:
+    """``budget``: the CPU-seconds per arm the runs in ``work`` were given (``search_cost --budget``;
+    None: the preset's); ValueError when an arm's mean CPU-seconds say otherwise."""
     cfg = search_cost.PRESETS[preset]
     if not work.is_dir():
         return None
+    budget = budget or cfg["budget"]
     arms = [a for a in REFERENCE + CHEAP if (work / a).is_dir()]
     full = report.collect(work, preset, cfg, arms, cfg["seeds"])
+    for a, res in full["arms"].items():  # an arm overruns its budget by at most its last iteration
+        cpu, want = res["mean"].get("cpu_seconds"), budget * float(search_cost.load_arm(a, preset).get("budget_factor", 1.0))
+        if cpu is not None and not 0.9 * want <= cpu <= 1.5 * want:
+            raise ValueError(f"{work}: arm {a} ran {cpu:.0f} CPU-s, not about {want:.0f}: give the --budget it ran with")
     per_seed = {a: {r["seed"]: r.get("retrained_hv") for r in full["arms"].get(a, {}).get("seeds", [])} for a in arms}
-    out = {"seeds": full["seeds"], "reference_point": full["reference_point"], "budget_cpu_seconds": cfg["budget"],
+    out = {"seeds": full["seeds"], "reference_point": full["reference_point"], "budget_cpu_seconds": budget,
            "arms": {}, "beats": {}}
     for a in arms:
         if a not in full["arms"]:
@@ -193,13 +201,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--label", default=None, help="write each preset as the section 'PRESET, LABEL' (runs kept in "
                     "another --work); the JSON at --out keeps the sections this run does not write")
+    ap.add_argument("--budget", type=float, default=None, help="CPU-seconds per arm the runs in --work were given "
+                    "(search_cost --budget; default: the preset's)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
     # the sections it writes are replaced, the others kept (runs of other work dirs, e.g. --label ones)
     doc = json.loads(out.read_text()) if out.is_file() else {"presets": {}}
     for preset in args.presets.split(","):
-        sec = section(Path(args.work) / preset, preset, Path(args.data_root))
+        try:
+            sec = section(Path(args.work) / preset, preset, Path(args.data_root), args.budget)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         if sec:
             doc["presets"][f"{preset}, {args.label}" if args.label else preset] = sec
     out.write_text(common.summary_json(doc) + "\n")

@@ -22,3 +22,22 @@ def test_paired_differences_give_their_standard_error_and_t_test():
     assert _beat({"seeds": [0, 1], "wins": 2, "mean_diff": 0.1, "se": 0.0, "p": 0.0}) == "2/2 (+0.100 ± 0.000, p < 0.001)"
     # a section written before the standard error was kept reads as it did
     assert _beat({"seeds": [0, 1], "wins": 1, "mean_diff": -0.01}) == "1/2 (-0.010)"
+
+
+def test_a_section_names_the_budget_its_runs_had_and_refuses_another(tmp_path, monkeypatch, capsys):
+    from benchmarks import search_cost_cheap as cheap
+
+    work = tmp_path / "digits"
+    for arm in ("supernet", "train-full"):
+        (work / arm).mkdir(parents=True)
+    made = {"seeds": [0], "reference_point": [1.0, 6.0], "arms": {
+        "supernet": {"mean": {"cpu_seconds": 120.3}, "seeds": [{"seed": 0, "retrained_hv": 3.6}]},
+        "train-full": {"mean": {"cpu_seconds": 1201.0}, "seeds": [{"seed": 0, "retrained_hv": 3.7}]}}}
+    monkeypatch.setattr(cheap.report, "collect", lambda *a: made)
+    sec = cheap.section(work, "digits", tmp_path, budget=120)  # train-full at its 10x
+    assert sec["budget_cpu_seconds"] == 120 and sec["arms"]["supernet"]["retrained_hv_by_seed"] == {"0": 3.6}
+    out = tmp_path / "cheap.json"
+    assert cheap.main(["--work", str(tmp_path), "--presets", "digits", "--out", str(out)]) == 2  # the preset's 30
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "arm supernet ran 120 CPU-s, not about 30" in err and "--budget" in err
+    assert not out.exists()
