@@ -45,6 +45,8 @@ from evolution.search import Search, SearchSettings
 
 REPO = Path(__file__).resolve().parents[1]
 ARMS = Path(__file__).parent / "arms"
+ARM_KEYS = {"estimator", "fit", "budget_factor", "sampler"}
+FIT_KEYS = {"model", "max_epochs", "max_steps"}
 LADDER = [2, 4, 8, 16, 32, 64, 128, 256, 512]
 DIGITS = {"class_path": "evolution.data.DigitsDataModule", "init_args": {"batch_size": 64}}
 PRESETS: dict[str, dict] = {
@@ -97,6 +99,11 @@ def load_arm(name: str, preset: str) -> dict:
     section = doc.get(preset) or doc.get("digits" if preset == "tiny" else preset)
     if not isinstance(section, dict):
         raise ValueError(f"arm {name!r}: {path.relative_to(REPO)} has no section for preset {preset!r}")
+    # a misspelt key would otherwise be ignored and the arm run as another
+    unknown = sorted(set(section) - ARM_KEYS) + sorted(f"fit.{k}" for k in set(section.get("fit") or {}) - FIT_KEYS)
+    if unknown:
+        raise ValueError(f"arm {name!r}: {path.relative_to(REPO)} [{preset}]: unknown keys {', '.join(unknown)} "
+                         f"(expected {', '.join(sorted(ARM_KEYS))}; fit: {', '.join(sorted(FIT_KEYS))})")
     return section
 
 

@@ -12,7 +12,8 @@ have been non-dominated against the archive it was stopped against (``stopped_wo
 
     python -m benchmarks.search_cost_cheap [--work runs/benchmarks/search_cost] [--presets digits,mnist-t10k]
         [--label NAME]   # the runs in --work as sections 'PRESET, NAME'; other sections in --out are kept
-        [--budget S]     # the CPU-seconds per arm those runs had (search_cost --budget), if not the preset's
+        [--budget S]     # the CPU-seconds per arm those runs had (search_cost --budget), if not the preset's;
+                         # it applies to every preset in --presets
 """
 from __future__ import annotations
 
@@ -93,13 +94,16 @@ def section(work: Path, preset: str, data_root: Path, budget: float | None = Non
     cfg = search_cost.PRESETS[preset]
     if not work.is_dir():
         return None
-    budget = budget or cfg["budget"]
+    budget = cfg["budget"] if budget is None else budget
     arms = [a for a in REFERENCE + CHEAP if (work / a).is_dir()]
     full = report.collect(work, preset, cfg, arms, cfg["seeds"])
-    for a, res in full["arms"].items():  # an arm overruns its budget by at most its last iteration
-        cpu, want = res["mean"].get("cpu_seconds"), budget * float(search_cost.load_arm(a, preset).get("budget_factor", 1.0))
-        if cpu is not None and not 0.9 * want <= cpu <= 1.5 * want:
-            raise ValueError(f"{work}: arm {a} ran {cpu:.0f} CPU-s, not about {want:.0f}: give the --budget it ran with")
+    for a in arms:  # each seed: an arm overruns its budget by at most its last iteration
+        want = budget * float(search_cost.load_arm(a, preset).get("budget_factor", 1.0))
+        for row in full["arms"].get(a, {}).get("seeds", []):
+            cpu = row.get("cpu_seconds")
+            if cpu is not None and not 0.9 * want <= cpu <= 1.5 * want:
+                raise ValueError(f"{work}: arm {a} seed {row['seed']} ran {cpu:.0f} CPU-s, not about {want:.0f}: "
+                                 "give the --budget it ran with")
     per_seed = {a: {r["seed"]: r.get("retrained_hv") for r in full["arms"].get(a, {}).get("seeds", [])} for a in arms}
     out = {"seeds": full["seeds"], "reference_point": full["reference_point"], "budget_cpu_seconds": budget,
            "arms": {}, "beats": {}}
@@ -202,8 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label", default=None, help="write each preset as the section 'PRESET, LABEL' (runs kept in "
                     "another --work); the JSON at --out keeps the sections this run does not write")
     ap.add_argument("--budget", type=float, default=None, help="CPU-seconds per arm the runs in --work were given "
-                    "(search_cost --budget; default: the preset's)")
+                    "(search_cost --budget; default: the preset's), for every preset in --presets")
     args = ap.parse_args(argv)
+    if args.budget is not None and not args.budget > 0:
+        print(f"error: --budget {args.budget}: expected a positive number of CPU-seconds", file=sys.stderr)
+        return 2
     torch.set_num_threads(1)
     out = Path(args.out)
     # the sections it writes are replaced, the others kept (runs of other work dirs, e.g. --label ones)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from scipy import stats
 
 from benchmarks.search_cost_cheap import _beat, paired
@@ -28,16 +29,23 @@ def test_a_section_names_the_budget_its_runs_had_and_refuses_another(tmp_path, m
     from benchmarks import search_cost_cheap as cheap
 
     work = tmp_path / "digits"
-    for arm in ("supernet", "train-full"):
+    for arm in ("supernet", "train-full", "moved-aside"):  # a folder that is no arm is not checked
         (work / arm).mkdir(parents=True)
-    made = {"seeds": [0], "reference_point": [1.0, 6.0], "arms": {
-        "supernet": {"mean": {"cpu_seconds": 120.3}, "seeds": [{"seed": 0, "retrained_hv": 3.6}]},
-        "train-full": {"mean": {"cpu_seconds": 1201.0}, "seeds": [{"seed": 0, "retrained_hv": 3.7}]}}}
+    made = {"seeds": [0, 1], "reference_point": [1.0, 6.0], "arms": {
+        "supernet": {"mean": {"cpu_seconds": 120.3}, "seeds": [{"seed": 0, "retrained_hv": 3.6, "cpu_seconds": 120.1},
+                                                               {"seed": 1, "retrained_hv": 3.5, "cpu_seconds": 120.5}]},
+        "train-full": {"mean": {"cpu_seconds": 1201.0}, "seeds": [{"seed": 0, "retrained_hv": 3.7, "cpu_seconds": 1201.0}]},
+        "moved-aside": {"mean": {"cpu_seconds": 5.0}, "seeds": [{"seed": 0, "cpu_seconds": 5.0}]}}}
     monkeypatch.setattr(cheap.report, "collect", lambda *a: made)
     sec = cheap.section(work, "digits", tmp_path, budget=120)  # train-full at its 10x
-    assert sec["budget_cpu_seconds"] == 120 and sec["arms"]["supernet"]["retrained_hv_by_seed"] == {"0": 3.6}
+    assert sec["budget_cpu_seconds"] == 120 and sec["arms"]["supernet"]["retrained_hv_by_seed"] == {"0": 3.6, "1": 3.5}
     out = tmp_path / "cheap.json"
     assert cheap.main(["--work", str(tmp_path), "--presets", "digits", "--out", str(out)]) == 2  # the preset's 30
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "arm supernet ran 120 CPU-s, not about 30" in err and "--budget" in err
+    assert err.count("\n") == 0 and "arm supernet seed 0 ran 120 CPU-s, not about 30" in err and "--budget" in err
+    made["arms"]["supernet"]["seeds"][0]["cpu_seconds"] = 30.2  # one seed at another budget: refused by seed
+    with pytest.raises(ValueError, match="arm supernet seed 0 ran 30 CPU-s, not about 120"):
+        cheap.section(work, "digits", tmp_path, budget=120)
+    assert cheap.main(["--work", str(tmp_path), "--presets", "digits", "--out", str(out), "--budget", "0"]) == 2
+    assert "--budget 0.0: expected a positive" in capsys.readouterr().err
     assert not out.exists()
