@@ -99,8 +99,11 @@ def load_arm(name: str, preset: str) -> dict:
     section = doc.get(preset) or doc.get("digits" if preset == "tiny" else preset)
     if not isinstance(section, dict):
         raise ValueError(f"arm {name!r}: {path.relative_to(REPO)} has no section for preset {preset!r}")
+    fit = section.get("fit")
+    if fit is not None and not isinstance(fit, dict):
+        raise ValueError(f"arm {name!r}: {path.relative_to(REPO)} [{preset}]: fit must be a mapping ({', '.join(sorted(FIT_KEYS))})")
     # a misspelt key would otherwise be ignored and the arm run as another
-    unknown = sorted(set(section) - ARM_KEYS) + sorted(f"fit.{k}" for k in set(section.get("fit") or {}) - FIT_KEYS)
+    unknown = sorted(set(section) - ARM_KEYS) + sorted(f"fit.{k}" for k in set(fit or {}) - FIT_KEYS)
     if unknown:
         raise ValueError(f"arm {name!r}: {path.relative_to(REPO)} [{preset}]: unknown keys {', '.join(unknown)} "
                          f"(expected {', '.join(sorted(ARM_KEYS))}; fit: {', '.join(sorted(FIT_KEYS))})")

@@ -90,7 +90,7 @@ def train_full_hv_at(work: Path, seed: int, cpu: float, ref: list[float]) -> tup
 
 def section(work: Path, preset: str, data_root: Path, budget: float | None = None) -> dict | None:
     """``budget``: the CPU-seconds per arm the runs in ``work`` were given (``search_cost --budget``;
-    None: the preset's); ValueError when an arm's mean CPU-seconds say otherwise."""
+    None: the preset's); ValueError when any seed's CPU-seconds say otherwise."""
     cfg = search_cost.PRESETS[preset]
     if not work.is_dir():
         return None

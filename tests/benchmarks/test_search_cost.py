@@ -42,13 +42,16 @@ def test_paired_wins_compare_arms_seed_by_seed_and_skip_unfinished_seeds():
 
 def test_an_arm_with_a_misspelt_key_is_refused_in_one_line(tmp_path, monkeypatch):
     (tmp_path / "bad.yaml").write_text("digits: {estimator: truth, budget_factr: 10}\n"
-                                       "mnist-t10k: {estimator: truth, fit: {model: {class_path: x}, max_epoch: 2}}\n")
+                                       "mnist-t10k: {estimator: truth, fit: {model: {class_path: x}, max_epoch: 2}}\n"
+                                       "tiny: {estimator: truth, fit: [max_epochs]}\n")
     monkeypatch.setattr(search_cost, "ARMS", tmp_path)
     monkeypatch.setattr(search_cost, "REPO", tmp_path)
     with pytest.raises(ValueError, match=r"bad.yaml \[digits\]: unknown keys budget_factr \(expected"):
         search_cost.load_arm("bad", "digits")
     with pytest.raises(ValueError, match=r"unknown keys fit.max_epoch "):
         search_cost.load_arm("bad", "mnist-t10k")
+    with pytest.raises(ValueError, match=r"\[tiny\]: fit must be a mapping"):
+        search_cost.load_arm("bad", "tiny")
 
 
 def test_bad_preset_or_arm_is_one_line_and_exit_2(tmp_path, capsys):
