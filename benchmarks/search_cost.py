@@ -119,8 +119,14 @@ def build_data(spec: dict, seed: int, data_root: Path):
         args["root"] = str(data_root / args["root"])
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(pl.LightningDataModule, "data")
-    cfg = parser.parse_object({"data": {"class_path": spec["class_path"], "init_args": args}})
-    return instantiate(parser, cfg).data
+    try:
+        cfg = parser.parse_object({"data": {"class_path": spec["class_path"], "init_args": args}})
+        return instantiate(parser, cfg).data
+    except (ValueError, OSError) as err:  # jsonargparse wraps the DataModule's own error: report that one
+        cause = err
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        raise ValueError(f"data {spec['class_path']}: {str(cause).splitlines()[0]}") from err
 
 
 def fit(spec: dict, data, ckpt: Path, seed: int) -> None:
@@ -302,7 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     n_seeds = args.seeds or cfg["seeds"]
     todo = [] if args.report_only else [args.seed] if args.seed is not None else range(n_seeds)
     for seed in todo:
-        data = build_data(cfg["data"], seed, Path(args.data_root))
+        try:
+            data = build_data(cfg["data"], seed, Path(args.data_root))
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         truth = Truth(data, cfg["epochs"], cfg["batch_size"], seed, _cache(work, seed))
         for name in arms:
             out = work / name / f"seed{seed}"

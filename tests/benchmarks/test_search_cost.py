@@ -61,6 +61,11 @@ def test_bad_preset_or_arm_is_one_line_and_exit_2(tmp_path, capsys):
     assert "arm 'nope'" in capsys.readouterr().err
     assert search_cost.main(["--preset", "tiny", "--data", "[1, 2]", "--work", str(tmp_path)]) == 2
     assert "--data" in capsys.readouterr().err
+    missing = tmp_path / "no-data"
+    assert search_cost.main(["--preset", "mnist-t10k", "--seed", "0", "--data-root", str(missing),
+                             "--work", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"IDX data folder {missing / 'mnist-t10k'} does not exist" in err
 
 
 def test_tiny_preset_writes_every_key_and_resumes_an_arm_exactly(tmp_path):
