@@ -37,7 +37,7 @@ import yaml
 from benchmarks import common, search_cost_report as report
 from benchmarks.metering import Ledger, Metered, Truth
 from evolution import cost, seeds
-from evolution.cli import instantiate
+from evolution.cli import instantiate, one_line
 from evolution.estimators import build_estimator
 from evolution.genome import Genome
 from evolution.sampling import random_genome
@@ -110,8 +110,17 @@ def load_arm(name: str, preset: str) -> dict:
     return section
 
 
+def _innermost(err: BaseException) -> BaseException:
+    """The first cause in ``err``'s chain: jsonargparse wraps the reason a DataModule gave."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
 def build_data(spec: dict, seed: int, data_root: Path):
-    from jsonargparse import ArgumentParser
+    """The preset's DataModule for ``seed``; bad data settings (a misspelt class or argument, a folder
+    that is not there) are a one-line ``ValueError``, a bug inside the DataModule keeps its traceback."""
+    from jsonargparse import ArgumentError, ArgumentParser
     import lightning.pytorch as pl
 
     args = dict(spec.get("init_args") or {}, seed=seed)
@@ -119,14 +128,17 @@ def build_data(spec: dict, seed: int, data_root: Path):
         args["root"] = str(data_root / args["root"])
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(pl.LightningDataModule, "data")
+    where = f"data {spec['class_path']}"
     try:
         cfg = parser.parse_object({"data": {"class_path": spec["class_path"], "init_args": args}})
+    except ArgumentError as err:
+        raise ValueError(f"{where}: {one_line(_innermost(err))}") from err
+    try:
         return instantiate(parser, cfg).data
-    except (ValueError, OSError) as err:  # jsonargparse wraps the DataModule's own error: report that one
-        cause = err
-        while cause.__cause__ is not None:
-            cause = cause.__cause__
-        raise ValueError(f"data {spec['class_path']}: {str(cause).splitlines()[0]}") from err
+    except (ValueError, OSError) as err:
+        if not isinstance(_innermost(err), (ValueError, OSError)):
+            raise
+        raise ValueError(f"{where}: {one_line(_innermost(err))}") from err
 
 
 def fit(spec: dict, data, ckpt: Path, seed: int) -> None:

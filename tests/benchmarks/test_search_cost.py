@@ -66,6 +66,31 @@ def test_bad_preset_or_arm_is_one_line_and_exit_2(tmp_path, capsys):
                              "--work", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"IDX data folder {missing / 'mnist-t10k'} does not exist" in err
+    for data, reason in [('{"class_path": "evolution.data.Nope"}', "has no attribute 'Nope'"),
+                         ('{"class_path": "evolution.data.DigitsDataModule", "init_args": {"nope": 1}}',
+                          "Option 'nope' is not accepted"),
+                         ('{"class_path": "evolution.data.DigitsDataModule", "init_args": {"batch_size": "x"}}',
+                          "Got value: x")]:
+        assert search_cost.main(["--preset", "tiny", "--seed", "0", "--data", data, "--work", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and reason in err, err
+
+
+def test_a_bug_inside_a_data_module_keeps_its_traceback(tmp_path, monkeypatch):
+    (tmp_path / "buggy_data.py").write_text(
+        "import lightning.pytorch as pl\n\n"
+        "class Buggy(pl.LightningDataModule):\n"
+        "    def __init__(self, seed: int = 0):\n"
+        "        super().__init__()\n"
+        "        raise TypeError('a bug')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(Exception) as caught:
+        search_cost.build_data({"class_path": "buggy_data.Buggy"}, 0, tmp_path)
+    err = caught.value
+    while err.__cause__ is not None:
+        err = err.__cause__
+    assert isinstance(err, TypeError) and str(err) == "a bug"
+    assert not str(caught.value).startswith("data buggy_data.Buggy")  # not passed off as bad input
 
 
 def test_tiny_preset_writes_every_key_and_resumes_an_arm_exactly(tmp_path):

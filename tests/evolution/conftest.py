@@ -1,4 +1,5 @@
-"""Fixtures of the estimator tests: the digits data and random genomes on a small digits grid."""
+"""Fixtures for every test in tests/evolution: the digits data (``data``) and random genomes on a
+small digits grid (``genomes``)."""
 from __future__ import annotations
 
 import numpy as np
