@@ -37,7 +37,7 @@ import yaml
 from benchmarks import common, search_cost_report as report
 from benchmarks.metering import Ledger, Metered, Truth
 from evolution import cost, seeds
-from evolution.cli import instantiate, one_line
+from evolution.cli import innermost, instantiate, one_line
 from evolution.estimators import build_estimator
 from evolution.genome import Genome
 from evolution.sampling import random_genome
@@ -110,13 +110,6 @@ def load_arm(name: str, preset: str) -> dict:
     return section
 
 
-def _innermost(err: BaseException) -> BaseException:
-    """The first cause in ``err``'s chain: jsonargparse wraps the reason a DataModule gave."""
-    while err.__cause__ is not None:
-        err = err.__cause__
-    return err
-
-
 def build_data(spec: dict, seed: int, data_root: Path):
     """The preset's DataModule for ``seed``; bad data settings (a misspelt class or argument, a folder
     that is not there) are a one-line ``ValueError``, a bug inside the DataModule keeps its traceback."""
@@ -132,13 +125,13 @@ def build_data(spec: dict, seed: int, data_root: Path):
     try:
         cfg = parser.parse_object({"data": {"class_path": spec["class_path"], "init_args": args}})
     except ArgumentError as err:
-        raise ValueError(f"{where}: {one_line(_innermost(err))}") from err
+        raise ValueError(f"{where}: {one_line(innermost(err))}") from err
     try:
         return instantiate(parser, cfg).data
     except (ValueError, OSError) as err:
-        if not isinstance(_innermost(err), (ValueError, OSError)):
+        if not isinstance(innermost(err), (ValueError, OSError)):
             raise
-        raise ValueError(f"{where}: {one_line(_innermost(err))}") from err
+        raise ValueError(f"{where}: {one_line(innermost(err))}") from err
 
 
 def fit(spec: dict, data, ckpt: Path, seed: int) -> None:

@@ -25,6 +25,9 @@ def guarded(command, args: list[str]) -> int:
         check_config_files(args)
         command(args)
     except (ValueError, FileNotFoundError, ArgumentError, MisconfigurationException) as err:
+        if isinstance(err, ValueError) and not isinstance(innermost(err), (ValueError, OSError, ArgumentError,
+                                                                           MisconfigurationException)):
+            raise  # jsonargparse wraps a bug inside a class it builds in a ValueError: keep its traceback
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except FloatingPointError as err:
@@ -48,6 +51,13 @@ def check_config_files(args: list[str]) -> None:
             except UnicodeDecodeError as err:
                 raise ValueError(f"config file {path} is not a text YAML file (byte {err.start} is not UTF-8); "
                                  "give a YAML config") from None
+
+
+def innermost(err: BaseException) -> BaseException:
+    """The first cause in ``err``'s chain (jsonargparse wraps the reason a class gave when it was built)."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return err
 
 
 def one_line(err: BaseException, limit: int = 400) -> str:

@@ -78,6 +78,25 @@ def test_bad_config_values_are_one_line(tmp_path, capsys, finished):
     assert not (finished / "verify.json").exists()
 
 
+def test_a_bug_inside_a_class_a_config_builds_keeps_its_traceback(tmp_path, capsys, monkeypatch):
+    (tmp_path / "buggy_data.py").write_text(
+        "import lightning.pytorch as pl\n\n"
+        "class Buggy(pl.LightningDataModule):\n"
+        "    def __init__(self, seed: int = 0):\n"
+        "        super().__init__()\n"
+        "        raise TypeError('a bug')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = ["search", "--estimator", "evolution.estimators.TrainEstimator", "--search.run_dir", str(tmp_path / "run")]
+    with pytest.raises(ValueError) as caught:  # jsonargparse's wrapper, not passed off as bad input (exit 2)
+        cli(args + ["--data", "buggy_data.Buggy"])
+    cause = caught.value
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    assert isinstance(cause, TypeError) and str(cause) == "a bug"
+    assert cli(args + ["--data", "evolution.data.IDXDataModule", "--data.root", str(tmp_path / "none")]) == 2
+    assert f"IDX data folder {tmp_path / 'none'} does not exist" in _one_line(capsys)  # bad input stays one line
+
+
 def test_a_candidate_whose_training_blew_up_is_flagged_not_scored():
     from evolution import seeds
     from evolution.data import DigitsDataModule
