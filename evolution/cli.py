@@ -62,11 +62,25 @@ def innermost(err: BaseException) -> BaseException:
 
 def one_line(err: BaseException, limit: int = 400) -> str:
     """``err`` as one line of at most ``limit`` characters."""
-    # jsonargparse spreads a type error over several lines ("Parser key ...:", then the reason):
-    # fold them into one, and name the innermost cause of a failed instantiation.
-    while err.__cause__ is not None and isinstance(err.__cause__, (ValueError, FileNotFoundError)):
-        err = err.__cause__
-    text = " ".join(l.strip() for l in str(err).splitlines() if l.strip()) or type(err).__name__
+    def flat(e: BaseException) -> str:
+        return " ".join(l.strip() for l in str(e).splitlines() if l.strip()) or type(e).__name__
+
+    # jsonargparse nests its reasons ("Parser key ...:", union alternatives, the class's own error),
+    # each the cause of the one above: name the keys it passed through and the innermost reason.
+    chain = [err]
+    while chain[-1].__cause__ is not None:
+        chain.append(chain[-1].__cause__)
+    keys: list[str] = []
+    for e in chain:
+        head = str(e).strip().splitlines()[:1]
+        if head and head[0].startswith('Parser key "') and head[0].endswith('":') and head[0][12:-2] not in keys[-1:]:
+            keys.append(head[0][12:-2])
+    if keys and len(chain) > 1:
+        text = f'Parser key "{".".join(keys)}": {flat(chain[-1])}'
+    else:  # a failed instantiation: the innermost ValueError or missing file names it
+        while err.__cause__ is not None and isinstance(err.__cause__, (ValueError, FileNotFoundError)):
+            err = err.__cause__
+        text = flat(err)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

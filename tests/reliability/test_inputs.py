@@ -78,6 +78,18 @@ def test_bad_config_values_are_one_line(tmp_path, capsys, finished):
     assert not (finished / "verify.json").exists()
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--data", "evolution.data.Nope"], "Parser key \"data\": module 'evolution.data' has no attribute 'Nope'"),
+    (["--data", "evolution.data.DigitsDataModule", "--data.batch_size", "x"],
+     "Parser key \"data.batch_size\": Expected a <class 'int'>. Got value: x"),
+    (["--data", "evolution.data.DigitsDataModule", "--estimator", "evolution.estimators.TrainEstimator",
+      "--estimator.stepz", "3"], "Parser key \"estimator\": Option 'stepz' is not accepted")])
+def test_a_misspelt_class_or_argument_names_the_key_and_the_reason_alone(tmp_path, capsys, args, message):
+    assert cli(["search", "--search.run_dir", str(tmp_path / "run"), *args]) == 2
+    assert _one_line(capsys) == f"error: {message}"  # not jsonargparse's union alternatives
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_bug_inside_a_class_a_config_builds_keeps_its_traceback(tmp_path, capsys, monkeypatch):
     (tmp_path / "buggy_data.py").write_text(
         "import lightning.pytorch as pl\n\n"
