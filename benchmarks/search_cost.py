@@ -37,7 +37,7 @@ import yaml
 from benchmarks import common, search_cost_report as report
 from benchmarks.metering import Ledger, Metered, Truth
 from evolution import cost, seeds
-from evolution.cli import innermost, instantiate, one_line
+from evolution.cli import bad_input, instantiate, one_line
 from evolution.estimators import build_estimator
 from evolution.genome import Genome
 from evolution.sampling import random_genome
@@ -125,13 +125,13 @@ def build_data(spec: dict, seed: int, data_root: Path):
     try:
         cfg = parser.parse_object({"data": {"class_path": spec["class_path"], "init_args": args}})
     except ArgumentError as err:
-        raise ValueError(f"{where}: {one_line(innermost(err))}") from err
+        raise ValueError(f"{where}: {one_line(err)}") from err
     try:
         return instantiate(parser, cfg).data
     except (ValueError, OSError) as err:
-        if not isinstance(innermost(err), (ValueError, OSError)):
+        if not bad_input(err):
             raise
-        raise ValueError(f"{where}: {one_line(innermost(err))}") from err
+        raise ValueError(f"{where}: {one_line(err)}") from err
 
 
 def fit(spec: dict, data, ckpt: Path, seed: int) -> None:

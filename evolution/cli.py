@@ -25,9 +25,8 @@ def guarded(command, args: list[str]) -> int:
         check_config_files(args)
         command(args)
     except (ValueError, FileNotFoundError, ArgumentError, MisconfigurationException) as err:
-        if isinstance(err, ValueError) and not isinstance(innermost(err), (ValueError, OSError, ArgumentError,
-                                                                           MisconfigurationException)):
-            raise  # jsonargparse wraps a bug inside a class it builds in a ValueError: keep its traceback
+        if not bad_input(err):
+            raise
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except FloatingPointError as err:
@@ -60,25 +59,64 @@ def innermost(err: BaseException) -> BaseException:
     return err
 
 
+def bad_input(err: BaseException) -> bool:
+    """Whether ``err`` is the user's bad input (one line, exit 2) rather than a bug (a traceback).
+
+    jsonargparse wraps whatever a class raises while it is built in a ValueError: it is bad input when
+    the class's own error is (a bad value, a missing file, a logger's package that is not installed)."""
+    from jsonargparse import ArgumentError
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    kinds = (ValueError, OSError, ImportError, ArgumentError, MisconfigurationException)
+    return isinstance(err, kinds) and (not isinstance(err, ValueError) or isinstance(innermost(err), kinds))
+
+
+UNION = "Does not validate against any of the Union subtypes"
+
+
+def _union_errors(text: str) -> list[str] | None:
+    """The alternatives' reasons in a jsonargparse Union error, one line each (None if ``text`` is not one)."""
+    lines = text.strip().splitlines()
+    if not lines or lines[0] != UNION or "Errors:" not in lines:
+        return None
+    items: list[str] = []
+    for line in lines[lines.index("Errors:") + 1:]:
+        if line.startswith("Given value"):
+            break
+        if line.startswith("  - "):
+            items.append(line[4:].strip())
+        elif items:
+            items[-1] += " " + line.strip()
+    return [i for i in dict.fromkeys(items) if i != "Expected a <class 'NoneType'>"]
+
+
 def one_line(err: BaseException, limit: int = 400) -> str:
     """``err`` as one line of at most ``limit`` characters."""
     def flat(e: BaseException) -> str:
         return " ".join(l.strip() for l in str(e).splitlines() if l.strip()) or type(e).__name__
 
-    # jsonargparse nests its reasons ("Parser key ...:", union alternatives, the class's own error),
-    # each the cause of the one above: name the keys it passed through and the innermost reason.
+    # jsonargparse nests its reasons ("Parser key ...:", Union alternatives, the class's own error),
+    # each the cause of the one above: name the keys it passed through and the reason. Of a Union it
+    # chains only the first alternative's error, so where several types were possible, list them all.
     chain = [err]
     while chain[-1].__cause__ is not None:
         chain.append(chain[-1].__cause__)
     keys: list[str] = []
+    reason = None
     for e in chain:
         head = str(e).strip().splitlines()[:1]
         if head and head[0].startswith('Parser key "') and head[0].endswith('":') and head[0][12:-2] not in keys[-1:]:
             keys.append(head[0][12:-2])
-    if keys and len(chain) > 1:
-        text = f'Parser key "{".".join(keys)}": {flat(chain[-1])}'
-    else:  # a failed instantiation: the innermost ValueError or missing file names it
-        while err.__cause__ is not None and isinstance(err.__cause__, (ValueError, FileNotFoundError)):
+        alternatives = _union_errors(str(e))
+        if alternatives is not None and len(alternatives) != 1:
+            reason = " / ".join(alternatives)
+            break
+    if reason is None and keys and len(chain) > 1:
+        reason = flat(chain[-1])
+    if reason is not None:
+        text = f'Parser key "{".".join(keys)}": {reason}' if keys else reason
+    else:  # a failed instantiation: the innermost ValueError, missing file or missing package names it
+        while err.__cause__ is not None and isinstance(err.__cause__, (ValueError, OSError, ImportError)):
             err = err.__cause__
         text = flat(err)
     return text if len(text) <= limit else text[: limit - 3] + "..."

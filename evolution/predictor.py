@@ -168,14 +168,29 @@ def load_pairs(path: str) -> tuple[list[Genome], list[float]]:
     from pathlib import Path
 
     p = Path(path)
-    if (p / "history.jsonl").is_file():
-        rows = [json.loads(l) for l in (p / "history.jsonl").read_text().splitlines() if l.strip()]
-        rows = [r for r in rows if r.get("error") is None and (p / "genomes" / f"{r['id']}.json").is_file()]
-        return [Genome.load(p / "genomes" / f"{r['id']}.json") for r in rows], [float(r["score"]) for r in rows]
-    if not p.is_file():
+    run = (p / "history.jsonl").is_file()
+    if not run and not p.is_file():
         raise ValueError(f"PredictorEstimator: pairs {path}: neither a run directory nor a JSONL file")
-    rows = [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
-    return [Genome.from_dict(r["genome"]) for r in rows], [float(r["accuracy"]) for r in rows]
+    file = p / "history.jsonl" if run else p
+    genomes, accuracies = [], []
+    for i, line in enumerate(file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:  # a file a user hands in: a bad row is named, not a traceback
+            r = json.loads(line)
+            if run:
+                if r.get("error") is not None or not (p / "genomes" / f"{r['id']}.json").is_file():
+                    continue
+                genome, acc = Genome.load(p / "genomes" / f"{r['id']}.json"), float(r["score"])
+            else:
+                genome, acc = Genome.from_dict(r["genome"]), float(r["accuracy"])
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+            what = "a search's history row with id and score" if run else '{"genome": {...}, "accuracy": x}'
+            raise ValueError(f"PredictorEstimator: pairs {file} line {i}: expected {what} "
+                             f"({type(err).__name__}: {err})") from None
+        genomes.append(genome)
+        accuracies.append(acc)
+    return genomes, accuracies
 
 
 def log_flops_bound(genome: Genome) -> float:

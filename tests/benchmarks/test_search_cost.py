@@ -77,7 +77,7 @@ def test_bad_preset_or_arm_is_one_line_and_exit_2(tmp_path, capsys):
 
 
 def test_a_bug_inside_a_data_module_keeps_its_traceback(tmp_path, monkeypatch):
-    (tmp_path / "buggy_data.py").write_text(
+    (tmp_path / "search_cost_probe_data.py").write_text(
         "import lightning.pytorch as pl\n\n"
         "class Buggy(pl.LightningDataModule):\n"
         "    def __init__(self, seed: int = 0):\n"
@@ -85,12 +85,12 @@ def test_a_bug_inside_a_data_module_keeps_its_traceback(tmp_path, monkeypatch):
         "        raise TypeError('a bug')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(Exception) as caught:
-        search_cost.build_data({"class_path": "buggy_data.Buggy"}, 0, tmp_path)
+        search_cost.build_data({"class_path": "search_cost_probe_data.Buggy"}, 0, tmp_path)
     err = caught.value
     while err.__cause__ is not None:
         err = err.__cause__
     assert isinstance(err, TypeError) and str(err) == "a bug"
-    assert not str(caught.value).startswith("data buggy_data.Buggy")  # not passed off as bad input
+    assert not str(caught.value).startswith("data search_cost_probe_data.Buggy")  # not passed off as bad input
 
 
 def test_tiny_preset_writes_every_key_and_resumes_an_arm_exactly(tmp_path):

@@ -281,3 +281,28 @@ def test_predictor_starts_from_pairs_in_a_file(data, tmp_path, genomes):
     assert est.stats == {"trained": 1, "predicted": 3} and all(e.ok for e in out)
     with pytest.raises(ValueError, match="neither a run directory"):
         PredictorEstimator(data, pairs=str(tmp_path / "nope"))
+    good = json.dumps({"genome": gs[0].to_dict(), "accuracy": 0.5})
+    for bad, reason in [('{"acc": 0.5}', "KeyError: 'genome'"), ('{"genome": {}, "accuracy": 0.5}', ""),
+                        (json.dumps({"genome": gs[0].to_dict(), "accuracy": None}), "TypeError"), ("{oops", "JSONDecode")]:
+        path.write_text(f"{good}\n\n{bad}\n")
+        with pytest.raises(ValueError, match=rf"pairs {path} line 3: expected .*{reason}") as caught:
+            PredictorEstimator(data, pairs=str(path))
+        assert "\n" not in str(caught.value)
+
+
+def test_predictor_starts_from_a_run_directory_and_names_a_bad_history_row(data, tmp_path, genomes):
+    import json
+
+    gs = genomes(3)
+    (tmp_path / "genomes").mkdir()
+    for i, g in enumerate(gs):
+        g.save(tmp_path / "genomes" / f"{i}.json")
+    rows = [{"id": 0, "score": 0.3}, {"id": 1, "score": 0.5, "error": None}, {"id": 2, "score": 0.1, "error": "diverged"},
+            {"id": 7, "score": 0.2}]  # a failed candidate and one whose genome was not kept are left out
+    (tmp_path / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    est = PredictorEstimator(data, pairs=str(tmp_path))
+    assert est.y == pytest.approx([0.3, 0.5]) and est.loaded == 2
+    assert np.allclose(est.X, est.features(gs[:2]))
+    (tmp_path / "history.jsonl").write_text(json.dumps(rows[0]) + "\n" + json.dumps({"score": 0.4}) + "\n")
+    with pytest.raises(ValueError, match=r"history.jsonl line 2: expected a search's history row with id and score"):
+        PredictorEstimator(data, pairs=str(tmp_path))

@@ -91,22 +91,41 @@ def test_a_misspelt_class_or_argument_names_the_key_and_the_reason_alone(tmp_pat
 
 
 def test_a_bug_inside_a_class_a_config_builds_keeps_its_traceback(tmp_path, capsys, monkeypatch):
-    (tmp_path / "buggy_data.py").write_text(
+    # One class raises a bug, one a missing package: only the second is the user's to fix.
+    (tmp_path / "cli_probe_data.py").write_text(
         "import lightning.pytorch as pl\n\n"
         "class Buggy(pl.LightningDataModule):\n"
         "    def __init__(self, seed: int = 0):\n"
         "        super().__init__()\n"
-        "        raise TypeError('a bug')\n")
+        "        raise TypeError('a bug')\n\n"
+        "class NeedsPackage(pl.LightningDataModule):\n"
+        "    def __init__(self, seed: int = 0):\n"
+        "        super().__init__()\n"
+        "        raise ModuleNotFoundError(\"No module named 'somepackage'\")\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     args = ["search", "--estimator", "evolution.estimators.TrainEstimator", "--search.run_dir", str(tmp_path / "run")]
     with pytest.raises(ValueError) as caught:  # jsonargparse's wrapper, not passed off as bad input (exit 2)
-        cli(args + ["--data", "buggy_data.Buggy"])
+        cli(args + ["--data", "cli_probe_data.Buggy"])
     cause = caught.value
     while cause.__cause__ is not None:
         cause = cause.__cause__
     assert isinstance(cause, TypeError) and str(cause) == "a bug"
+    assert cli(args + ["--data", "cli_probe_data.NeedsPackage"]) == 2
+    assert "No module named 'somepackage'" in _one_line(capsys)
     assert cli(args + ["--data", "evolution.data.IDXDataModule", "--data.root", str(tmp_path / "none")]) == 2
     assert f"IDX data folder {tmp_path / 'none'} does not exist" in _one_line(capsys)  # bad input stays one line
+
+
+def test_a_setting_of_several_types_lists_each_reason_and_a_lightning_refusal_is_one_line(tmp_path, capsys):
+    train = ["train", "fit", "--config", str(REPO / "configs/train/digits.yaml"), "--trainer.logger", "false",
+             "--trainer.default_root_dir", str(tmp_path)]
+    assert cli(train + ["--seed_everything", "x"]) == 2  # a bool or an int: not only the first
+    assert _one_line(capsys) == "error: Parser key \"seed_everything\": Expected a <class 'bool'> / Expected a <class 'int'>"
+    assert cli(train + ["--trainer.callbacks", "nope.Callback"]) == 2
+    assert "No module named 'nope'" in _one_line(capsys)
+    assert cli(train + ["--trainer.callbacks+", "lightning.pytorch.callbacks.EarlyStopping",
+                        "--trainer.callbacks.monitor", "val_loss", "--trainer.callbacks.mode", "foo"]) == 2
+    assert "`mode` can be min, max, got foo" in _one_line(capsys)  # Lightning's MisconfigurationException
 
 
 def test_a_candidate_whose_training_blew_up_is_flagged_not_scored():
