@@ -160,6 +160,9 @@ class Search:
         self.estimator = estimator
         self.space = SearchSpace(tuple(data.input_shape), data.num_classes, settings.levels, settings.width,
                                  settings.channels)
+        for source in dict.fromkeys(settings.init):  # a bad spec or file is refused before the run directory is made
+            if source != "random":
+                self._seed_genome(source)
         self.dir = Path(settings.run_dir)
         self.files = rundir.RunDir(self.dir)
         self.config = config or {}
@@ -211,20 +214,19 @@ class Search:
             self.next_id += 1
         return out
 
+    def _seed_genome(self, source: str) -> Genome:
+        """An initial genome from a spec (``mlp:64``) or a genome file, on the search's grid."""
+        if source.endswith(".json"):
+            g = Genome.load(source)
+            if g.space != self.space:
+                raise ValueError(f"initial genome {source} is on {g.space}, not on the search's grid {self.space}")
+            return g
+        return seeds.build(source, self.space)
+
     def _initial_genomes(self) -> list[Genome]:
-        genomes = []
-        for i in range(self.s.population):
-            source = self.s.init[i % len(self.s.init)]
-            if source == "random":
-                genomes.append(random_genome(self.space, self.rng, density=self.s.density))
-            elif source.endswith(".json"):
-                g = Genome.load(source)
-                if g.space != self.space:
-                    raise ValueError(f"initial genome {source} is on {g.space}, not on the search's grid {self.space}")
-                genomes.append(g)
-            else:
-                genomes.append(seeds.build(source, self.space))
-        return genomes
+        sources = [self.s.init[i % len(self.s.init)] for i in range(self.s.population)]
+        return [random_genome(self.space, self.rng, density=self.s.density) if source == "random"
+                else self._seed_genome(source) for source in sources]
 
     def _objectives(self, cands: list[Candidate]) -> np.ndarray:
         F = np.array([c.objectives(list(self.s.objectives)) for c in cands], dtype=float).reshape(len(cands), -1)

@@ -177,12 +177,14 @@ def test_failed_candidates_are_recorded_and_never_selected(tmp_path):
     (["--search.population", "abc"], 'Parser key "search.population"'),
     (["--search.ref_point", "[1.0]"], "ref_point [1.0]: expected one value per objective (error, flops)"),
     (["--search.levels", "0"], "levels 0, width 32: a search needs levels >= 1 and width >= 1"),
+    (["--search.init", "[mlp:8, foo:3]"], "genome spec 'foo:3': unknown layer kind 'foo'"),
+    (["--search.init", "[nope.json]"], "genome file nope.json does not exist"),
 ])
 def test_bad_config_is_one_line(tmp_path, capsys, extra, message):
     assert cli(["search", *TINY, "--run_dir", str(tmp_path / "r"), *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
-    assert not (tmp_path / "r" / "state.pt").exists()
+    assert not (tmp_path / "r").exists()  # refused before the run directory is made
 
 
 def test_a_search_whose_every_candidate_diverges_exits_1(tmp_path, capsys):
