@@ -316,8 +316,11 @@ class CSVDataModule(TensorDataModule):
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         if not self.path.is_file():
             raise FileNotFoundError(f"CSV file {self.path} does not exist")
-        with open(self.path, newline="") as f:
-            rows = list(csv.reader(f))
+        try:
+            with open(self.path, newline="", encoding="utf-8-sig") as f:  # a BOM (Excel) is not a column name
+                rows = list(csv.reader(f))
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{self.path}: not a UTF-8 text CSV file (byte {err.start} is not UTF-8)") from None
         if not rows:
             raise ValueError(f"{self.path}: empty CSV file")
         header = [h.strip() for h in rows[0]]

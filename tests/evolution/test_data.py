@@ -199,6 +199,15 @@ def test_csv_errors(tmp_path):
         CSVDataModule(str(tmp_path / "e.csv"))
     with pytest.raises(FileNotFoundError, match="CSV file .*missing.csv does not exist"):
         CSVDataModule(str(tmp_path / "missing.csv"))
+    (tmp_path / "latin.csv").write_bytes("a,label\n1,caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin.csv: not a UTF-8 text CSV file \(byte 13 is not UTF-8\)"):
+        CSVDataModule(str(tmp_path / "latin.csv"))
+
+
+def test_csv_with_a_byte_order_mark_reads_its_first_column(tmp_path):
+    (tmp_path / "bom.csv").write_bytes("label,a\n0,1\n1,2\n0,3\n1,4\n".encode("utf-8-sig"))
+    d = CSVDataModule(str(tmp_path / "bom.csv"), val_fraction=0.25, test_fraction=0.25)
+    assert d.num_classes == 2 and tuple(d.input_shape) == (1,)
 
 
 @pytest.mark.parametrize("cls, name", [(MNISTDataModule, "MNIST"), (FashionMNISTDataModule, "FashionMNIST"),
