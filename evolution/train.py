@@ -34,6 +34,8 @@ def resolve_genome(genome: str, input_shape: tuple[int, ...] | None, num_classes
         if levels is None and width is None:
             space = seeds.space_for_spec(genome, tuple(input_shape), num_classes)
         else:
+            if (levels is not None and levels < 1) or (width is not None and width < 1):
+                raise ValueError(f"levels {levels}, width {width}: expected at least 1 each (or unset: the spec's own)")
             auto = seeds.space_for_spec(genome, tuple(input_shape), num_classes)
             space = dataclasses.replace(auto, levels=levels or auto.levels, width=width or auto.width)  # keeps channels
         return seeds.build(genome, space)

@@ -144,6 +144,9 @@ def test_grid_overrides_keep_a_conv_spec_s_channels():
 
     g = resolve_genome("conv:8x3,mlp:64", (1, 8, 8), 10, levels=3)
     assert g.space.levels == 3 and g.space.channels == 8 and g.space.lattice == (8, 8)
+    for grid in ({"width": 0}, {"levels": 0}, {"width": -4}):  # 0 was taken for unset and trained the spec's grid
+        with pytest.raises(ValueError, match="expected at least 1 each"):
+            resolve_genome("mlp:64", (1, 8, 8), 10, **grid)
 
 
 def test_cosine_over_steps_when_the_run_is_bounded_by_max_steps():
