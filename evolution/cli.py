@@ -63,31 +63,37 @@ def bad_input(err: BaseException) -> bool:
     """Whether ``err`` is the user's bad input (one line, exit 2) rather than a bug (a traceback).
 
     jsonargparse wraps whatever a class raises while it is built in a ValueError: it is bad input when
-    the class's own error is (a bad value, a missing file, a logger's package that is not installed)."""
+    the class's own error is (a bad value, a missing file, a logger's package that is not installed; a
+    misspelt name in an import is a bug)."""
     from jsonargparse import ArgumentError
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    kinds = (ValueError, OSError, ImportError, ArgumentError, MisconfigurationException)
+    kinds = (ValueError, OSError, ModuleNotFoundError, ArgumentError, MisconfigurationException)
     return isinstance(err, kinds) and (not isinstance(err, ValueError) or isinstance(innermost(err), kinds))
 
 
 UNION = "Does not validate against any of the Union subtypes"
+MISMATCH = ("Expected a ", "Not a valid subclass")  # an alternative whose type did not match the value at all
 
 
-def _union_errors(text: str) -> list[str] | None:
-    """The alternatives' reasons in a jsonargparse Union error, one line each (None if ``text`` is not one)."""
+def _union_errors(text: str) -> tuple[list[str], str] | None:
+    """The alternatives' reasons in a jsonargparse Union error, one line each, and the value given
+    (None if ``text`` is not one)."""
     lines = text.strip().splitlines()
     if not lines or lines[0] != UNION or "Errors:" not in lines:
         return None
     items: list[str] = []
+    given = ""
     for line in lines[lines.index("Errors:") + 1:]:
+        if line.startswith("Given value: "):
+            given = line[len("Given value: "):].strip()
         if line.startswith("Given value"):
-            break
+            continue
         if line.startswith("  - "):
             items.append(line[4:].strip())
         elif items:
             items[-1] += " " + line.strip()
-    return [i for i in dict.fromkeys(items) if i != "Expected a <class 'NoneType'>"]
+    return [i for i in dict.fromkeys(items) if i != "Expected a <class 'NoneType'>"], given
 
 
 def one_line(err: BaseException, limit: int = 400) -> str:
@@ -96,22 +102,28 @@ def one_line(err: BaseException, limit: int = 400) -> str:
         return " ".join(l.strip() for l in str(e).splitlines() if l.strip()) or type(e).__name__
 
     # jsonargparse nests its reasons ("Parser key ...:", Union alternatives, the class's own error),
-    # each the cause of the one above: name the keys it passed through and the reason. Of a Union it
-    # chains only the first alternative's error, so where several types were possible, list them all.
+    # each the cause of the one above: name the keys it passed through and the innermost reason. Of a
+    # Union it chains only the first alternative, which may not be the one the value was meant for.
     chain = [err]
     while chain[-1].__cause__ is not None:
         chain.append(chain[-1].__cause__)
     keys: list[str] = []
-    reason = None
+    reason, followed = None, False
     for e in chain:
         head = str(e).strip().splitlines()[:1]
         if head and head[0].startswith('Parser key "') and head[0].endswith('":') and head[0][12:-2] not in keys[-1:]:
             keys.append(head[0][12:-2])
-        alternatives = _union_errors(str(e))
-        if alternatives is not None and len(alternatives) != 1:
-            reason = " / ".join(alternatives)
-            break
-    if reason is None and keys and len(chain) > 1:
+        union = _union_errors(str(e))
+        if union is None or len(union[0]) < 2:
+            continue
+        items, given = union
+        meant = [i for i in items if not i.startswith(MISMATCH)]  # alternatives that got past the type
+        if any(flat(chain[-1]) in i for i in meant):
+            followed = True  # the chain goes on into one of those: follow it for its keys and reason
+            continue
+        reason = " / ".join(meant or items) + (f" (got {given})" if not meant and given else "")
+        break
+    if reason is None and (keys or followed) and len(chain) > 1:
         reason = flat(chain[-1])
     if reason is not None:
         text = f'Parser key "{".".join(keys)}": {reason}' if keys else reason

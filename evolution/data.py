@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import math
 import warnings
 from pathlib import Path
@@ -316,11 +317,11 @@ class CSVDataModule(TensorDataModule):
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         if not self.path.is_file():
             raise FileNotFoundError(f"CSV file {self.path} does not exist")
-        try:
-            with open(self.path, newline="", encoding="utf-8-sig") as f:  # a BOM (Excel) is not a column name
-                rows = list(csv.reader(f))
+        try:  # decoded whole, so an error's byte is the file's; a BOM (Excel) is not a column name
+            text = self.path.read_bytes().decode("utf-8").removeprefix("\ufeff")
         except UnicodeDecodeError as err:
             raise ValueError(f"{self.path}: not a UTF-8 text CSV file (byte {err.start} is not UTF-8)") from None
+        rows = list(csv.reader(io.StringIO(text, newline="")))
         if not rows:
             raise ValueError(f"{self.path}: empty CSV file")
         header = [h.strip() for h in rows[0]]

@@ -179,16 +179,17 @@ def load_pairs(path: str) -> tuple[list[Genome], list[float]]:
         try:  # a file a user hands in: a bad row is named, not a traceback
             r = json.loads(line)
             if run:
-                if r.get("error") is not None or not (p / "genomes" / f"{r['id']}.json").is_file():
+                genome = p / "genomes" / f"{r['id']}.json"
+                if r.get("error") is not None or not genome.is_file():
                     continue
-                genome, acc = Genome.load(p / "genomes" / f"{r['id']}.json"), float(r["score"])
+                acc = float(r["score"])
             else:
                 genome, acc = Genome.from_dict(r["genome"]), float(r["accuracy"])
         except (ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
             what = "a search's history row with id and score" if run else '{"genome": {...}, "accuracy": x}'
             raise ValueError(f"PredictorEstimator: pairs {file} line {i}: expected {what} "
                              f"({type(err).__name__}: {err})") from None
-        genomes.append(genome)
+        genomes.append(Genome.load(genome) if run else genome)  # a damaged genome file names itself
         accuracies.append(acc)
     return genomes, accuracies
 

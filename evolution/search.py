@@ -136,6 +136,8 @@ class SearchSettings:
             raise ValueError(f"objectives {list(self.objectives)}: expected two or three of {', '.join(OBJECTIVES)}")
         if self.population < 2 or self.children < 1 or self.iterations < 0 or self.tournament < 1:
             raise ValueError("search needs population >= 2, children >= 1, iterations >= 0, tournament >= 1")
+        if not self.init:
+            raise ValueError("init []: expected at least one source of initial genomes (random, a spec, a genome file)")
         if self.levels < 1 or self.width < 1:  # the neuron mutations need a level to put neurons in
             raise ValueError(f"levels {self.levels}, width {self.width}: a search needs levels >= 1 and width >= 1")
         if self.ref_point is not None and len(self.ref_point) != len(self.objectives):
@@ -160,11 +162,11 @@ class Search:
         self.estimator = estimator
         self.space = SearchSpace(tuple(data.input_shape), data.num_classes, settings.levels, settings.width,
                                  settings.channels)
-        for source in dict.fromkeys(settings.init):  # a bad spec or file is refused before the run directory is made
-            if source != "random":
-                self._seed_genome(source)
         self.dir = Path(settings.run_dir)
         self.files = rundir.RunDir(self.dir)
+        if not self.files.exists():  # a new search: a bad spec or file is refused before its directory is made
+            for source in dict.fromkeys(s for s in settings.init if s != "random"):
+                self._seed_genome(source)  # (a resume never reads them: they may have moved since)
         self.config = config or {}
         # Plain JSON (what a state keeps, so a refused resume can name what differs); hashed as before.
         self.identity = json.loads(json.dumps(self._identity(), default=str))

@@ -199,9 +199,12 @@ def test_csv_errors(tmp_path):
         CSVDataModule(str(tmp_path / "e.csv"))
     with pytest.raises(FileNotFoundError, match="CSV file .*missing.csv does not exist"):
         CSVDataModule(str(tmp_path / "missing.csv"))
-    (tmp_path / "latin.csv").write_bytes("a,label\n1,caf\u00e9\n".encode("latin-1"))
-    with pytest.raises(ValueError, match=r"latin.csv: not a UTF-8 text CSV file \(byte 13 is not UTF-8\)"):
-        CSVDataModule(str(tmp_path / "latin.csv"))
+    rows = "a,label\n" + "1,x\n" * 5000  # past the first read chunk: the byte is counted in the file
+    for name, head in (("latin.csv", b""), ("bom-latin.csv", "\ufeff".encode("utf-8"))):
+        (tmp_path / name).write_bytes(head + (rows + "1,caf\u00e9\n").encode("latin-1"))
+        at = len(head) + len(rows) + 5
+        with pytest.raises(ValueError, match=rf"{name}: not a UTF-8 text CSV file \(byte {at} is not UTF-8\)"):
+            CSVDataModule(str(tmp_path / name))
 
 
 def test_csv_with_a_byte_order_mark_reads_its_first_column(tmp_path):

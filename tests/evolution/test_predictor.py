@@ -306,3 +306,8 @@ def test_predictor_starts_from_a_run_directory_and_names_a_bad_history_row(data,
     (tmp_path / "history.jsonl").write_text(json.dumps(rows[0]) + "\n" + json.dumps({"score": 0.4}) + "\n")
     with pytest.raises(ValueError, match=r"history.jsonl line 2: expected a search's history row with id and score"):
         PredictorEstimator(data, pairs=str(tmp_path))
+    (tmp_path / "history.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    (tmp_path / "genomes" / "0.json").write_text('{"levels": ')  # the genome file is the culprit, not the row
+    with pytest.raises(ValueError, match=r"genomes/0.json") as caught:
+        PredictorEstimator(data, pairs=str(tmp_path))
+    assert "history.jsonl" not in str(caught.value)

@@ -179,6 +179,7 @@ def test_failed_candidates_are_recorded_and_never_selected(tmp_path):
     (["--search.levels", "0"], "levels 0, width 32: a search needs levels >= 1 and width >= 1"),
     (["--search.init", "[mlp:8, foo:3]"], "genome spec 'foo:3': unknown layer kind 'foo'"),
     (["--search.init", "[nope.json]"], "genome file nope.json does not exist"),
+    (["--search.init", "[]"], "init []: expected at least one source of initial genomes"),
 ])
 def test_bad_config_is_one_line(tmp_path, capsys, extra, message):
     assert cli(["search", *TINY, "--run_dir", str(tmp_path / "r"), *extra]) == 2
@@ -289,3 +290,18 @@ def test_lamarckian_estimators_get_the_whole_inheritance(tmp_path):
         assert any(torch.equal(p.state["edges"], t["edges"]) and torch.equal(p.state["edge"], t["edge"])
                    for t in spy.states[:4])
         assert p.how.duplicated[0][0] in p.state["hidden"].tolist()
+
+
+def test_a_resume_does_not_need_the_initial_genome_files_again(tmp_path, monkeypatch):
+    import shutil
+
+    assert cli(["search", *TINY, "--iterations", "0", "--run_dir", str(tmp_path / "first")]) == 0
+    (tmp_path / "a").mkdir()
+    shutil.copy(tmp_path / "first" / "genomes" / "0.json", tmp_path / "a" / "g.json")
+    monkeypatch.chdir(tmp_path / "a")  # init names the file relative to where the search started
+    run = str(tmp_path / "run")
+    assert cli(["search", *TINY, "--iterations", "0", "--search.init", "[g.json, random]", "--run_dir", run]) == 0
+    assert json.loads((tmp_path / "run" / "genomes" / "0.json").read_text()) == \
+        json.loads((tmp_path / "a" / "g.json").read_text())
+    monkeypatch.chdir(tmp_path)
+    assert cli(["search", "--resume", run, "--search.iterations", "1"]) == 0

@@ -101,7 +101,11 @@ def test_a_bug_inside_a_class_a_config_builds_keeps_its_traceback(tmp_path, caps
         "class NeedsPackage(pl.LightningDataModule):\n"
         "    def __init__(self, seed: int = 0):\n"
         "        super().__init__()\n"
-        "        raise ModuleNotFoundError(\"No module named 'somepackage'\")\n")
+        "        raise ModuleNotFoundError(\"No module named 'somepackage'\")\n\n"
+        "class BadImport(pl.LightningDataModule):\n"
+        "    def __init__(self, seed: int = 0):\n"
+        "        super().__init__()\n"
+        "        raise ImportError(\"cannot import name 'Typo'\")\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     args = ["search", "--estimator", "evolution.estimators.TrainEstimator", "--search.run_dir", str(tmp_path / "run")]
     with pytest.raises(ValueError) as caught:  # jsonargparse's wrapper, not passed off as bad input (exit 2)
@@ -110,6 +114,8 @@ def test_a_bug_inside_a_class_a_config_builds_keeps_its_traceback(tmp_path, caps
     while cause.__cause__ is not None:
         cause = cause.__cause__
     assert isinstance(cause, TypeError) and str(cause) == "a bug"
+    with pytest.raises(ValueError):  # a misspelt name in an import is a bug too, not a missing package
+        cli(args + ["--data", "cli_probe_data.BadImport"])
     assert cli(args + ["--data", "cli_probe_data.NeedsPackage"]) == 2
     assert "No module named 'somepackage'" in _one_line(capsys)
     assert cli(args + ["--data", "evolution.data.IDXDataModule", "--data.root", str(tmp_path / "none")]) == 2
@@ -120,12 +126,16 @@ def test_a_setting_of_several_types_lists_each_reason_and_a_lightning_refusal_is
     train = ["train", "fit", "--config", str(REPO / "configs/train/digits.yaml"), "--trainer.logger", "false",
              "--trainer.default_root_dir", str(tmp_path)]
     assert cli(train + ["--seed_everything", "x"]) == 2  # a bool or an int: not only the first
-    assert _one_line(capsys) == "error: Parser key \"seed_everything\": Expected a <class 'bool'> / Expected a <class 'int'>"
-    assert cli(train + ["--trainer.callbacks", "nope.Callback"]) == 2
-    assert "No module named 'nope'" in _one_line(capsys)
-    assert cli(train + ["--trainer.callbacks+", "lightning.pytorch.callbacks.EarlyStopping",
-                        "--trainer.callbacks.monitor", "val_loss", "--trainer.callbacks.mode", "foo"]) == 2
-    assert "`mode` can be min, max, got foo" in _one_line(capsys)  # Lightning's MisconfigurationException
+    assert _one_line(capsys) == ("error: Parser key \"seed_everything\": Expected a <class 'bool'> / "
+                                 "Expected a <class 'int'> (got x)")
+    assert cli(train + ["--trainer.callbacks", "nope.Callback"]) == 2  # a class, not the list jsonargparse tried first
+    assert _one_line(capsys) == ("error: Parser key \"trainer.callbacks\": Problem with given class_path "
+                                 "'nope.Callback': No module named 'nope'")
+    early = ["--trainer.callbacks+", "lightning.pytorch.callbacks.EarlyStopping", "--trainer.callbacks.monitor", "v"]
+    assert cli(train + early + ["--trainer.callbacks.patience", "x"]) == 2  # the key path into the class
+    assert _one_line(capsys) == "error: Parser key \"trainer.callbacks.patience\": Expected a <class 'int'>. Got value: x"
+    assert cli(train + early + ["--trainer.callbacks.mode", "foo"]) == 2
+    assert _one_line(capsys) == "error: `mode` can be min, max, got foo"  # Lightning's MisconfigurationException
 
 
 def test_a_candidate_whose_training_blew_up_is_flagged_not_scored():
