@@ -121,17 +121,13 @@ def build_data(spec: dict, seed: int, data_root: Path):
         args["root"] = str(data_root / args["root"])
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(pl.LightningDataModule, "data")
-    where = f"data {spec['class_path']}"
     try:
         cfg = parser.parse_object({"data": {"class_path": spec["class_path"], "init_args": args}})
-    except ArgumentError as err:
-        raise ValueError(f"{where}: {one_line(err)}") from err
-    try:
         return instantiate(parser, cfg).data
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, ArgumentError) as err:
         if not bad_input(err):
             raise
-        raise ValueError(f"{where}: {one_line(err)}") from err
+        raise ValueError(f"data {spec['class_path']}: {one_line(err)}") from err
 
 
 def fit(spec: dict, data, ckpt: Path, seed: int) -> None:
