@@ -38,6 +38,8 @@ ALSO = {"predictor-gbr-bag-refit-hv": ("predictor-gbr-bag-hv", "predictor-gbr-hv
         "predictor-gbr-bag-refit-hv-f16": ("predictor-gbr-bag-refit-hv",),
         "predictor-gbr-bag-refit-hv-supernet": ("predictor-gbr-bag-refit-hv",),
         "predictor-gbr-bag-refit-lean-hv-supernet": ("predictor-gbr-bag-refit-hv-supernet", "predictor-gbr-bag-refit-hv")}
+# the references against each other: the room a cheap arm has above the default (train-full: 10x its CPU-s)
+GAPS = (("train-full", "supernet"), ("train-full", "train-low"), ("supernet", "train-low"))
 MAX_CHECKED = 20  # sampled stops trained to the end per arm and seed (each costs a full training)
 
 
@@ -112,16 +114,14 @@ def section(work: Path, preset: str, data_root: Path, budget: float | None = Non
             continue
         out["arms"][a] = {"mean": full["arms"][a]["mean"],
                           "retrained_hv_by_seed": {str(k): v for k, v in per_seed[a].items()}}
-    for a in CHEAP:
-        if a not in per_seed:
-            continue
-        for ref in ("train-low", "supernet") + ALSO.get(a, ()):
-            common = [s for s in per_seed[a] if s in per_seed.get(ref, {}) and per_seed[a][s] is not None
-                      and per_seed[ref][s] is not None]
-            if common:
-                diff = np.array([per_seed[a][s] - per_seed[ref][s] for s in common])
-                out["beats"][f"{a}>{ref}"] = {"seeds": common, "wins": int((diff > 0).sum()), "mean_diff": float(diff.mean()),
-                                              **paired(diff)}
+    pairs = [(a, ref) for a in CHEAP if a in per_seed for ref in ("train-low", "supernet") + ALSO.get(a, ())]
+    for a, ref in pairs + list(GAPS):
+        common = [s for s in per_seed.get(a, {}) if s in per_seed.get(ref, {}) and per_seed[a][s] is not None
+                  and per_seed[ref][s] is not None]
+        if common:
+            diff = np.array([per_seed[a][s] - per_seed[ref][s] for s in common])
+            out["beats"][f"{a}>{ref}"] = {"seeds": common, "wins": int((diff > 0).sum()), "mean_diff": float(diff.mean()),
+                                          **paired(diff)}
     for arm in EARLY:
         es = {}
         for s in full["seeds"]:
@@ -149,15 +149,18 @@ def section(work: Path, preset: str, data_root: Path, budget: float | None = Non
 
 
 def paired(diff: np.ndarray) -> dict:
-    """Standard error of the mean paired difference and the paired t-test's two-sided p (none for one seed)."""
+    """Standard error of the mean paired difference, its 95 % t interval and the paired t-test's two-sided p
+    (none for one seed)."""
     if len(diff) < 2:
         return {}
     from scipy import stats
 
     se = float(diff.std(ddof=1) / np.sqrt(len(diff)))
+    half = float(stats.t.ppf(0.975, len(diff) - 1)) * se
+    ci = [float(diff.mean()) - half, float(diff.mean()) + half]
     if se == 0:  # every seed moved by the same amount: certain, unless that amount is nothing
-        return {"se": 0.0, "p": 1.0 if diff.mean() == 0 else 0.0}
-    return {"se": se, "p": float(stats.ttest_1samp(diff, 0.0).pvalue)}
+        return {"se": 0.0, "p": 1.0 if diff.mean() == 0 else 0.0, "ci95": ci}
+    return {"se": se, "p": float(stats.ttest_1samp(diff, 0.0).pvalue), "ci95": ci}
 
 
 def _beat(v: dict) -> str:

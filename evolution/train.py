@@ -234,6 +234,16 @@ class DataShapeCLI(LightningCLI):
                 offline = getattr(logger, "_offline", False) and not os.environ.get("WANDB_MODE")
                 require_key("offline" if offline else effective_mode())
 
+    def instantiate_trainer(self, **kwargs) -> pl.Trainer:
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except TypeError as err:
+            # Lightning refuses some flag values with a TypeError raised in its own code
+            # (--trainer.devices x on a CPU): bad input, one line. One raised elsewhere is a bug.
+            if not _raised_in(err, Path(pl.__file__).parent.parent):
+                raise
+            raise ValueError(f"trainer: {err}") from None
+
     def _check_ckpt_path(self) -> None:
         # Lightning would fail deep in load_state_dict (or, for a hypernet trained on other data,
         # not at all): check the file against the model the config built first.
@@ -246,6 +256,14 @@ class DataShapeCLI(LightningCLI):
 
 def _plain(value):
     return tuple(_plain(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _raised_in(err: BaseException, package: Path) -> bool:
+    """Whether ``err`` was raised by code under ``package`` (its traceback's last frame)."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(package.resolve())
 
 
 def _local(ckpt_path: str | None) -> bool:

@@ -15,9 +15,11 @@ def test_paired_differences_give_their_standard_error_and_t_test():
     assert math.isclose(out["se"], 0.1 / math.sqrt(3))
     t = 0.2 / (0.1 / math.sqrt(3))
     assert math.isclose(out["p"], 2 * stats.t.sf(t, df=2))
+    half = 4.302653 * 0.1 / math.sqrt(3)  # t(0.975, 2 degrees of freedom)
+    assert np.allclose(out["ci95"], [0.2 - half, 0.2 + half])
     assert paired(np.array([0.5])) == {}  # one seed: no spread to speak of
-    assert paired(np.array([0.1, 0.1])) == {"se": 0.0, "p": 0.0}  # the same gain on every seed
-    assert paired(np.array([0.0, 0.0])) == {"se": 0.0, "p": 1.0}
+    assert paired(np.array([0.1, 0.1])) == {"se": 0.0, "p": 0.0, "ci95": [0.1, 0.1]}  # the same gain on every seed
+    assert paired(np.array([0.0, 0.0])) == {"se": 0.0, "p": 1.0, "ci95": [0.0, 0.0]}
     line = _beat({"seeds": [0, 1, 2], "wins": 3, "mean_diff": 0.2, **out})
     assert line == "3/3 (+0.200 ± 0.058, p 0.074)"
     assert _beat({"seeds": [0, 1], "wins": 2, "mean_diff": 0.1, "se": 0.0, "p": 0.0}) == "2/2 (+0.100 ± 0.000, p < 0.001)"
@@ -39,6 +41,10 @@ def test_a_section_names_the_budget_its_runs_had_and_refuses_another(tmp_path, m
     monkeypatch.setattr(cheap.report, "collect", lambda *a: made)
     sec = cheap.section(work, "digits", tmp_path, budget=120)  # train-full at its 10x
     assert sec["budget_cpu_seconds"] == 120 and sec["arms"]["supernet"]["retrained_hv_by_seed"] == {"0": 3.6, "1": 3.5}
+    # the references against each other, on the seeds both finished: the room above the default
+    gap = sec["beats"]["train-full>supernet"]
+    assert gap["seeds"] == [0] and gap["wins"] == 1 and math.isclose(gap["mean_diff"], 0.1) and "se" not in gap
+    assert "supernet>train-low" not in sec["beats"]  # no train-low run: no comparison
     out = tmp_path / "cheap.json"
     assert cheap.main(["--work", str(tmp_path), "--presets", "digits", "--out", str(out)]) == 2  # the preset's 30
     err = capsys.readouterr().err.strip()

@@ -136,6 +136,22 @@ def test_a_setting_of_several_types_lists_each_reason_and_a_lightning_refusal_is
     assert _one_line(capsys) == "error: Parser key \"trainer.callbacks.patience\": Expected a <class 'int'>. Got value: x"
     assert cli(train + early + ["--trainer.callbacks.mode", "foo"]) == 2
     assert _one_line(capsys) == "error: `mode` can be min, max, got foo"  # Lightning's MisconfigurationException
+    cpu = ["--trainer.accelerator", "cpu"]
+    assert cli(train + cpu + ["--trainer.devices", "x"]) == 2  # Lightning's TypeError, raised in its own code
+    line = _one_line(capsys)
+    assert line.startswith("error: trainer: `devices` selected with") and "should be an int > 0" in line
+
+
+def test_a_type_error_raised_outside_lightning_while_building_the_trainer_keeps_its_traceback(tmp_path, monkeypatch):
+    from lightning.pytorch.cli import LightningCLI
+
+    def bug(self, config, callbacks):
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(LightningCLI, "_instantiate_trainer", bug)
+    with pytest.raises(TypeError, match="a bug"):
+        cli(["train", "fit", "--config", str(REPO / "configs/train/digits.yaml"), "--trainer.logger", "false",
+             "--trainer.default_root_dir", str(tmp_path)])
 
 
 def test_a_candidate_whose_training_blew_up_is_flagged_not_scored():
