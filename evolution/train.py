@@ -238,9 +238,12 @@ class DataShapeCLI(LightningCLI):
         try:
             return super().instantiate_trainer(**kwargs)
         except TypeError as err:
-            # Lightning refuses some flag values with a TypeError raised in its own code
-            # (--trainer.devices x on a CPU): bad input, one line. One raised elsewhere is a bug.
-            if not _raised_in(err, Path(pl.__file__).parent.parent):
+            # Lightning refuses some flag values with a TypeError its own code raises (--trainer.devices x
+            # on a CPU): bad input, one line. Elsewhere, or a call with the wrong arguments (a callback's
+            # signature: Python raises that in the caller's frame, Lightning's), it is a bug.
+            import lightning
+
+            if not _raised_in(err, Path(lightning.__file__).parent):
                 raise
             raise ValueError(f"trainer: {err}") from None
 
@@ -259,11 +262,17 @@ def _plain(value):
 
 
 def _raised_in(err: BaseException, package: Path) -> bool:
-    """Whether ``err`` was raised by code under ``package`` (its traceback's last frame)."""
+    """Whether a ``raise`` statement of code under ``package`` raised ``err`` (its traceback's last frame)."""
+    import linecache
+
     tb = err.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
-    return tb is not None and Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(package.resolve())
+    if tb is None:
+        return False
+    path = tb.tb_frame.f_code.co_filename
+    return Path(path).resolve().is_relative_to(package.resolve()) and \
+        linecache.getline(path, tb.tb_lineno).lstrip().startswith("raise")
 
 
 def _local(ckpt_path: str | None) -> bool:

@@ -145,13 +145,22 @@ def test_a_setting_of_several_types_lists_each_reason_and_a_lightning_refusal_is
 def test_a_type_error_raised_outside_lightning_while_building_the_trainer_keeps_its_traceback(tmp_path, monkeypatch):
     from lightning.pytorch.cli import LightningCLI
 
-    def bug(self, config, callbacks):
-        raise TypeError("a bug")
+    from evolution.train import LoggerSaveConfigCallback
 
-    monkeypatch.setattr(LightningCLI, "_instantiate_trainer", bug)
-    with pytest.raises(TypeError, match="a bug"):
-        cli(["train", "fit", "--config", str(REPO / "configs/train/digits.yaml"), "--trainer.logger", "false",
-             "--trainer.default_root_dir", str(tmp_path)])
+    train = ["train", "fit", "--config", str(REPO / "configs/train/digits.yaml"), "--trainer.logger", "false",
+             "--trainer.default_root_dir", str(tmp_path)]
+    with monkeypatch.context() as m:
+        def bug(self, config, callbacks):
+            raise TypeError("a bug")
+
+        m.setattr(LightningCLI, "_instantiate_trainer", bug)
+        with pytest.raises(TypeError, match="a bug"):
+            cli(train)
+    # our callback called by Lightning with arguments it does not take: Python raises that TypeError in
+    # Lightning's frame, yet it is our bug, not the user's input
+    monkeypatch.setattr(LoggerSaveConfigCallback, "__init__", lambda self, parser, config: None)
+    with pytest.raises(TypeError, match="overwrite"):
+        cli(train)
 
 
 def test_a_candidate_whose_training_blew_up_is_flagged_not_scored():
