@@ -29,7 +29,7 @@ from benchmarks import common, metering, search_cost, search_cost_report as repo
 from evolution.genome import Genome
 
 OUT = Path(__file__).parent / "results" / "search_cost_cheap.json"
-CHEAP = ("halving", "curve", "predictor", "predictor-pairwise", "predictor-pairwise-pareto", "predictor-pairwise-hv", "predictor-pairwise-hv-supernet", "predictor-gbr-hv", "predictor-gbr-bag-hv", "predictor-gbr-bag-refit-hv", "predictor-gbr-refit-hv", "predictor-gbr-bag-refit-lean-hv", "predictor-gbr-bag-refit-hv-f16", "predictor-gbr-bag-refit-hv-supernet", "predictor-gbr-bag-refit-lean-hv-supernet", "proxy-naswot", "ensemble", "train-full-es", "train-full-es-linear", "train-full-es-q75", "train-full-es-q90", "train-es-q75")
+CHEAP = ("halving", "curve", "predictor", "predictor-pairwise", "predictor-pairwise-pareto", "predictor-pairwise-hv", "predictor-pairwise-hv-supernet", "predictor-gbr-hv", "predictor-gbr-bag-hv", "predictor-gbr-bag-refit-hv", "predictor-gbr-refit-hv", "predictor-gbr-bag-refit-lean-hv", "predictor-gbr-bag-refit-hv-f16", "predictor-gbr-bag-refit-hv-supernet", "predictor-gbr-bag-refit-lean-hv-supernet", "proxy-naswot", "ensemble", "train-full-es", "train-full-es-linear", "train-full-es-q75", "train-full-es-q90", "train-es-q75", "supernet-half-updates")
 EARLY = ("train-full-es", "train-full-es-linear", "train-full-es-q75", "train-full-es-q90", "train-es-q75")
 REFERENCE = ("train-low", "supernet", "train-full")
 # arms also compared with the arms they vary (besides train-low and the supernet)
