@@ -13,6 +13,7 @@ One process writes a run directory at a time: ``locked`` holds an OS file lock o
 from __future__ import annotations
 
 import fcntl
+import functools
 import io
 import json
 import math
@@ -40,18 +41,27 @@ def atomic_write(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
-def record(fields: dict, genome: Genome) -> dict:
-    """A candidate's ``history.jsonl`` line (its genome is in ``genomes/ID.json``)."""
+def record(fields: dict, edges: int, hidden: int) -> dict:
+    """A candidate's ``history.jsonl`` line, given its genome's edge and hidden-neuron counts (its
+    genome is in ``genomes/ID.json``)."""
     return {"id": fields["id"], "parent": fields["parent"], "mutation": fields["mutation"],
             "iteration": fields["iteration"], "score": fields["score"], "flops": fields["flops"],
-            "params": fields["params"], "latency": fields["latency"], "edges": genome.n_edges,
-            "hidden": len(genome.hidden), "seconds": fields["seconds"], "error": fields["error"]}
+            "params": fields["params"], "latency": fields["latency"], "edges": edges,
+            "hidden": hidden, "seconds": fields["seconds"], "error": fields["error"]}
+
+
+@functools.lru_cache(maxsize=4096)
+def _sizes(text: str) -> tuple[int, int]:
+    """A genome's edge and hidden-neuron counts from its JSON, parsed once: every iteration writes the
+    whole archive's front, mostly of genomes it wrote before."""
+    g = Genome.from_json(text)
+    return g.n_edges, len(g.hidden)
 
 
 def front_doc(state: dict) -> dict:
     """``front.json``'s content, made from a search state alone (its archive, hypervolumes, grid)."""
     archive = sorted(state["archive"], key=lambda d: d["flops"])
-    front = [{**record(d, Genome.from_json(d["genome"])), "genome": f"genomes/{d['id']}.json"} for d in archive]
+    front = [{**record(d, *_sizes(d["genome"])), "genome": f"genomes/{d['id']}.json"} for d in archive]
     ident = state["identity"]
     return {"iteration": state["iteration"], "objectives": list(ident["settings"]["objectives"]),
             "hypervolume": state["hv"], "space": ident["space"], "front": front}
@@ -231,11 +241,11 @@ class RunDir:
             out.append(r)
         return out
 
-    def commit(self, state: dict, genomes: list[tuple[int, Genome]], lines: list[dict]) -> None:
-        """One iteration: its genomes, history lines and front, then the state that counts them."""
+    def commit(self, state: dict, genomes: list[tuple[int, str]], lines: list[dict]) -> None:
+        """One iteration: its genomes (id, JSON text), history lines and front, then the state that counts them."""
         self.genomes.mkdir(parents=True, exist_ok=True)
-        for cid, g in genomes:  # every candidate's genome, so verify can retrain any of them
-            atomic_write(self.genomes / f"{cid}.json", g.to_json().encode())
+        for cid, text in genomes:  # every candidate's genome, so verify can retrain any of them
+            atomic_write(self.genomes / f"{cid}.json", text.encode())
         with open(self.history, "ab") as f:
             f.write("".join(json.dumps(r) + "\n" for r in lines).encode())
             f.flush()

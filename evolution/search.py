@@ -55,7 +55,7 @@ class Candidate:
 
     def record(self) -> dict:
         """The history.jsonl line (the genome is in ``genomes/ID.json``)."""
-        return rundir.record(self.__dict__, self.genome)
+        return rundir.record(self.__dict__, self.genome.n_edges, len(self.genome.hidden))
 
 
 # Where candidates run, not what the search does: a run may resume on another executor.
@@ -164,6 +164,7 @@ class Search:
                                  settings.channels)
         self.dir = Path(settings.run_dir)
         self.files = rundir.RunDir(self.dir)
+        self._texts: dict[int, str] = {}  # candidate id -> its genome's JSON (_genome_json)
         if not self.files.exists():  # a new search: a bad spec or file is refused before its directory is made
             for source in dict.fromkeys(s for s in settings.init if s != "random"):
                 self._seed_genome(source)  # (a resume never reads them: they may have moved since)
@@ -323,13 +324,22 @@ class Search:
             # An estimator that learns as the search goes (a supernet's updates) resumes with it.
             "estimator": self.estimator.state_dict() if hasattr(self.estimator, "state_dict") else None,
         }
-        self.files.commit(state, [(c.id, c.genome) for c in cands], [c.record() for c in cands])
+        self.files.commit(state, [(c.id, self._genome_json(c)) for c in cands], [c.record() for c in cands])
         self.saved_iteration = self.iteration
+        # a candidate's genome never changes: its text is kept while it may be saved again
+        keep = {c.id for c in self.population} | {c.id for c in self.archive}
+        self._texts = {k: v for k, v in self._texts.items() if k in keep}
 
-    @staticmethod
-    def _pack(c: Candidate) -> dict:
+    def _genome_json(self, c: Candidate) -> str:
+        """``c``'s genome as JSON, encoded once: every iteration saves the whole population and archive."""
+        text = self._texts.get(c.id)
+        if text is None:
+            text = self._texts[c.id] = c.genome.to_json()
+        return text
+
+    def _pack(self, c: Candidate) -> dict:
         d = {k: v for k, v in c.__dict__.items() if k != "genome"}
-        d["genome"] = c.genome.to_json()
+        d["genome"] = self._genome_json(c)
         return d
 
     @staticmethod

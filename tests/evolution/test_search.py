@@ -305,3 +305,19 @@ def test_a_resume_does_not_need_the_initial_genome_files_again(tmp_path, monkeyp
         json.loads((tmp_path / "a" / "g.json").read_text())
     monkeypatch.chdir(tmp_path)
     assert cli(["search", "--resume", run, "--search.iterations", "1"]) == 0
+
+
+def test_the_genome_texts_a_search_keeps_are_those_it_saves_again(tmp_path):
+    # Each genome is encoded once and kept while it is in the population or the archive; what the
+    # files hold is what encoding it afresh gives.
+    data = DigitsDataModule()
+    s = SearchSettings(run_dir=str(tmp_path), iterations=3, population=4, children=3, width=32, progress=False)
+    search = Search(s, data, TrainEstimator(data, steps=3))
+    search.run()
+    kept = {c.id: c for c in search.population + search.archive}
+    assert set(search._texts) == set(kept)
+    assert all(search._texts[i] == c.genome.to_json() for i, c in kept.items())
+    for r in json.loads((tmp_path / "front.json").read_text())["front"]:
+        g = kept[r["id"]].genome
+        assert (r["edges"], r["hidden"]) == (g.n_edges, len(g.hidden))
+        assert (tmp_path / r["genome"]).read_text() == g.to_json()
