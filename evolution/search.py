@@ -181,6 +181,8 @@ class Search:
         self.hv: list[float] = []
         self.scale: list[float] = []
         self.fronts: list[list[list[float]]] = []
+        # the same fronts as tensors, as the state saves them: one pickled object a front, not one a number
+        self._front_tensors: list[torch.Tensor] = []
         self.checks: list[dict] = []
         self.last_check_tau = float("nan")
         self.tracker: Tracker | None = None
@@ -276,6 +278,7 @@ class Search:
         ref = np.array(self.s.ref_point if self.s.ref_point else [1.0 if n == "error" else 2.0 for n in self.s.objectives])
         self.hv.append(float(nsga2.hypervolume(Fa, ref)))
         self.fronts.append(Fa.tolist())
+        self._front_tensors.append(torch.tensor(Fa, dtype=torch.float64))
         if self.s.rank_check_every and self.iteration and self.iteration % self.s.rank_check_every == 0:
             self._rank_check()
         if hasattr(self.estimator, "update"):
@@ -316,7 +319,7 @@ class Search:
         state = {
             "fingerprint": self.fingerprint, "identity": self.identity,
             "iteration": self.iteration, "next_id": self.next_id,
-            "hv": self.hv, "scale": self.scale, "fronts": self.fronts,
+            "hv": self.hv, "scale": self.scale, "fronts": self._front_tensors,
             "checks": self.checks,
             "population": [self._pack(c) for c in self.population],
             "archive": [self._pack(c) for c in self.archive],
@@ -368,7 +371,11 @@ class Search:
         self.files.rebuild(state)
         self.iteration, self.next_id = state["iteration"], state["next_id"]
         self.saved_iteration = self.iteration
-        self.hv, self.scale, self.fronts = state["hv"], state["scale"], state["fronts"]
+        self.hv, self.scale = state["hv"], state["scale"]
+        # float64 tensors (lists in states saved before): the same numbers either way
+        self.fronts = [f.tolist() if torch.is_tensor(f) else f for f in state["fronts"]]
+        self._front_tensors = [torch.tensor(f, dtype=torch.float64).reshape(len(f), -1) if f else
+                               torch.zeros(0, len(self.s.objectives), dtype=torch.float64) for f in self.fronts]
         self.checks = state.get("checks", [])
         self.population = [self._unpack(d) for d in state["population"]]
         self.archive = [self._unpack(d) for d in state["archive"]]

@@ -321,3 +321,18 @@ def test_the_genome_texts_a_search_keeps_are_those_it_saves_again(tmp_path):
         g = kept[r["id"]].genome
         assert (r["edges"], r["hidden"]) == (g.n_edges, len(g.hidden))
         assert (tmp_path / r["genome"]).read_text() == g.to_json()
+
+
+def test_a_state_saved_with_fronts_as_lists_resumes_to_the_same_search(tmp_path):
+    # States are saved with each front as a float64 tensor; those saved before held lists of floats.
+    assert cli(["search", *TINY, "--iterations", "3", "--run_dir", str(tmp_path / "whole")]) == 0
+    assert cli(["search", *TINY, "--iterations", "1", "--run_dir", str(tmp_path / "old")]) == 0
+    path = tmp_path / "old" / "state.pt"
+    state = torch.load(path, weights_only=True)
+    assert all(torch.is_tensor(f) and f.dtype == torch.float64 for f in state["fronts"])
+    torch.save({**state, "fronts": [f.tolist() for f in state["fronts"]]}, path)  # as written before
+    assert cli(["search", "--resume", str(tmp_path / "old"), "--search.iterations", "3"]) == 0
+    assert _records(tmp_path / "old") == _records(tmp_path / "whole")
+    assert _front(tmp_path / "old") == _front(tmp_path / "whole")
+    whole, old = (torch.load(tmp_path / d / "state.pt", weights_only=True)["fronts"] for d in ("whole", "old"))
+    assert len(whole) == len(old) == 4 and all(torch.equal(a, b) for a, b in zip(whole, old))
