@@ -13,7 +13,6 @@ One process writes a run directory at a time: ``locked`` holds an OS file lock o
 from __future__ import annotations
 
 import fcntl
-import functools
 import io
 import json
 import math
@@ -50,18 +49,22 @@ def record(fields: dict, edges: int, hidden: int) -> dict:
             "hidden": hidden, "seconds": fields["seconds"], "error": fields["error"]}
 
 
-@functools.lru_cache(maxsize=4096)
 def _sizes(text: str) -> tuple[int, int]:
-    """A genome's edge and hidden-neuron counts from its JSON, parsed once: every iteration writes the
-    whole archive's front, mostly of genomes it wrote before."""
+    """A genome's edge and hidden-neuron counts from its JSON."""
     g = Genome.from_json(text)
     return g.n_edges, len(g.hidden)
 
 
-def front_doc(state: dict) -> dict:
-    """``front.json``'s content, made from a search state alone (its archive, hypervolumes, grid)."""
+def front_doc(state: dict, known: dict[str, tuple[int, int]] | None = None) -> dict:
+    """``front.json``'s content, made from a search state alone (its archive, hypervolumes, grid).
+    ``known``: genome text -> its counts, from the last call; left holding this archive's (every
+    iteration writes the whole archive's front, mostly of genomes it wrote before)."""
     archive = sorted(state["archive"], key=lambda d: d["flops"])
-    front = [{**record(d, *_sizes(d["genome"])), "genome": f"genomes/{d['id']}.json"} for d in archive]
+    sizes = {d["genome"]: (known or {}).get(d["genome"]) or _sizes(d["genome"]) for d in archive}
+    if known is not None:
+        known.clear()
+        known.update(sizes)
+    front = [{**record(d, *sizes[d["genome"]]), "genome": f"genomes/{d['id']}.json"} for d in archive]
     ident = state["identity"]
     return {"iteration": state["iteration"], "objectives": list(ident["settings"]["objectives"]),
             "hypervolume": state["hv"], "space": ident["space"], "front": front}
@@ -197,6 +200,7 @@ class RunDir:
         self.path = Path(path)
         self.state_path, self.history = self.path / STATE, self.path / HISTORY
         self.front, self.genomes = self.path / FRONT, self.path / "genomes"
+        self._sizes: dict[str, tuple[int, int]] = {}  # the last front's genome texts -> counts (front_doc)
 
     def exists(self) -> bool:
         return self.state_path.is_file()
@@ -251,7 +255,7 @@ class RunDir:
             f.flush()
             os.fsync(f.fileno())
         state = {**state, "history_bytes": self.history.stat().st_size}
-        atomic_write(self.front, json.dumps(front_doc(state), indent=1).encode())
+        atomic_write(self.front, json.dumps(front_doc(state, self._sizes), indent=1).encode())
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write(self.state_path, buf.getvalue())
@@ -266,7 +270,7 @@ class RunDir:
             path = self.genomes / f"{d['id']}.json"
             if not path.is_file() or path.read_bytes() != d["genome"].encode():
                 atomic_write(path, d["genome"].encode())
-        doc = json.dumps(front_doc(state), indent=1).encode()
+        doc = json.dumps(front_doc(state, self._sizes), indent=1).encode()
         if not self.front.is_file() or self.front.read_bytes() != doc:
             atomic_write(self.front, doc)
         log = self.path / "rank_check.jsonl"
