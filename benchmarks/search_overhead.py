@@ -46,18 +46,19 @@ def run(iterations: int, cached: bool) -> dict:
         s = SearchSettings(run_dir=tmp, iterations=iterations, population=16, children=8, levels=2, width=64,
                            density=0.2, init=("random", "mlp:32", "random", "mlp:16"), progress=False)
         search = Search(s, data, Synthetic())
-        save, spent = search._save, [0.0]
+        save, spent, lists = search._save, [0.0], []
 
         def timed(cands):
-            tensors = search._front_tensors
+            fronts = search.fronts
             if not cached:  # the code before: every genome encoded, every front genome parsed, fronts as lists
                 search._genome_json = lambda c: c.genome.to_json()
                 search.files._sizes.clear()
-                search._front_tensors = search.fronts
+                lists.append(fronts[-1].tolist())  # as the code before kept them: the newest converted once
+                search.fronts = lists
             start = time.process_time()
             save(cands)
             spent[0] += time.process_time() - start
-            search._front_tensors = tensors
+            search.fronts = fronts
 
         search._save = timed
         start = time.process_time()

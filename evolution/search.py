@@ -180,9 +180,8 @@ class Search:
         self.next_id = 0
         self.hv: list[float] = []
         self.scale: list[float] = []
-        self.fronts: list[list[list[float]]] = []
-        # the same fronts as tensors, as the state saves them: one pickled object a front, not one a number
-        self._front_tensors: list[torch.Tensor] = []
+        # each iteration's front (objectives as searched), float64: one pickled object a front, not one a number
+        self.fronts: list[torch.Tensor] = []
         self.checks: list[dict] = []
         self.last_check_tau = float("nan")
         self.tracker: Tracker | None = None
@@ -277,8 +276,7 @@ class Search:
         # Error lies in [0, 1]; the others are scaled by the initial population's largest value.
         ref = np.array(self.s.ref_point if self.s.ref_point else [1.0 if n == "error" else 2.0 for n in self.s.objectives])
         self.hv.append(float(nsga2.hypervolume(Fa, ref)))
-        self.fronts.append(Fa.tolist())
-        self._front_tensors.append(torch.tensor(Fa, dtype=torch.float64))
+        self.fronts.append(torch.tensor(Fa, dtype=torch.float64))
         if self.s.rank_check_every and self.iteration and self.iteration % self.s.rank_check_every == 0:
             self._rank_check()
         if hasattr(self.estimator, "update"):
@@ -319,7 +317,7 @@ class Search:
         state = {
             "fingerprint": self.fingerprint, "identity": self.identity,
             "iteration": self.iteration, "next_id": self.next_id,
-            "hv": self.hv, "scale": self.scale, "fronts": self._front_tensors,
+            "hv": self.hv, "scale": self.scale, "fronts": self.fronts,
             "checks": self.checks,
             "population": [self._pack(c) for c in self.population],
             "archive": [self._pack(c) for c in self.archive],
@@ -373,9 +371,8 @@ class Search:
         self.saved_iteration = self.iteration
         self.hv, self.scale = state["hv"], state["scale"]
         # float64 tensors (lists in states saved before): the same numbers either way
-        self.fronts = [f.tolist() if torch.is_tensor(f) else f for f in state["fronts"]]
-        self._front_tensors = [torch.tensor(f, dtype=torch.float64).reshape(len(f), -1) if f else
-                               torch.zeros(0, len(self.s.objectives), dtype=torch.float64) for f in self.fronts]
+        self.fronts = [torch.as_tensor(f, dtype=torch.float64).reshape(-1, len(self.s.objectives))
+                       for f in state["fronts"]]
         self.checks = state.get("checks", [])
         self.population = [self._unpack(d) for d in state["population"]]
         self.archive = [self._unpack(d) for d in state["archive"]]
@@ -423,7 +420,7 @@ class Search:
             if self.fronts:
                 from evolution.plots import plot_fronts
 
-                plot_fronts(self.fronts, list(self.s.objectives), self.dir / "front.png")
+                plot_fronts([f.tolist() for f in self.fronts], list(self.s.objectives), self.dir / "front.png")
             if self.tracker is not None:
                 if self.archive:
                     self.tracker.finish_search(self)
